@@ -1,0 +1,97 @@
+"""Job options: their names, defaults and validation (pure)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from rota.errors import InvalidOption
+from rota.resources import Resources, validate_labels, validate_resources
+
+_QUEUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Everything a producer can set on a job besides its arguments."""
+
+    queue: str = "default"
+    priority: int = 0
+    retries: int = 0
+    timeout: float | None = None
+    delay: float = 0.0
+    eta: float | None = None
+    resources: Resources = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    affinity: dict[str, str] = field(default_factory=dict)
+    backoff: float = 1.0
+    backoff_max: float = 300.0
+
+    def merged(self, overrides: dict[str, Any]) -> JobOptions:
+        """A copy with ``overrides`` validated and applied; unknown names are refused."""
+        return replace(self, **validate_options(overrides))
+
+
+OPTION_NAMES = frozenset(JobOptions.__dataclass_fields__)
+
+
+def _number(name: str, value: Any, *, minimum: float, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidOption(f"{name} must be a number, not {type(value).__name__}")
+    if not math.isfinite(value) or value < minimum:
+        raise InvalidOption(f"{name} must be finite and >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def _eta(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return aware.timestamp()
+    result = _number("eta", value, minimum=0)
+    assert result is not None
+    return result
+
+
+def validate_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """Check option names and values; return them normalised. Raises ``InvalidOption``."""
+    unknown = set(opts) - OPTION_NAMES
+    if unknown:
+        raise InvalidOption(
+            f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(OPTION_NAMES))}"
+        )
+    out: dict[str, Any] = {}
+    for name, value in opts.items():
+        if name == "queue":
+            if not isinstance(value, str) or not _QUEUE.match(value):
+                raise InvalidOption(f"queue must match {_QUEUE.pattern}, got {value!r}")
+            out[name] = value
+        elif name in ("priority", "retries"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidOption(f"{name} must be an integer, got {value!r}")
+            low = PRIORITY_RANGE[0] if name == "priority" else 0
+            high = PRIORITY_RANGE[1] if name == "priority" else 1000
+            if not low <= value <= high:
+                raise InvalidOption(f"{name} must be between {low} and {high}, got {value}")
+            out[name] = value
+        elif name == "timeout":
+            timeout = _number(name, value, minimum=0, allow_none=True)
+            if timeout == 0:
+                raise InvalidOption("timeout must be > 0 (or None for no timeout)")
+            out[name] = timeout
+        elif name in ("delay", "backoff", "backoff_max"):
+            out[name] = _number(name, value, minimum=0)
+        elif name == "eta":
+            out[name] = _eta(value)
+        elif name == "resources":
+            out[name] = validate_resources(value)
+        else:  # labels, affinity
+            out[name] = validate_labels(value, name)
+    return out

@@ -1,0 +1,199 @@
+"""The store contract: the one interface that knows about storage.
+
+Every method is one atomic operation inside the store (an SQL transaction, a Redis Lua
+script), and every time it compares is the store's own clock, never the caller's.
+``tests/contract`` is the suite every implementation must pass.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from rota.model import (
+    Assignment,
+    HeartbeatReply,
+    JobRecord,
+    Lease,
+    NewJob,
+    NodeRecord,
+    NodeSpec,
+    NodeState,
+    Outcome,
+    PendingJob,
+    ReapReport,
+)
+from rota.states import FINAL_STATES, JobState
+
+SCHEDULER_LEASE = "scheduler"
+
+
+class Store(ABC):
+    """Durable state of jobs, nodes and leases. Implementations must be safe to use from
+    many processes at once; one instance is used by one thread at a time."""
+
+    url: str
+
+    # ---- lifecycle and clock -------------------------------------------------------
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    @abstractmethod
+    def now(self) -> float:
+        """The store's clock, in unix seconds."""
+
+    # ---- producers and operators ---------------------------------------------------
+    @abstractmethod
+    def submit(self, jobs: Sequence[NewJob]) -> list[str]:
+        """Store ``jobs`` in one round trip, all or none; return their ids in order.
+
+        A job with ``eta`` or ``delay > 0`` starts ``scheduled``, otherwise ``pending``.
+        """
+
+    @abstractmethod
+    def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        """The jobs that exist among ``job_ids``, in the order asked."""
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        found = self.get_jobs([job_id])
+        return found[0] if found else None
+
+    @abstractmethod
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        node_id: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        """Jobs matching every given filter, most recently submitted first."""
+
+    @abstractmethod
+    def count_jobs(self) -> dict[tuple[str, JobState], int]:
+        """Number of jobs by ``(queue, state)`` (only non-zero counts)."""
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> JobState | None:
+        """Cancel a job: scheduled/retrying/pending/assigned ones at once; a running one is
+        flagged and its node stops it. Returns the job's state after the call (``None``:
+        no such job). Final jobs are left as they are."""
+
+    @abstractmethod
+    def retry_dead(self, job_ids: Sequence[str]) -> int:
+        """Send dead jobs back to pending with a fresh set of attempts; returns how many."""
+
+    def wait_for_results(self, job_ids: Sequence[str], timeout: float) -> list[JobRecord]:
+        """Wait until every job in ``job_ids`` is final or ``timeout`` passes; return the
+        records of those that are final. The default polls with a growing interval."""
+        deadline = time.monotonic() + timeout
+        interval = 0.002
+        wanted = list(dict.fromkeys(job_ids))
+        while True:
+            records = self.get_jobs(wanted)
+            done = [r for r in records if r.state in FINAL_STATES]
+            left = deadline - time.monotonic()
+            if len(done) == len(wanted) or left <= 0:
+                return done
+            time.sleep(min(interval, left))
+            interval = min(interval * 1.5, 0.1)
+
+    # ---- worker nodes --------------------------------------------------------------
+    @abstractmethod
+    def register_node(self, spec: NodeSpec) -> None:
+        """Add a live node (heartbeat now)."""
+
+    @abstractmethod
+    def heartbeat(
+        self, node_id: str, running: Sequence[tuple[str, int]], lease_ttl: float
+    ) -> HeartbeatReply:
+        """Mark the node alive and extend the leases of its running jobs ``(id, token)``
+        to ``now + lease_ttl``. A node declared dead gets ``alive=False``."""
+
+    @abstractmethod
+    def set_node_state(self, node_id: str, state: NodeState) -> None:
+        """Move a node to ``draining`` (takes no new jobs) or ``stopped`` (left cleanly)."""
+
+    @abstractmethod
+    def list_nodes(self, states: Sequence[NodeState] | None = None) -> list[NodeRecord]:
+        """Nodes (optionally of the given states) with their current load."""
+
+    @abstractmethod
+    def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
+        """Move up to ``limit`` of the node's assigned jobs to running (highest priority,
+        then oldest first): count the attempt, stamp ``started_at`` and a lease to
+        ``now + lease_ttl``. Returns the started jobs with their fencing tokens."""
+
+    @abstractmethod
+    def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Record the end of attempts in one round trip. Each outcome is accepted only if
+        its job is running with the same token; returns which were accepted. A failure
+        goes to ``retrying`` (after ``retry_delay``) while attempts are left, else
+        ``dead``."""
+
+    @abstractmethod
+    def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
+        """Hand jobs ``(id, token)`` held by the node back to pending (graceful shutdown).
+        A running job's attempt is not counted. Returns how many were released."""
+
+    @abstractmethod
+    def wait_for_assignments(self, node_id: str, timeout: float) -> None:
+        """Block up to ``timeout`` seconds, returning early when the node may have new work
+        (or a cancellation). Spurious early returns are allowed."""
+
+    # ---- scheduler -----------------------------------------------------------------
+    @abstractmethod
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """Take the lease if it is free or expired (a new, higher token) or renew it if
+        ``holder`` has it (same token). ``None`` if another holder has it."""
+
+    @abstractmethod
+    def release_lease(self, lease: Lease) -> None:
+        """Give the lease up if it is still ``lease``."""
+
+    @abstractmethod
+    def get_lease(self, name: str) -> Lease | None:
+        """The current, unexpired holder of a lease, if any."""
+
+    @abstractmethod
+    def promote_due(self, lease: Lease, limit: int) -> int:
+        """Move up to ``limit`` scheduled/retrying jobs that are due to pending.
+        Fenced: raises ``LeaseLost`` unless ``lease`` is current."""
+
+    @abstractmethod
+    def reap(self, lease: Lease, failure_timeout: float) -> ReapReport:
+        """Declare dead the nodes silent for ``failure_timeout`` seconds and take back
+        their jobs (assigned: back to pending untouched; running: the attempt counts, then
+        pending or dead); also take back running jobs whose lease expired. Fenced."""
+
+    @abstractmethod
+    def pending_jobs(self, limit: int, after: tuple[int, int] | None = None) -> list[PendingJob]:
+        """Pending jobs by priority (highest first), then FIFO, starting after the cursor
+        ``(priority, seq)`` of the last job of the previous page."""
+
+    @abstractmethod
+    def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
+        """Place pending jobs on live nodes, each with a new fencing token. Jobs no longer
+        pending and nodes no longer live are skipped. Fenced. Returns how many were placed."""
+
+    @abstractmethod
+    def wait_for_pending(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds, returning early when there may be placement
+        work (a submit, a finished job, a new node). Spurious early returns are allowed."""
+
+    @abstractmethod
+    def put_stats(self, name: str, data: dict[str, Any]) -> None:
+        """Publish a small JSON document (the scheduler's statistics)."""
+
+    @abstractmethod
+    def get_stats(self, name: str) -> dict[str, Any] | None:
+        """Read a document written by :meth:`put_stats`."""
+
+    @abstractmethod
+    def prune(self, older_than: float) -> int:
+        """Delete final jobs finished more than ``older_than`` seconds ago, and nodes gone
+        (dead or stopped) for that long. Returns how many jobs were deleted."""
