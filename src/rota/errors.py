@@ -49,7 +49,7 @@ class ResultTimeout(RotaError, TimeoutError):
     """``JobHandle.result(timeout=...)`` ran out of time before the job finished."""
 
 
-class Retry(Exception):  # noqa: N818 - the public name reads as an instruction
+class Retry(Exception):
     """Raise from a task to ask for another attempt, after ``delay`` seconds if given.
 
     A retry counts as an attempt: when the task's attempts are exhausted the job is dead.

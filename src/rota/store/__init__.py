@@ -28,7 +28,9 @@ def open_store(url: str) -> Store:
         try:
             from rota.store.redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:  # pragma: no cover - depends on installed extras
-            raise InvalidOption(f"the Redis store needs 'pip install rota[redis]' ({exc})") from None
+            raise InvalidOption(
+                f"the Redis store needs 'pip install rota[redis]' ({exc})"
+            ) from None
         store: Store = RedisStore(url)
         return store
     if scheme in ("postgresql", "postgres"):

@@ -1,0 +1,480 @@
+"""The embedded SQLite store: WAL mode, ``BEGIN IMMEDIATE`` for every write, statements in
+``sqlite_queries.sql``. Many processes on one machine share one database file."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from rota.errors import InvalidOption, LeaseLost
+from rota.model import (
+    Assignment,
+    HeartbeatReply,
+    JobRecord,
+    Lease,
+    NewJob,
+    NodeRecord,
+    NodeSpec,
+    NodeState,
+    Outcome,
+    OutcomeKind,
+    PendingJob,
+    ReapReport,
+)
+from rota.states import JobState
+from rota.store.base import Store
+from rota.store.named_queries import load_queries
+
+Q = load_queries("rota.store", "sqlite_queries.sql")
+_POLL = 0.002  # seconds between cheap change checks (PRAGMA data_version) while waiting
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///rota.db`` -> ``rota.db``; ``sqlite:////tmp/x.db`` -> ``/tmp/x.db``."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc:
+        raise InvalidOption(f"SQLite URLs look like sqlite:///path/to/file.db, not {url!r}")
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise InvalidOption(f"SQLite URL {url!r} names no file")
+    return path
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def job_from_row(row: Sequence[Any]) -> JobRecord:
+    """A ``JobRecord`` from a row in the column order of the ``get_jobs`` query."""
+    return JobRecord(
+        id=row[0],
+        task=row[1],
+        queue=row[2],
+        payload=row[3],
+        priority=row[4],
+        state=JobState(row[5]),
+        attempts=row[6],
+        max_attempts=row[7],
+        timeout=row[8],
+        resources=orjson.loads(row[9]),
+        labels=orjson.loads(row[10]),
+        affinity=orjson.loads(row[11]),
+        backoff_base=row[12],
+        backoff_max=row[13],
+        created_at=row[14],
+        scheduled_at=row[15],
+        node_id=row[16],
+        token=row[17],
+        started_at=row[18],
+        finished_at=row[19],
+        lease_expires_at=row[20],
+        result=row[21],
+        error=row[22],
+        traceback=row[23],
+        cancel_requested=bool(row[24]),
+        seq=row[25],
+    )
+
+
+def node_spec_to_json(spec: NodeSpec) -> str:
+    return _json(
+        {
+            "id": spec.id,
+            "name": spec.name,
+            "slots": spec.slots,
+            "prefetch": spec.prefetch,
+            "resources": spec.resources,
+            "labels": spec.labels,
+            "queues": list(spec.queues),
+            "host": spec.host,
+            "pid": spec.pid,
+        }
+    )
+
+
+def node_spec_from_json(text: str | bytes) -> NodeSpec:
+    d = orjson.loads(text)
+    return NodeSpec(
+        id=d["id"],
+        name=d["name"],
+        slots=d["slots"],
+        prefetch=d["prefetch"],
+        resources=d["resources"],
+        labels=d["labels"],
+        queues=tuple(d["queues"]),
+        host=d.get("host", ""),
+        pid=d.get("pid", 0),
+    )
+
+
+class SQLiteStore(Store):
+    """Store in one SQLite file (``sqlite:///path``)."""
+
+    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+        self.url = url
+        self.path = sqlite_path(url)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(
+            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        with self._write():
+            self._create_schema()
+
+    def _create_schema(self) -> None:
+        for statement in Q["schema"].split(";"):
+            if statement.strip():
+                self.db.execute(statement)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction (``BEGIN IMMEDIATE``: the write lock is taken up front)."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def _now(self, cur: sqlite3.Cursor) -> float:
+        value: float = cur.execute(Q["now"]).fetchone()[0]
+        return value
+
+    def _data_version(self) -> int:
+        value: int = self.db.execute("PRAGMA data_version").fetchone()[0]
+        return value
+
+    def close(self) -> None:
+        self.db.close()
+
+    def now(self) -> float:
+        return self._now(self.db.cursor())
+
+    # ---- producers and operators ---------------------------------------------------
+    def submit(self, jobs: Sequence[NewJob]) -> list[str]:
+        with self._write() as cur:
+            now = self._now(cur)
+            rows = []
+            for job in jobs:
+                due = job.eta if job.eta is not None else now + job.delay
+                rows.append(
+                    {
+                        "id": job.id,
+                        "task": job.task,
+                        "queue": job.queue,
+                        "payload": job.payload,
+                        "priority": job.priority,
+                        "state": "scheduled" if due > now else "pending",
+                        "max_attempts": job.max_attempts,
+                        "timeout": job.timeout,
+                        "resources": _json(job.resources),
+                        "labels": _json(job.labels),
+                        "affinity": _json(job.affinity),
+                        "backoff_base": job.backoff_base,
+                        "backoff_max": job.backoff_max,
+                        "now": now,
+                        "scheduled_at": due,
+                    }
+                )
+            cur.executemany(Q["insert_job"], rows)
+        return [job.id for job in jobs]
+
+    def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        ids = list(job_ids)
+        rows = self.db.execute(Q["get_jobs"], (_json(ids),))
+        found = {row[0]: job_from_row(row) for row in rows}
+        return [found[i] for i in ids if i in found]
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        node_id: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        params = {
+            "state": state.value if state else None,
+            "queue": queue,
+            "task": task,
+            "node_id": node_id,
+            "limit": limit,
+        }
+        return [job_from_row(r) for r in self.db.execute(Q["list_jobs"], params)]
+
+    def count_jobs(self) -> dict[tuple[str, JobState], int]:
+        return {(q, JobState(s)): n for q, s, n in self.db.execute(Q["count_jobs"])}
+
+    def cancel(self, job_id: str) -> JobState | None:
+        with self._write() as cur:
+            now = self._now(cur)
+            cur.execute(Q["cancel_waiting"], {"id": job_id, "now": now})
+            cur.execute(Q["cancel_running"], {"id": job_id})
+            row = cur.execute(Q["job_state"], (job_id,)).fetchone()
+        return JobState(row[0]) if row else None
+
+    def retry_dead(self, job_ids: Sequence[str]) -> int:
+        with self._write() as cur:
+            now = self._now(cur)
+            cur.executemany(Q["retry_dead"], [{"id": i, "now": now} for i in job_ids])
+            return max(cur.rowcount, 0)
+
+    # ---- worker nodes --------------------------------------------------------------
+    def register_node(self, spec: NodeSpec) -> None:
+        with self._write() as cur:
+            now = self._now(cur)
+            params = {"id": spec.id, "name": spec.name, "spec": node_spec_to_json(spec), "now": now}
+            cur.execute(Q["register_node"], params)
+
+    def heartbeat(
+        self, node_id: str, running: Sequence[tuple[str, int]], lease_ttl: float
+    ) -> HeartbeatReply:
+        with self._write() as cur:
+            now = self._now(cur)
+            row = cur.execute(Q["node_state"], (node_id,)).fetchone()
+            if row is None or row[0] == NodeState.DEAD:
+                return HeartbeatReply(alive=False, lost=tuple(i for i, _ in running))
+            cur.execute(Q["touch_node"], {"id": node_id, "now": now})
+            lost = []
+            for job_id, token in running:
+                params = {
+                    "id": job_id,
+                    "token": token,
+                    "node_id": node_id,
+                    "expires": now + lease_ttl,
+                }
+                if cur.execute(Q["extend_lease"], params).rowcount == 0:
+                    lost.append(job_id)
+            cancel = tuple(r[0] for r in cur.execute(Q["cancel_requested"], (node_id,)))
+        return HeartbeatReply(alive=True, lost=tuple(lost), cancel=cancel)
+
+    def set_node_state(self, node_id: str, state: NodeState) -> None:
+        with self._write() as cur:
+            now = self._now(cur)
+            cur.execute(Q["set_node_state"], {"id": node_id, "state": state.value, "now": now})
+
+    def list_nodes(self, states: Sequence[NodeState] | None = None) -> list[NodeRecord]:
+        cur = self.db.cursor()
+        cur.execute("BEGIN")  # one consistent snapshot of nodes and their load
+        try:
+            nodes = {
+                r[0]: NodeRecord(
+                    spec=node_spec_from_json(r[1]),
+                    state=NodeState(r[2]),
+                    registered_at=r[3],
+                    heartbeat_at=r[4],
+                )
+                for r in cur.execute(Q["list_nodes"])
+                if states is None or r[2] in states
+            }
+            for node_id, state, count in cur.execute(Q["node_counts"]):
+                node = nodes.get(node_id)
+                if node is not None:
+                    if state == "assigned":
+                        node.assigned = count
+                    else:
+                        node.running = count
+            for node_id, name, total in cur.execute(Q["node_usage"]):
+                node = nodes.get(node_id)
+                if node is not None:
+                    node.used[name] = total
+        finally:
+            cur.execute("COMMIT")
+        return list(nodes.values())
+
+    def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
+        if limit <= 0:
+            return []
+        with self._write() as cur:
+            now = self._now(cur)
+            row = cur.execute(Q["node_state"], (node_id,)).fetchone()
+            if row is None or row[0] not in (NodeState.LIVE, NodeState.DRAINING):
+                return []
+            params = {"node_id": node_id, "limit": limit, "now": now, "expires": now + lease_ttl}
+            rows = cur.execute(Q["start_jobs"], params).fetchall()
+        jobs = [job_from_row(r) for r in rows]
+        jobs.sort(key=lambda j: (-j.priority, j.seq))
+        return jobs
+
+    def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        accepted = []
+        with self._write() as cur:
+            now = self._now(cur)
+            for o in outcomes:
+                base = {"id": o.job_id, "token": o.token, "now": now}
+                if o.kind is OutcomeKind.SUCCEEDED:
+                    cur.execute(Q["complete_succeeded"], {**base, "result": o.result})
+                elif o.kind is OutcomeKind.FAILED:
+                    params = {
+                        **base,
+                        "delay": max(o.retry_delay, 0.0),
+                        "error": o.error,
+                        "traceback": o.traceback,
+                    }
+                    cur.execute(Q["complete_failed"], params)
+                else:
+                    state = JobState.DEAD if o.kind is OutcomeKind.FATAL else JobState.CANCELLED
+                    params = {
+                        **base,
+                        "state": state.value,
+                        "error": o.error,
+                        "traceback": o.traceback,
+                    }
+                    cur.execute(Q["complete_final"], params)
+                accepted.append(cur.rowcount == 1)
+        return accepted
+
+    def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
+        with self._write() as cur:
+            rows = [{"id": i, "token": t, "node_id": node_id} for i, t in jobs]
+            cur.executemany(Q["release_job"], rows)
+            return max(cur.rowcount, 0)
+
+    def _wait_for_change(self, timeout: float, ready: Any) -> None:
+        deadline = time.monotonic() + timeout
+        version = self._data_version()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(_POLL, left))
+            current = self._data_version()
+            if current != version:
+                version = current
+                if ready():
+                    return
+
+    def wait_for_assignments(self, node_id: str, timeout: float) -> None:
+        def ready() -> bool:
+            return bool(self.db.execute(Q["has_assigned"], (node_id, node_id)).fetchone()[0])
+
+        if not ready():
+            self._wait_for_change(timeout, ready)
+
+    # ---- scheduler -----------------------------------------------------------------
+    def _lease_row(self, cur: sqlite3.Cursor, name: str) -> Lease | None:
+        row = cur.execute(Q["get_lease"], (name,)).fetchone()
+        return Lease(*row) if row else None
+
+    def _check_lease(self, cur: sqlite3.Cursor, lease: Lease, now: float) -> None:
+        current = self._lease_row(cur, lease.name)
+        if (
+            current is None
+            or current.token != lease.token
+            or current.holder != lease.holder
+            or current.expires_at <= now
+        ):
+            raise LeaseLost(f"lease {lease.name!r} token {lease.token} is no longer current")
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        with self._write() as cur:
+            now = self._now(cur)
+            current = self._lease_row(cur, name)
+            params = {"name": name, "holder": holder, "now": now, "expires": now + ttl}
+            if current is None:
+                cur.execute(Q["insert_lease"], params)
+            elif current.holder == holder and current.expires_at > now:
+                cur.execute(Q["renew_lease"], {**params, "token": current.token})
+            elif current.expires_at <= now:
+                cur.execute(Q["take_lease"], {**params, "token": current.token})
+            else:
+                return None
+            return self._lease_row(cur, name)
+
+    def release_lease(self, lease: Lease) -> None:
+        with self._write() as cur:
+            now = self._now(cur)
+            params = {"name": lease.name, "holder": lease.holder, "token": lease.token, "now": now}
+            cur.execute(Q["release_lease"], params)
+
+    def get_lease(self, name: str) -> Lease | None:
+        cur = self.db.cursor()
+        lease = self._lease_row(cur, name)
+        return lease if lease is not None and lease.expires_at > self._now(cur) else None
+
+    def promote_due(self, lease: Lease, limit: int) -> int:
+        with self._write() as cur:
+            now = self._now(cur)
+            self._check_lease(cur, lease, now)
+            return cur.execute(Q["promote_due"], {"now": now, "limit": limit}).rowcount
+
+    def reap(self, lease: Lease, failure_timeout: float) -> ReapReport:
+        with self._write() as cur:
+            now = self._now(cur)
+            self._check_lease(cur, lease, now)
+            silent = [
+                r[0] for r in cur.execute(Q["silent_nodes"], {"cutoff": now - failure_timeout})
+            ]
+            for node_id in silent:
+                cur.execute(Q["set_node_state"], {"id": node_id, "state": "dead", "now": now})
+            requeued = cur.execute(Q["requeue_lost_assigned"]).rowcount
+            dead_jobs = cur.execute(Q["kill_lost_running"], {"now": now}).rowcount
+            retried = cur.execute(Q["retry_lost_running"], {"now": now}).rowcount
+        return ReapReport(tuple(silent), requeued, retried, dead_jobs)
+
+    def pending_jobs(self, limit: int, after: tuple[int, int] | None = None) -> list[PendingJob]:
+        if after is None:
+            rows = self.db.execute(Q["pending_first"], {"limit": limit})
+        else:
+            params = {"limit": limit, "priority": after[0], "seq": after[1]}
+            rows = self.db.execute(Q["pending_after"], params)
+        return [
+            PendingJob(
+                id=r[0],
+                queue=r[1],
+                priority=r[2],
+                seq=r[3],
+                resources=orjson.loads(r[4]),
+                labels=orjson.loads(r[5]),
+                affinity=orjson.loads(r[6]),
+            )
+            for r in rows
+        ]
+
+    def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
+        with self._write() as cur:
+            now = self._now(cur)
+            self._check_lease(cur, lease, now)
+            live = {r[0] for r in cur.execute(Q["live_node_ids"])}
+            rows = [
+                {"job_id": a.job_id, "node_id": a.node_id} for a in assignments if a.node_id in live
+            ]
+            if not rows:
+                return 0
+            cur.executemany(Q["assign_job"], rows)
+            return max(cur.rowcount, 0)
+
+    def wait_for_pending(self, timeout: float) -> None:
+        self._wait_for_change(timeout, lambda: True)
+
+    def put_stats(self, name: str, data: dict[str, Any]) -> None:
+        with self._write() as cur:
+            now = self._now(cur)
+            cur.execute(Q["put_stats"], {"name": name, "data": _json(data), "now": now})
+
+    def get_stats(self, name: str) -> dict[str, Any] | None:
+        row = self.db.execute(Q["get_stats"], (name,)).fetchone()
+        if row is None:
+            return None
+        data: dict[str, Any] = orjson.loads(row[0])
+        return data
+
+    def prune(self, older_than: float) -> int:
+        with self._write() as cur:
+            cutoff = self._now(cur) - older_than
+            deleted = cur.execute(Q["prune_jobs"], {"cutoff": cutoff}).rowcount
+            cur.execute(Q["prune_nodes"], {"cutoff": cutoff})
+        return deleted

@@ -1,0 +1,263 @@
+-- Every SQL statement of the SQLite store. Times are unix seconds read from SQLite's own
+-- clock (the ``now`` query) once per transaction and passed in as :now.
+-- Layout:
+--   jobs    one row per job; seq (rowid) gives FIFO order; JSON text in payload,
+--           resources, labels, affinity, result. Partial indexes serve placement
+--           (pending by priority, seq), promotion (scheduled/retrying by due time) and
+--           node load (assigned/running by node).
+--   nodes   one row per worker node incarnation; spec is the registered NodeSpec as JSON.
+--   leases  named leases (the scheduler's) with a fencing token.
+--   stats   small JSON documents published by the scheduler.
+
+-- name: schema
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    task TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    timeout REAL,
+    resources TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    affinity TEXT NOT NULL,
+    backoff_base REAL NOT NULL,
+    backoff_max REAL NOT NULL,
+    created_at REAL NOT NULL,
+    scheduled_at REAL,
+    node_id TEXT,
+    token INTEGER NOT NULL DEFAULT 0,
+    started_at REAL,
+    finished_at REAL,
+    lease_expires_at REAL,
+    result TEXT,
+    error TEXT,
+    traceback TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (priority DESC, seq) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (scheduled_at) WHERE state IN ('scheduled', 'retrying');
+CREATE INDEX IF NOT EXISTS jobs_active ON jobs (node_id, state) WHERE state IN ('assigned', 'running');
+CREATE INDEX IF NOT EXISTS jobs_queue_state ON jobs (queue, state);
+CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS nodes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    registered_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    gone_at REAL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    token INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    acquired_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stats (
+    name TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+
+-- name: now
+SELECT (julianday('now') - 2440587.5) * 86400.0;
+
+-- name: insert_job
+INSERT INTO jobs (id, task, queue, payload, priority, state, max_attempts, timeout, resources,
+                  labels, affinity, backoff_base, backoff_max, created_at, scheduled_at)
+VALUES (:id, :task, :queue, :payload, :priority, :state, :max_attempts, :timeout, :resources,
+        :labels, :affinity, :backoff_base, :backoff_max, :now, :scheduled_at);
+
+-- name: get_jobs
+SELECT id, task, queue, payload, priority, state, attempts, max_attempts, timeout, resources,
+       labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
+       started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq
+FROM jobs WHERE id IN (SELECT value FROM json_each(?));
+
+-- name: list_jobs
+SELECT id, task, queue, payload, priority, state, attempts, max_attempts, timeout, resources,
+       labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
+       started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq
+FROM jobs
+WHERE (:state IS NULL OR state = :state)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:task IS NULL OR task = :task)
+  AND (:node_id IS NULL OR node_id = :node_id)
+ORDER BY seq DESC
+LIMIT :limit;
+
+-- name: count_jobs
+SELECT queue, state, count(*) FROM jobs GROUP BY queue, state;
+
+-- name: job_state
+SELECT state FROM jobs WHERE id = ?;
+
+-- name: cancel_waiting
+UPDATE jobs SET state = 'cancelled', finished_at = :now, lease_expires_at = NULL,
+                error = 'cancelled'
+WHERE id = :id AND state IN ('scheduled', 'retrying', 'pending', 'assigned');
+
+-- name: cancel_running
+UPDATE jobs SET cancel_requested = 1 WHERE id = :id AND state = 'running';
+
+-- name: retry_dead
+UPDATE jobs SET state = 'pending', attempts = 0, node_id = NULL, finished_at = NULL,
+                started_at = NULL, scheduled_at = :now, cancel_requested = 0
+WHERE id = :id AND state = 'dead';
+
+-- name: register_node
+INSERT OR REPLACE INTO nodes (id, name, spec, state, registered_at, heartbeat_at, gone_at)
+VALUES (:id, :name, :spec, 'live', :now, :now, NULL);
+
+-- name: node_state
+SELECT state FROM nodes WHERE id = ?;
+
+-- name: touch_node
+UPDATE nodes SET heartbeat_at = :now WHERE id = :id;
+
+-- name: extend_lease
+UPDATE jobs SET lease_expires_at = :expires
+WHERE id = :id AND token = :token AND node_id = :node_id AND state = 'running';
+
+-- name: cancel_requested
+SELECT id FROM jobs WHERE node_id = ? AND state = 'running' AND cancel_requested = 1;
+
+-- name: set_node_state
+UPDATE nodes SET state = :state,
+                 gone_at = CASE WHEN :state IN ('dead', 'stopped') THEN :now ELSE gone_at END
+WHERE id = :id;
+
+-- name: list_nodes
+SELECT id, spec, state, registered_at, heartbeat_at FROM nodes ORDER BY registered_at, id;
+
+-- name: node_counts
+SELECT node_id, state, count(*) FROM jobs
+WHERE state IN ('assigned', 'running') GROUP BY node_id, state;
+
+-- name: node_usage
+SELECT jobs.node_id, r.key, sum(r.value)
+FROM jobs, json_each(jobs.resources) AS r
+WHERE jobs.state IN ('assigned', 'running')
+GROUP BY jobs.node_id, r.key;
+
+-- name: start_jobs
+UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = :now,
+                lease_expires_at = :expires
+WHERE seq IN (SELECT seq FROM jobs
+              WHERE node_id = :node_id AND state = 'assigned'
+              ORDER BY priority DESC, seq LIMIT :limit)
+RETURNING id, task, queue, payload, priority, state, attempts, max_attempts, timeout, resources,
+          labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
+          started_at, finished_at, lease_expires_at, result, error, traceback,
+          cancel_requested, seq;
+
+-- name: has_assigned
+SELECT EXISTS (SELECT 1 FROM jobs WHERE node_id = ? AND state = 'assigned')
+    OR EXISTS (SELECT 1 FROM jobs WHERE node_id = ? AND state = 'running' AND cancel_requested = 1);
+
+-- name: complete_succeeded
+UPDATE jobs SET state = 'succeeded', result = :result, finished_at = :now,
+                lease_expires_at = NULL, error = NULL, traceback = NULL
+WHERE id = :id AND token = :token AND state = 'running';
+
+-- name: complete_failed
+UPDATE jobs SET state = CASE WHEN attempts < max_attempts THEN 'retrying' ELSE 'dead' END,
+                scheduled_at = CASE WHEN attempts < max_attempts THEN :now + :delay
+                                    ELSE scheduled_at END,
+                finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE :now END,
+                lease_expires_at = NULL, error = :error, traceback = :traceback
+WHERE id = :id AND token = :token AND state = 'running';
+
+-- name: complete_final
+UPDATE jobs SET state = :state, finished_at = :now, lease_expires_at = NULL,
+                error = :error, traceback = :traceback
+WHERE id = :id AND token = :token AND state = 'running';
+
+-- name: release_job
+UPDATE jobs SET state = 'pending', node_id = NULL, lease_expires_at = NULL, started_at = NULL,
+                attempts = attempts - (state = 'running')
+WHERE id = :id AND token = :token AND node_id = :node_id AND state IN ('assigned', 'running');
+
+-- name: get_lease
+SELECT name, holder, token, expires_at, acquired_at FROM leases WHERE name = ?;
+
+-- name: insert_lease
+INSERT INTO leases (name, holder, token, expires_at, acquired_at)
+VALUES (:name, :holder, 1, :expires, :now);
+
+-- name: renew_lease
+UPDATE leases SET expires_at = :expires WHERE name = :name AND holder = :holder AND token = :token;
+
+-- name: take_lease
+UPDATE leases SET holder = :holder, token = token + 1, expires_at = :expires, acquired_at = :now
+WHERE name = :name AND token = :token;
+
+-- name: release_lease
+UPDATE leases SET expires_at = :now WHERE name = :name AND holder = :holder AND token = :token;
+
+-- name: promote_due
+UPDATE jobs SET state = 'pending'
+WHERE seq IN (SELECT seq FROM jobs
+              WHERE state IN ('scheduled', 'retrying') AND scheduled_at <= :now
+              ORDER BY scheduled_at LIMIT :limit);
+
+-- name: silent_nodes
+SELECT id FROM nodes WHERE state IN ('live', 'draining') AND heartbeat_at < :cutoff;
+
+-- name: requeue_lost_assigned
+UPDATE jobs SET state = 'pending', node_id = NULL
+WHERE state = 'assigned'
+  AND node_id IN (SELECT id FROM nodes WHERE state IN ('dead', 'stopped'));
+
+-- name: retry_lost_running
+UPDATE jobs SET state = 'pending', node_id = NULL, lease_expires_at = NULL,
+                error = 'lease lost: ' || CASE WHEN lease_expires_at < :now
+                                          THEN 'lease expired' ELSE 'node stopped heartbeating' END
+WHERE state = 'running' AND attempts < max_attempts
+  AND (lease_expires_at < :now
+       OR node_id IN (SELECT id FROM nodes WHERE state IN ('dead', 'stopped')));
+
+-- name: kill_lost_running
+UPDATE jobs SET state = 'dead', finished_at = :now, lease_expires_at = NULL,
+                error = 'lease lost on the last attempt: ' || CASE WHEN lease_expires_at < :now
+                        THEN 'lease expired' ELSE 'node stopped heartbeating' END
+WHERE state = 'running' AND attempts >= max_attempts
+  AND (lease_expires_at < :now
+       OR node_id IN (SELECT id FROM nodes WHERE state IN ('dead', 'stopped')));
+
+-- name: pending_first
+SELECT id, queue, priority, seq, resources, labels, affinity FROM jobs
+WHERE state = 'pending'
+ORDER BY priority DESC, seq LIMIT :limit;
+
+-- name: pending_after
+SELECT id, queue, priority, seq, resources, labels, affinity FROM jobs
+WHERE state = 'pending' AND (priority < :priority OR (priority = :priority AND seq > :seq))
+ORDER BY priority DESC, seq LIMIT :limit;
+
+-- name: live_node_ids
+SELECT id FROM nodes WHERE state = 'live';
+
+-- name: assign_job
+UPDATE jobs SET state = 'assigned', node_id = :node_id, token = token + 1
+WHERE id = :job_id AND state = 'pending';
+
+-- name: put_stats
+INSERT OR REPLACE INTO stats (name, data, updated_at) VALUES (:name, :data, :now);
+
+-- name: get_stats
+SELECT data FROM stats WHERE name = ?;
+
+-- name: prune_jobs
+DELETE FROM jobs
+WHERE state IN ('succeeded', 'dead', 'cancelled') AND finished_at < :cutoff;
+
+-- name: prune_nodes
+DELETE FROM nodes WHERE state IN ('dead', 'stopped') AND gone_at < :cutoff;
