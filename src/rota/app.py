@@ -63,10 +63,14 @@ class Rota:
         return register(fn) if fn is not None else register
 
     def get_task(self, name: str) -> Task[Any, Any]:
-        """The registered task called ``name``; ``UnknownTask`` otherwise."""
+        """The registered task called ``name`` (or by its last dotted part, when that is
+        unambiguous); ``UnknownTask`` otherwise."""
         try:
             return self.tasks[name]
         except KeyError:
+            short = [t for key, t in self.tasks.items() if key.rsplit(".", 1)[-1] == name]
+            if len(short) == 1:  # "resize" for "myapp.resize", when unambiguous
+                return short[0]
             known = ", ".join(sorted(self.tasks)[:20]) or "none registered"
             raise UnknownTask(f"unknown task {name!r} (known: {known})") from None
 

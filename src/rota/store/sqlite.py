@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -119,6 +120,7 @@ class SQLiteStore(Store):
 
     def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
         self.url = url
+        self.busy_timeout = busy_timeout
         self.path = sqlite_path(url)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -140,13 +142,37 @@ class SQLiteStore(Store):
     def _write(self) -> Iterator[sqlite3.Cursor]:
         """One write transaction (``BEGIN IMMEDIATE``: the write lock is taken up front)."""
         cur = self.db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        self._begin_immediate(cur)
         try:
             yield cur
         except BaseException:
             cur.execute("ROLLBACK")
             raise
         cur.execute("COMMIT")
+
+    def _begin_immediate(self, cur: sqlite3.Cursor) -> None:
+        """Take the write lock, retrying with short jittered sleeps. SQLite's own busy
+        handler sleeps 1 to 100 ms between tries, which would dominate job latency when a
+        scheduler and several workers take turns at the lock."""
+        delay = 0.0002
+        deadline = 0.0
+        cur.execute("PRAGMA busy_timeout=0")
+        try:
+            while True:
+                try:
+                    cur.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    now = time.monotonic()
+                    deadline = deadline or now + self.busy_timeout
+                    if now > deadline:
+                        raise
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.005)
+        finally:
+            cur.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
 
     def _now(self, cur: sqlite3.Cursor) -> float:
         value: float = cur.execute(Q["now"]).fetchone()[0]
@@ -296,8 +322,8 @@ class SQLiteStore(Store):
         return list(nodes.values())
 
     def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
-        if limit <= 0:
-            return []
+        if limit <= 0 or not self.db.execute(Q["has_assigned"], (node_id,)).fetchone()[0]:
+            return []  # nothing to start: no write transaction
         with self._write() as cur:
             now = self._now(cur)
             row = cur.execute(Q["node_state"], (node_id,)).fetchone()
@@ -359,7 +385,7 @@ class SQLiteStore(Store):
 
     def wait_for_assignments(self, node_id: str, timeout: float) -> None:
         def ready() -> bool:
-            return bool(self.db.execute(Q["has_assigned"], (node_id, node_id)).fetchone()[0])
+            return bool(self.db.execute(Q["has_assigned"], (node_id,)).fetchone()[0])
 
         if not ready():
             self._wait_for_change(timeout, ready)
@@ -406,6 +432,11 @@ class SQLiteStore(Store):
         return lease if lease is not None and lease.expires_at > self._now(cur) else None
 
     def promote_due(self, lease: Lease, limit: int) -> int:
+        cur = self.db.cursor()
+        now = self._now(cur)
+        if not cur.execute(Q["any_due"], {"now": now}).fetchone()[0]:
+            self._check_lease(cur, lease, now)  # still fenced, but no write transaction
+            return 0
         with self._write() as cur:
             now = self._now(cur)
             self._check_lease(cur, lease, now)

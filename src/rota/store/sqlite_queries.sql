@@ -159,8 +159,11 @@ RETURNING id, task, queue, payload, priority, state, attempts, max_attempts, tim
           cancel_requested, seq;
 
 -- name: has_assigned
-SELECT EXISTS (SELECT 1 FROM jobs WHERE node_id = ? AND state = 'assigned')
-    OR EXISTS (SELECT 1 FROM jobs WHERE node_id = ? AND state = 'running' AND cancel_requested = 1);
+SELECT EXISTS (SELECT 1 FROM jobs WHERE node_id = ? AND state = 'assigned');
+
+-- name: any_due
+SELECT EXISTS (SELECT 1 FROM jobs
+               WHERE state IN ('scheduled', 'retrying') AND scheduled_at <= :now);
 
 -- name: complete_succeeded
 UPDATE jobs SET state = 'succeeded', result = :result, finished_at = :now,

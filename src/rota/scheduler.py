@@ -1,0 +1,249 @@
+"""The scheduler: holds the leader lease, promotes due jobs, reaps dead nodes and places
+pending jobs onto live nodes. Any number may run; one leads, the others stand by."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from rota.errors import LeaseLost, StoreError
+from rota.model import Assignment, Lease, NodeRecord, NodeState, PendingJob
+from rota.placement import get_policy, place
+from rota.store import SCHEDULER_LEASE, Store, open_store
+
+log = logging.getLogger("rota.scheduler")
+STATS_NAME = "scheduler"
+
+
+@dataclass(slots=True)
+class SchedulerConfig:
+    """How a scheduler behaves. Durations are seconds."""
+
+    policy: str = "least_loaded"
+    lease_ttl: float = 5.0  # leadership lease; a standby takes over within this
+    failure_timeout: float = 5.0  # a node silent this long is dead (store's clock)
+    idle_wait: float = 0.1  # longest sleep between cycles with nothing to do
+    reap_every: float = 0.25
+    page: int = 1000  # pending jobs read per page
+    max_scan: int = 20000  # pending jobs considered per cycle at most
+    retention: float = 7 * 86400.0  # finished jobs older than this are pruned
+    prune_every: float = 60.0
+    stats_every: float = 1.0
+
+
+@dataclass(slots=True)
+class _Window:
+    """Placement decisions over the last few seconds, for a rate."""
+
+    span: float = 10.0
+    events: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def add(self, now: float, count: int) -> None:
+        self.events.append((now, count))
+        while self.events and self.events[0][0] < now - self.span:
+            self.events.popleft()
+
+    def rate(self, now: float) -> float:
+        while self.events and self.events[0][0] < now - self.span:
+            self.events.popleft()
+        return sum(c for _, c in self.events) / self.span
+
+
+class Scheduler:
+    """One scheduler process (or thread). ``run()`` blocks until ``stop`` is set."""
+
+    def __init__(
+        self, store_url: str, config: SchedulerConfig | None = None, holder: str | None = None
+    ) -> None:
+        self.config = config or SchedulerConfig()
+        self.policy = get_policy(self.config.policy)
+        self.store_url = store_url
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stop = threading.Event()
+        self.lease: Lease | None = None
+        self.placed_total = 0
+        self.cycles = 0
+        self.unplaceable: Counter[str] = Counter()
+        self.waiting = 0
+        self._window = _Window()
+        self._renewed = 0.0
+        self._reaped = 0.0
+        self._pruned = 0.0
+        self._published = 0.0
+
+    # ---- loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        """Lead or stand by until ``self.stop`` is set; reconnects after store errors."""
+        store: Store | None = None
+        backoff = 0.1
+        while not self.stop.is_set():
+            try:
+                if store is None:
+                    store = open_store(self.store_url)
+                self.cycle(store)
+                backoff = 0.1
+            except StoreError as exc:
+                log.warning("store error, retrying in %.1f s: %s", backoff, exc)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # a bad row or a store outage must not kill the loop
+                if _is_connection_error(exc):
+                    log.warning("store unreachable, retrying in %.1f s: %s", backoff, exc)
+                else:
+                    log.exception("scheduler cycle failed, retrying in %.1f s", backoff)
+                if store is not None:
+                    with contextlib.suppress(Exception):
+                        store.close()
+                    store = None
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        if store is not None:
+            if self.lease is not None:
+                with contextlib.suppress(Exception):
+                    store.release_lease(self.lease)
+                    log.info("gave up leadership (token %d)", self.lease.token)
+            store.close()
+
+    def cycle(self, store: Store) -> None:
+        """One pass: keep or take the lease; if leading, promote, reap, place, publish."""
+        cfg = self.config
+        mono = time.monotonic()
+        if self.lease is None or mono - self._renewed >= cfg.lease_ttl / 3:
+            lease = store.acquire_lease(SCHEDULER_LEASE, self.holder, cfg.lease_ttl)
+            if lease is None:
+                if self.lease is not None:
+                    log.warning("lost leadership (token %d)", self.lease.token)
+                self.lease = None
+                self.stop.wait(min(cfg.lease_ttl / 4, 0.5))
+                return
+            if self.lease is None or lease.token != self.lease.token:
+                log.info("became leader (token %d, holder %s)", lease.token, self.holder)
+            self.lease = lease
+            self._renewed = mono
+        lease = self.lease
+        try:
+            did = store.promote_due(lease, 10000)
+            if mono - self._reaped >= cfg.reap_every:
+                report = store.reap(lease, cfg.failure_timeout)
+                self._reaped = mono
+                if report.dead_nodes:
+                    log.warning(
+                        "nodes dead (missed heartbeats for %.1f s): %s; requeued %d assigned, "
+                        "retried %d running, %d out of attempts",
+                        cfg.failure_timeout,
+                        ", ".join(report.dead_nodes),
+                        report.requeued,
+                        report.retried,
+                        report.dead_jobs,
+                    )
+                did += report.requeued + report.retried
+            placed = self.place_pending(store, lease)
+            did += placed
+            if mono - self._pruned >= cfg.prune_every:
+                pruned = store.prune(cfg.retention)
+                self._pruned = mono
+                if pruned:
+                    log.info("pruned %d finished jobs older than %.0f s", pruned, cfg.retention)
+            if mono - self._published >= cfg.stats_every:
+                store.put_stats(STATS_NAME, self.stats())
+                self._published = mono
+        except LeaseLost:
+            log.warning("lost leadership (token %d): fenced out", lease.token)
+            self.lease = None
+            return
+        self.cycles += 1
+        if not did:
+            wait = min(
+                cfg.idle_wait, max(0.0, cfg.lease_ttl / 3 - (time.monotonic() - self._renewed))
+            )
+            store.wait_for_pending(wait)
+
+    # ---- placement ----------------------------------------------------------------------
+    def place_pending(self, store: Store, lease: Lease) -> int:
+        """Place as many pending jobs as fit, page by page; returns how many were placed."""
+        cfg = self.config
+        nodes = store.list_nodes([NodeState.LIVE])
+        free = sum(max(0, n.spec.slots + n.spec.prefetch - n.in_flight) for n in nodes)
+        unplaceable: Counter[str] = Counter()
+        waiting = 0
+        placed = 0
+        after: tuple[int, int] | None = None
+        scanned = 0
+        while scanned < cfg.max_scan:
+            page = store.pending_jobs(cfg.page, after)
+            if not page:
+                break
+            scanned += len(page)
+            after = (page[-1].priority, page[-1].seq)
+            if free <= 0 or not nodes:
+                # Nothing can be placed now; still tell operators what could never run.
+                result = place(page, nodes, self.policy)
+                unplaceable.update(result.never.values())
+                waiting += len(page) - len(result.never) - len(result.assignments)
+                if result.assignments:  # cannot happen with no room, but never drop work
+                    placed += self._assign(store, lease, result.assignments, page, nodes)
+                break
+            result = place(page, nodes, self.policy)
+            unplaceable.update(result.never.values())
+            waiting += result.waiting
+            if result.assignments:
+                n = self._assign(store, lease, result.assignments, page, nodes)
+                placed += n
+                free -= n
+            if len(page) < cfg.page:
+                break
+        self.unplaceable = unplaceable
+        self.waiting = waiting
+        if placed:
+            self.placed_total += placed
+            self._window.add(time.monotonic(), placed)
+        return placed
+
+    def _assign(
+        self,
+        store: Store,
+        lease: Lease,
+        assignments: list[Assignment],
+        page: list[PendingJob],
+        nodes: list[NodeRecord],
+    ) -> int:
+        placed = store.assign(lease, assignments)
+        by_id = {j.id: j for j in page}
+        by_node = {n.id: n for n in nodes}
+        for a in assignments:  # later pages see the load this page added
+            node, job = by_node[a.node_id], by_id[a.job_id]
+            node.assigned += 1
+            for name, qty in job.resources.items():
+                node.used[name] = node.used.get(name, 0.0) + qty
+        return placed
+
+    def stats(self) -> dict[str, Any]:
+        """What the scheduler publishes for ``rota status`` and the dashboard."""
+        lease = self.lease
+        return {
+            "leader": self.holder,
+            "token": lease.token if lease else None,
+            "since": lease.acquired_at if lease else None,
+            "policy": self.config.policy,
+            "decisions_per_s": round(self._window.rate(time.monotonic()), 1),
+            "placed_total": self.placed_total,
+            "cycles": self.cycles,
+            "waiting": self.waiting,
+            "unplaceable": [
+                {"reason": reason, "jobs": count}
+                for reason, count in self.unplaceable.most_common(20)
+            ],
+        }
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return "Connection" in name or "Operational" in name or isinstance(exc, OSError)

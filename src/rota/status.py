@@ -1,0 +1,183 @@
+"""What ``rota status`` shows: nodes with load and liveness, jobs by queue and state, and
+the scheduler (leader, placement rate, unplaceable jobs). Data first, rendering second."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from rota.model import JobRecord, NodeState
+from rota.scheduler import STATS_NAME
+from rota.states import JobState
+from rota.store import SCHEDULER_LEASE, Store
+
+_SECRET = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def redact_url(url: str) -> str:
+    """A store URL without its password."""
+    return _SECRET.sub(r"\1***@", url)
+
+
+def fmt_quantity(name: str, value: float) -> str:
+    if name == "mem" and value >= 1e6:
+        return f"{value / 1e9:.1f}G" if value >= 1e9 else f"{value / 1e6:.0f}M"
+    return f"{value:g}"
+
+
+def collect(store: Store) -> dict[str, Any]:
+    """A JSON-ready snapshot of the fleet."""
+    now = store.now()
+    nodes = []
+    for n in store.list_nodes():
+        spec = n.spec
+        nodes.append(
+            {
+                "id": n.id,
+                "name": spec.name,
+                "state": n.state.value,
+                "heartbeat_age": round(now - n.heartbeat_at, 2),
+                "slots": spec.slots,
+                "prefetch": spec.prefetch,
+                "running": n.running,
+                "assigned": n.assigned,
+                "resources": spec.resources,
+                "used": n.used,
+                "labels": spec.labels,
+                "queues": list(spec.queues),
+                "host": spec.host,
+                "pid": spec.pid,
+            }
+        )
+    by_queue: dict[str, dict[str, int]] = {}
+    totals: dict[str, int] = {}
+    for (queue, state), count in sorted(store.count_jobs().items()):
+        by_queue.setdefault(queue, {})[state.value] = count
+        totals[state.value] = totals.get(state.value, 0) + count
+    lease = store.get_lease(SCHEDULER_LEASE)
+    stats = store.get_stats(STATS_NAME) or {}
+    return {
+        "store": redact_url(store.url),
+        "now": now,
+        "nodes": nodes,
+        "jobs": {"total": totals, "by_queue": by_queue},
+        "scheduler": {
+            "leader": lease.holder if lease else None,
+            "token": lease.token if lease else None,
+            "since": lease.acquired_at if lease else None,
+            "decisions_per_s": stats.get("decisions_per_s"),
+            "placed_total": stats.get("placed_total"),
+            "waiting": stats.get("waiting"),
+            "unplaceable": stats.get("unplaceable", []),
+            "policy": stats.get("policy"),
+        },
+    }
+
+
+_STATE_STYLE = {
+    NodeState.LIVE.value: "green",
+    NodeState.DRAINING.value: "yellow",
+    NodeState.DEAD.value: "red",
+    NodeState.STOPPED.value: "dim",
+}
+_JOB_COLUMNS = [s.value for s in JobState]
+
+
+def render(data: dict[str, Any], console: Console) -> None:
+    """Print the snapshot as tables."""
+    console.print(f"[bold]rota[/] store {data['store']}")
+    nodes = Table(title="Nodes", title_justify="left")
+    for col in (
+        "name",
+        "state",
+        "heartbeat",
+        "slots",
+        "resources (used/total)",
+        "labels",
+        "queues",
+    ):
+        nodes.add_column(col)
+    for n in data["nodes"]:
+        res = ", ".join(
+            f"{k} {fmt_quantity(k, n['used'].get(k, 0.0))}/{fmt_quantity(k, v)}"
+            for k, v in sorted(n["resources"].items())
+        )
+        style = _STATE_STYLE.get(n["state"], "")
+        nodes.add_row(
+            n["name"],
+            f"[{style}]{n['state']}[/]",
+            f"{n['heartbeat_age']:.1f}s ago",
+            f"{n['running']}/{n['slots']} (+{n['assigned']} queued)",
+            res or "-",
+            ",".join(f"{k}={v}" for k, v in n["labels"].items()) or "-",
+            ",".join(n["queues"]),
+        )
+    console.print(nodes)
+    jobs = Table(title="Jobs", title_justify="left")
+    jobs.add_column("queue")
+    for state in _JOB_COLUMNS:
+        jobs.add_column(state, justify="right")
+    for queue, counts in data["jobs"]["by_queue"].items():
+        jobs.add_row(queue, *[str(counts.get(s, 0)) for s in _JOB_COLUMNS])
+    jobs.add_row("[bold]all", *[f"[bold]{data['jobs']['total'].get(s, 0)}" for s in _JOB_COLUMNS])
+    console.print(jobs)
+    s = data["scheduler"]
+    if s["leader"]:
+        console.print(
+            f"Scheduler leader [bold]{s['leader']}[/] (token {s['token']}), policy {s['policy']}, "
+            f"{s['decisions_per_s'] or 0} placements/s, {s['waiting'] or 0} pending jobs waiting for room"
+        )
+    else:
+        console.print(
+            "[red]No scheduler is leading[/]: start `rota scheduler` or a worker with --scheduler"
+        )
+    for u in s["unplaceable"]:
+        console.print(f"[yellow]unplaceable[/]: {u['jobs']} job(s): {u['reason']}")
+
+
+def render_job(job: JobRecord, console: Console) -> None:
+    """One job: state, attempts, node, timings, error and traceback."""
+    table = Table(show_header=False, title=f"Job {job.id}", title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    d = job.to_dict()
+    for key in (
+        "task",
+        "queue",
+        "state",
+        "priority",
+        "attempts",
+        "max_attempts",
+        "node_id",
+        "token",
+        "args",
+        "kwargs",
+        "resources",
+        "labels",
+        "timeout",
+        "created_at",
+        "scheduled_at",
+        "started_at",
+        "finished_at",
+        "result",
+        "error",
+    ):
+        value = d[key]
+        if key == "attempts":
+            value = f"{job.attempts} of {job.max_attempts}"
+        elif key.endswith("_at") and value is not None:
+            value = f"{value:.3f} ({value - job.created_at:+.3f} s)"
+        table.add_row(
+            key,
+            ""
+            if value is None
+            else repr(value)
+            if key in ("args", "kwargs", "result")
+            else str(value),
+        )
+    console.print(table)
+    if job.traceback:
+        console.print(job.traceback, markup=False, highlight=False)

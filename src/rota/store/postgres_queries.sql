@@ -1,0 +1,434 @@
+-- Every statement the PostgreSQL store runs, by name (``-- name: NAME``), each one atomic.
+--
+-- Parameters are written ``:name`` and bound by the server (psycopg turns them into
+-- placeholders when this file is loaded); no value is ever formatted into SQL text. Tables
+-- are unqualified: the store puts its schema first on the search_path. Times come from
+-- ``rota_now()`` (the server's clock, in unix seconds), never from the client.
+--
+-- Wake-ups are NOTIFYs sent in the same transaction as the change (so they are delivered
+-- on commit only): the channel names are passed in as parameters (they are namespaced by
+-- the schema, see ``postgres.py``); a node's channel is ``:node_prefix`` followed by the
+-- first 16 hex digits of md5(node id).
+
+-- ---- migrations --------------------------------------------------------------------------
+
+-- name: schema_exists
+SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = :schema)
+
+-- name: migration_lock
+-- Serialise concurrent migrations of one schema (released at commit).
+SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS rota_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: applied_migrations
+SELECT version FROM rota_migrations ORDER BY version
+
+-- name: record_migration
+INSERT INTO rota_migrations (version, name) VALUES (:version, :name)
+
+-- ---- connections -------------------------------------------------------------------------
+
+-- name: set_search_path
+SELECT set_config('search_path', :search_path, :is_local)
+
+-- name: get_search_path
+SELECT current_setting('search_path')
+
+-- name: notify
+SELECT pg_notify(:channel, :payload)
+
+-- name: now
+SELECT rota_now()
+
+-- ---- producers and operators -------------------------------------------------------------
+
+-- name: submit
+-- One statement for the whole batch: column arrays, unnested in order (so seq is FIFO
+-- within the batch). A job with an eta or a delay starts scheduled, others pending.
+WITH new AS (
+    SELECT *
+    FROM unnest(
+        :ids::text[], :tasks::text[], :queues::text[], :payloads::text[],
+        :priorities::integer[], :max_attempts::integer[], :timeouts::double precision[],
+        :resources::jsonb[], :labels::jsonb[], :affinity::jsonb[], :delays::double precision[],
+        :etas::double precision[], :backoff_bases::double precision[],
+        :backoff_maxes::double precision[]
+    ) WITH ORDINALITY AS n (id, task, queue, payload, priority, max_attempts, timeout,
+        resources, labels, affinity, delay, eta, backoff_base, backoff_max, ord)
+), inserted AS (
+    INSERT INTO jobs (id, task, queue, payload, priority, state, max_attempts, timeout,
+        resources, labels, affinity, backoff_base, backoff_max, created_at, scheduled_at)
+    SELECT id, task, queue, payload, priority,
+        CASE WHEN eta IS NOT NULL OR delay > 0 THEN 'scheduled' ELSE 'pending' END,
+        max_attempts, timeout, resources, labels, affinity, backoff_base, backoff_max,
+        rota_now(),
+        CASE WHEN eta IS NOT NULL THEN eta WHEN delay > 0 THEN rota_now() + delay END
+    FROM new
+    ORDER BY ord
+)
+SELECT pg_notify(:pending_channel, '')
+
+-- name: get_jobs
+-- Job rows always list their columns in the order of ``JobRecord``'s fields (never ``*``:
+-- a prepared ``*`` would break when a migration adds a column).
+SELECT id, task, queue, payload, priority, state, attempts, max_attempts, timeout, resources,
+    labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
+    started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq
+FROM jobs
+WHERE id = ANY(:ids::text[])
+
+-- name: list_jobs
+SELECT id, task, queue, payload, priority, state, attempts, max_attempts, timeout, resources,
+    labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
+    started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq
+FROM jobs
+WHERE (:state::text IS NULL OR state = :state::text)
+    AND (:queue::text IS NULL OR queue = :queue::text)
+    AND (:task::text IS NULL OR task = :task::text)
+    AND (:node_id::text IS NULL OR node_id = :node_id::text)
+ORDER BY seq DESC
+LIMIT :limit
+
+-- name: count_jobs
+SELECT queue, state, count(*) FROM jobs GROUP BY queue, state
+
+-- name: lock_job
+SELECT state, node_id FROM jobs WHERE id = :id FOR UPDATE
+
+-- name: cancel_now
+UPDATE jobs
+SET state = 'cancelled', finished_at = rota_now(), lease_expires_at = NULL
+WHERE id = :id
+
+-- name: request_cancel
+UPDATE jobs SET cancel_requested = true WHERE id = :id
+
+-- name: retry_dead
+-- A fresh set of attempts; the job keeps its seq (its place in the FIFO).
+WITH retried AS (
+    UPDATE jobs
+    SET state = 'pending', attempts = 0, node_id = NULL, scheduled_at = NULL,
+        started_at = NULL, finished_at = NULL, lease_expires_at = NULL, result = NULL,
+        error = NULL, traceback = NULL, cancel_requested = false
+    WHERE id = ANY(:ids::text[]) AND state = 'dead'
+    RETURNING 1
+), woken AS (
+    SELECT pg_notify(:pending_channel, '') WHERE EXISTS (SELECT FROM retried)
+)
+SELECT (SELECT count(*) FROM retried), (SELECT count(*) FROM woken)
+
+-- ---- worker nodes ------------------------------------------------------------------------
+
+-- name: register_node
+WITH node AS (
+    INSERT INTO nodes (id, name, slots, prefetch, resources, labels, queues, host, pid,
+        state, registered_at, heartbeat_at, gone_at)
+    VALUES (:id, :name, :slots, :prefetch, :resources::jsonb, :labels::jsonb,
+        :queues::text[], :host, :pid, 'live', rota_now(), rota_now(), NULL)
+    ON CONFLICT (id) DO UPDATE SET
+        name = excluded.name, slots = excluded.slots, prefetch = excluded.prefetch,
+        resources = excluded.resources, labels = excluded.labels, queues = excluded.queues,
+        host = excluded.host, pid = excluded.pid, state = 'live',
+        registered_at = excluded.registered_at, heartbeat_at = excluded.heartbeat_at,
+        gone_at = NULL
+)
+SELECT pg_notify(:pending_channel, '')
+
+-- name: heartbeat
+-- Alive unless declared dead (or gone); extend the leases the node still holds; report
+-- the running jobs it lost and those an operator asked to cancel.
+WITH node AS (
+    UPDATE nodes SET heartbeat_at = rota_now()
+    WHERE id = :node_id AND state IN ('live', 'draining')
+    RETURNING id
+), held AS (
+    SELECT * FROM unnest(:ids::text[], :tokens::bigint[]) AS h (id, token)
+), extended AS (
+    UPDATE jobs j SET lease_expires_at = rota_now() + :ttl
+    FROM held h
+    WHERE j.id = h.id AND j.token = h.token AND j.node_id = :node_id
+        AND j.state = 'running' AND EXISTS (SELECT FROM node)
+    RETURNING j.id, j.cancel_requested
+)
+SELECT
+    EXISTS (SELECT FROM node),
+    ARRAY(SELECT h.id FROM held h WHERE h.id NOT IN (SELECT id FROM extended)),
+    ARRAY(SELECT id FROM extended WHERE cancel_requested)
+
+-- name: set_node_state
+-- A dead node is not revived by draining; stopping is always allowed.
+WITH changed AS (
+    UPDATE nodes
+    SET state = :state,
+        gone_at = CASE WHEN :state IN ('dead', 'stopped') THEN coalesce(gone_at, rota_now()) END
+    WHERE id = :id AND (state IN ('live', 'draining') OR :state = 'stopped')
+    RETURNING 1
+)
+SELECT pg_notify(:pending_channel, '') FROM changed
+
+-- name: list_nodes
+SELECT n.id, n.name, n.slots, n.prefetch, n.resources, n.labels, n.queues, n.host, n.pid,
+    n.state, n.registered_at, n.heartbeat_at,
+    coalesce(load.assigned, 0) AS assigned, coalesce(load.running, 0) AS running,
+    coalesce(used.used, '{}'::jsonb) AS used
+FROM nodes n
+LEFT JOIN (
+    SELECT node_id, count(*) FILTER (WHERE state = 'assigned') AS assigned,
+        count(*) FILTER (WHERE state = 'running') AS running
+    FROM jobs
+    WHERE state IN ('assigned', 'running')
+    GROUP BY node_id
+) load ON load.node_id = n.id
+LEFT JOIN (
+    SELECT node_id, jsonb_object_agg(name, total) AS used
+    FROM (
+        SELECT j.node_id, r.key AS name, sum(r.value::double precision) AS total
+        FROM jobs j, jsonb_each(j.resources) r
+        WHERE j.state IN ('assigned', 'running')
+        GROUP BY j.node_id, r.key
+    ) per_resource
+    GROUP BY node_id
+) used ON used.node_id = n.id
+WHERE :states::text[] IS NULL OR n.state = ANY(:states::text[])
+ORDER BY n.registered_at, n.id
+
+-- name: start_jobs
+-- Claim a batch of the node's assigned jobs; SKIP LOCKED so concurrent callers for the
+-- same node never start one job twice.
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE node_id = :node_id AND state = 'assigned'
+    ORDER BY priority DESC, seq
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j
+SET state = 'running', attempts = j.attempts + 1, started_at = rota_now(),
+    lease_expires_at = rota_now() + :ttl
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts, j.max_attempts,
+    j.timeout, j.resources, j.labels, j.affinity, j.backoff_base, j.backoff_max, j.created_at,
+    j.scheduled_at, j.node_id, j.token, j.started_at, j.finished_at, j.lease_expires_at,
+    j.result, j.error, j.traceback, j.cancel_requested, j.seq
+
+-- name: complete
+-- Accept each outcome only if its job is running with the same token; a failure goes to
+-- retrying (due after its delay) while attempts are left, else dead.
+WITH outcome AS (
+    SELECT *
+    FROM unnest(:ids::text[], :tokens::bigint[], :kinds::text[], :results::text[],
+        :errors::text[], :tracebacks::text[], :delays::double precision[])
+        AS o (id, token, kind, result, error, traceback, delay)
+), decided AS (
+    SELECT j.id, o.result, o.error, o.traceback, o.delay,
+        CASE o.kind
+            WHEN 'succeeded' THEN 'succeeded'
+            WHEN 'cancelled' THEN 'cancelled'
+            WHEN 'failed' THEN CASE WHEN j.attempts < j.max_attempts THEN 'retrying'
+                ELSE 'dead' END
+            ELSE 'dead'
+        END AS state
+    FROM jobs j
+    JOIN outcome o ON o.id = j.id AND o.token = j.token
+    WHERE j.state = 'running'
+    FOR UPDATE OF j
+), done AS (
+    UPDATE jobs j
+    SET state = d.state, result = d.result, error = d.error, traceback = d.traceback,
+        lease_expires_at = NULL,
+        scheduled_at = CASE WHEN d.state = 'retrying' THEN rota_now() + d.delay
+            ELSE j.scheduled_at END,
+        finished_at = CASE WHEN d.state = 'retrying' THEN NULL ELSE rota_now() END
+    FROM decided d
+    WHERE j.id = d.id
+    RETURNING j.id, j.state
+), woken AS (
+    SELECT pg_notify(:pending_channel, ''), pg_notify(:done_channel, '')
+    WHERE EXISTS (SELECT FROM done)
+)
+SELECT id FROM done
+UNION ALL
+SELECT NULL FROM woken
+
+-- name: release_jobs
+-- Hand the node's jobs back to pending; a running job's attempt is not counted.
+WITH held AS (
+    SELECT * FROM unnest(:ids::text[], :tokens::bigint[]) AS h (id, token)
+), released AS (
+    UPDATE jobs j
+    SET state = 'pending', node_id = NULL, started_at = NULL, lease_expires_at = NULL,
+        attempts = CASE WHEN j.state = 'running' THEN greatest(j.attempts - 1, 0)
+            ELSE j.attempts END
+    FROM held h
+    WHERE j.id = h.id AND j.token = h.token AND j.node_id = :node_id
+        AND j.state IN ('assigned', 'running')
+    RETURNING 1
+), woken AS (
+    SELECT pg_notify(:pending_channel, '') WHERE EXISTS (SELECT FROM released)
+)
+SELECT (SELECT count(*) FROM released), (SELECT count(*) FROM woken)
+
+-- ---- scheduler ---------------------------------------------------------------------------
+
+-- name: acquire_lease
+-- Renew (same token) if the holder has it, take it with token + 1 if it is free or
+-- expired; nothing is returned if someone else holds it.
+INSERT INTO leases AS l (name, holder, token, acquired_at, expires_at)
+VALUES (:name, :holder, 1, rota_now(), rota_now() + :ttl)
+ON CONFLICT (name) DO UPDATE SET
+    token = CASE WHEN l.holder = excluded.holder AND l.expires_at > rota_now()
+        THEN l.token ELSE l.token + 1 END,
+    acquired_at = CASE WHEN l.holder = excluded.holder AND l.expires_at > rota_now()
+        THEN l.acquired_at ELSE excluded.acquired_at END,
+    holder = excluded.holder,
+    expires_at = excluded.expires_at
+WHERE (l.holder = excluded.holder AND l.expires_at > rota_now()) OR l.expires_at <= rota_now()
+RETURNING name, holder, token, expires_at, acquired_at
+
+-- name: release_lease
+-- Expire it but keep the row: the next holder's token is still higher.
+UPDATE leases SET expires_at = rota_now()
+WHERE name = :name AND holder = :holder AND token = :token AND expires_at > rota_now()
+
+-- name: get_lease
+SELECT name, holder, token, expires_at, acquired_at
+FROM leases
+WHERE name = :name AND expires_at > rota_now()
+
+-- name: fence
+-- The caller's lease, if it is still the current, unexpired one; FOR SHARE keeps it so
+-- until the end of the transaction.
+SELECT token FROM leases
+WHERE name = :lease_name AND holder = :holder AND token = :token AND expires_at > rota_now()
+FOR SHARE
+
+-- name: promote_due
+WITH fence AS (
+    SELECT token FROM leases
+    WHERE name = :lease_name AND holder = :holder AND token = :token
+        AND expires_at > rota_now()
+    FOR SHARE
+), due AS (
+    SELECT id FROM jobs
+    WHERE state IN ('scheduled', 'retrying') AND scheduled_at <= rota_now()
+        AND EXISTS (SELECT FROM fence)
+    ORDER BY scheduled_at, seq
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), promoted AS (
+    UPDATE jobs j SET state = 'pending' FROM due WHERE j.id = due.id RETURNING 1
+)
+SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM promoted)
+
+-- name: reap_nodes
+-- Declare dead the nodes silent for longer than the failure timeout.
+UPDATE nodes SET state = 'dead', gone_at = rota_now()
+WHERE state IN ('live', 'draining') AND heartbeat_at < rota_now() - :failure_timeout
+RETURNING id
+
+-- name: reap_jobs
+-- Take back the jobs of nodes that are not live or draining (dead, stopped, unknown) and
+-- the running jobs whose lease expired: assigned ones go back to pending untouched, running
+-- ones have had their attempt counted and go again (pending) or are dead.
+WITH lost AS (
+    SELECT j.id, j.state AS old_state,
+        CASE WHEN j.state = 'assigned' OR j.attempts < j.max_attempts THEN 'pending'
+            ELSE 'dead' END AS state,
+        CASE WHEN n.state IN ('live', 'draining') THEN 'lease expired'
+            ELSE 'node lost' END AS reason
+    FROM jobs j
+    LEFT JOIN nodes n ON n.id = j.node_id
+    WHERE j.state IN ('assigned', 'running')
+        AND (n.state IS NULL OR n.state NOT IN ('live', 'draining')
+            OR (j.state = 'running' AND j.lease_expires_at < rota_now()))
+    FOR UPDATE OF j SKIP LOCKED
+), taken AS (
+    UPDATE jobs j
+    SET state = lost.state,
+        node_id = CASE WHEN lost.state = 'pending' THEN NULL ELSE j.node_id END,
+        started_at = CASE WHEN lost.state = 'pending' THEN NULL ELSE j.started_at END,
+        finished_at = CASE WHEN lost.state = 'dead' THEN rota_now() END,
+        lease_expires_at = NULL,
+        error = CASE WHEN lost.state = 'dead' THEN lost.reason ELSE j.error END
+    FROM lost
+    WHERE j.id = lost.id
+    RETURNING lost.old_state, j.state
+), woken AS (
+    SELECT pg_notify(:done_channel, '') WHERE EXISTS (SELECT FROM taken WHERE state = 'dead')
+)
+SELECT
+    (SELECT count(*) FROM taken WHERE old_state = 'assigned'),
+    (SELECT count(*) FROM taken WHERE old_state = 'running' AND state = 'pending'),
+    (SELECT count(*) FROM taken WHERE state = 'dead'),
+    (SELECT count(*) FROM woken)
+
+-- name: pending_jobs
+-- Served by jobs_pending_idx: an Index Scan whose condition is the cursor, whatever the
+-- number of finished rows (see tests/test_postgres_store.py::test_pending_query_uses_index).
+SELECT id, queue, priority, seq, resources, labels, affinity
+FROM jobs
+WHERE state = 'pending' AND (-(priority::bigint), seq) > (:neg_priority::bigint, :seq::bigint)
+ORDER BY -(priority::bigint), seq
+LIMIT :limit
+
+-- name: assign
+-- Fenced batch placement (job ids are distinct): jobs still pending (SKIP LOCKED: a job
+-- being claimed elsewhere is skipped) on nodes still live, each with a new token; each node
+-- with new work is woken.
+WITH fence AS (
+    SELECT token FROM leases
+    WHERE name = :lease_name AND holder = :holder AND token = :token
+        AND expires_at > rota_now()
+    FOR SHARE
+), wanted AS (
+    SELECT * FROM unnest(:job_ids::text[], :node_ids::text[]) AS w (job_id, node_id)
+), picked AS (
+    SELECT j.id, w.node_id
+    FROM jobs j
+    JOIN wanted w ON w.job_id = j.id
+    JOIN nodes n ON n.id = w.node_id
+    WHERE j.state = 'pending' AND n.state = 'live' AND EXISTS (SELECT FROM fence)
+    FOR UPDATE OF j SKIP LOCKED
+), placed AS (
+    UPDATE jobs j SET state = 'assigned', node_id = p.node_id, token = j.token + 1
+    FROM picked p
+    WHERE j.id = p.id
+    RETURNING j.node_id
+), woken AS (
+    SELECT node_id, count(*) AS placed, pg_notify(:node_prefix || left(md5(node_id), 16), '')
+    FROM placed
+    GROUP BY node_id
+)
+SELECT (SELECT count(*) FROM fence), (SELECT coalesce(sum(placed), 0) FROM woken)
+
+-- name: put_stats
+INSERT INTO stats (name, data, updated_at) VALUES (:name, :data::jsonb, rota_now())
+ON CONFLICT (name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at
+
+-- name: get_stats
+SELECT data FROM stats WHERE name = :name
+
+-- name: prune_jobs
+-- One batch of final jobs past retention (the caller repeats until a short batch).
+WITH doomed AS (
+    SELECT id FROM jobs
+    WHERE state IN ('succeeded', 'dead', 'cancelled')
+        AND finished_at < rota_now() - :older_than
+    LIMIT :batch
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM jobs j USING doomed WHERE j.id = doomed.id
+
+-- name: prune_nodes
+DELETE FROM nodes n
+WHERE n.state IN ('dead', 'stopped') AND n.gone_at < rota_now() - :older_than
+    AND NOT EXISTS (
+        SELECT FROM jobs j WHERE j.node_id = n.id AND j.state IN ('assigned', 'running')
+    )

@@ -1,0 +1,419 @@
+"""A worker node: registers its capacity, heartbeats, starts the jobs the scheduler assigned
+to it, runs them (async tasks on the event loop, sync tasks in a process pool), and reports
+their outcomes in batches, fenced by each job's token."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Concatenate, ParamSpec, TypeVar
+
+from rota.app import Rota
+from rota.backoff import retry_delay
+from rota.errors import CorruptPayload
+from rota.model import JobRecord, NodeSpec, NodeState, Outcome, OutcomeKind
+from rota.resources import Resources
+from rota.scheduler import Scheduler, SchedulerConfig
+from rota.store import Store, open_store
+from rota.worker.executor import ExecResult, ProcessPool, run_async
+
+log = logging.getLogger("rota.worker")
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+@dataclass(slots=True)
+class WorkerConfig:
+    """How a worker node presents itself and behaves. Durations are seconds."""
+
+    name: str = ""
+    concurrency: int = 8  # slots: jobs running at once
+    prefetch: int | None = (
+        None  # extra jobs the scheduler may assign ahead (default concurrency // 2)
+    )
+    processes: int | None = None  # child processes for sync tasks (default: concurrency)
+    resources: Resources = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    queues: tuple[str, ...] = ("default",)
+    heartbeat_interval: float = 1.0
+    lease_ttl: float = 5.0  # how long a running job's lease lasts without a heartbeat
+    shutdown_grace: float = 10.0
+    scheduler: SchedulerConfig | None = None  # also stand for the scheduler role
+
+    def spec(self, node_id: str) -> NodeSpec:
+        prefetch = self.prefetch if self.prefetch is not None else max(1, self.concurrency // 2)
+        return NodeSpec(
+            id=node_id,
+            name=self.name or socket.gethostname(),
+            slots=self.concurrency,
+            prefetch=prefetch,
+            resources=dict(self.resources),
+            labels=dict(self.labels),
+            queues=tuple(self.queues),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+
+
+@dataclass(slots=True)
+class _Running:
+    job: JobRecord
+    task: asyncio.Task[None]
+    abandoned: bool = False  # lease lost: its outcome is dropped, not reported
+
+
+class WorkerNode:
+    """One worker node process. ``run()`` until SIGTERM/SIGINT or ``request_stop()``."""
+
+    def __init__(self, app: Rota, config: WorkerConfig | None = None) -> None:
+        self.app = app
+        self.config = config or WorkerConfig()
+        self.node_id = ""
+        self.running: dict[str, _Running] = {}
+        self.outcomes: list[Outcome] = []
+        self.stats = {"started": 0, "succeeded": 0, "failed": 0, "refused": 0}
+        self._stopping = False
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="rota-io")
+        self._waiter = ThreadPoolExecutor(1, thread_name_prefix="rota-wait")
+        self._io_store: Store | None = None
+        self._wait_store: Store | None = None
+        self._pool: ProcessPool | None = None
+        self._wake: asyncio.Event | None = None
+        self._flush_needed: asyncio.Event | None = None
+        self._scheduler: Scheduler | None = None
+        self._scheduler_thread: threading.Thread | None = None
+
+    # ---- store access off the event loop ----------------------------------------------
+    async def _call(
+        self, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """Run ``fn(store, *args)`` on the I/O thread, which owns this node's connection."""
+
+        def run() -> T:
+            if self._io_store is None:
+                self._io_store = open_store(self.app.store_url)
+            return fn(self._io_store, *args, **kw)
+
+        return await asyncio.get_running_loop().run_in_executor(self._io, run)
+
+    async def _retrying(
+        self, what: str, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """``_call`` that waits out store outages with backoff (never a busy loop)."""
+        delay = 0.1
+        while True:
+            try:
+                return await self._call(fn, *args, **kw)
+            except Exception as exc:
+                log.warning("%s failed, retrying in %.1f s: %s", what, delay, exc)
+                self._reset_io_store()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _reset_io_store(self) -> None:
+        def reset() -> None:
+            if self._io_store is not None:
+                with contextlib.suppress(Exception):
+                    self._io_store.close()
+                self._io_store = None
+
+        self._io.submit(reset)
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Drain and stop (what SIGTERM does)."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._flush_needed = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        if any(not t.is_async for t in self.app.tasks.values()):
+            size = self.config.processes or self.config.concurrency
+            self._pool = ProcessPool(self.app, size)
+            await self._pool.start()
+        await self._register()
+        if self.config.scheduler is not None:
+            self._start_scheduler(self.config.scheduler)
+        helpers = [
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._flush_loop(), name="flush"),
+        ]
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            for h in helpers:
+                h.cancel()
+            for h in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await h
+            await self._flush()
+            await self._retrying("leaving", Store.set_node_state, self.node_id, NodeState.STOPPED)
+            log.info(
+                "node %s stopped: %d started, %d succeeded, %d failed, %d completions refused",
+                self.node_id,
+                self.stats["started"],
+                self.stats["succeeded"],
+                self.stats["failed"],
+                self.stats["refused"],
+            )
+            if self._scheduler is not None and self._scheduler_thread is not None:
+                self._scheduler.stop.set()
+                await loop.run_in_executor(None, self._scheduler_thread.join, 10)
+            if self._pool is not None:
+                await self._pool.close(0)
+            await self._call(Store.close)
+            self._io.shutdown(wait=False)
+            self._waiter.shutdown(wait=False, cancel_futures=True)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stopping:
+            log.warning("second %s: stopping now", sig.name)
+            self.config.shutdown_grace = 0
+        else:
+            log.info("%s: draining (grace %.1f s)", sig.name, self.config.shutdown_grace)
+        self.request_stop()
+
+    async def _register(self) -> None:
+        self.node_id = f"{self.config.name or socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        spec = self.config.spec(self.node_id)
+        await self._retrying("registering", Store.register_node, spec)
+        log.info(
+            "node %s registered: %d slots (+%d prefetch), resources %s, labels %s, queues %s",
+            spec.id,
+            spec.slots,
+            spec.prefetch,
+            spec.resources or "{}",
+            spec.labels or "{}",
+            ",".join(spec.queues),
+        )
+
+    def _start_scheduler(self, config: SchedulerConfig) -> None:
+        self._scheduler = Scheduler(self.app.store_url, config, holder=f"{self.node_id}:scheduler")
+        self._scheduler_thread = threading.Thread(
+            target=self._scheduler.run, name="rota-scheduler", daemon=True
+        )
+        self._scheduler_thread.start()
+
+    # ---- claiming ----------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        waiter: asyncio.Future[None] | None = None
+        while not self._stopping:
+            self._wake.clear()
+            free = cfg.concurrency - len(self.running)
+            if free <= 0:
+                await self._wake.wait()  # a slot frees up
+                continue
+            node_id = self.node_id
+            jobs = await self._retrying(
+                "starting jobs", Store.start_jobs, node_id, free, cfg.lease_ttl
+            )
+            for job in jobs:
+                self._launch(job)
+            if jobs:
+                continue
+            # Nothing assigned: block in the store until the scheduler gives us work.
+            if waiter is None or waiter.done():
+                waiter = loop.run_in_executor(self._waiter, self._wait_for_work, node_id)
+            wake: asyncio.Future[bool] = asyncio.ensure_future(self._wake.wait())
+            started = time.monotonic()
+            await asyncio.wait((waiter, wake), return_when=asyncio.FIRST_COMPLETED)
+            wake.cancel()
+            if time.monotonic() - started < 0.0005 and not self._wake.is_set():
+                await asyncio.sleep(0.005)  # e.g. our node was declared dead: no hot loop
+
+    def _wait_for_work(self, node_id: str) -> None:
+        try:
+            if self._wait_store is None:
+                self._wait_store = open_store(self.app.store_url)
+            self._wait_store.wait_for_assignments(node_id, 0.5)
+        except Exception as exc:
+            log.warning("waiting for work failed: %s", exc)
+            if self._wait_store is not None:
+                with contextlib.suppress(Exception):
+                    self._wait_store.close()
+            self._wait_store = None
+            time.sleep(0.5)
+
+    def _launch(self, job: JobRecord) -> None:
+        self.stats["started"] += 1
+        task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        self.running[job.id] = _Running(job, task)
+
+    async def _execute(self, job: JobRecord) -> None:
+        try:
+            result = await self._run_job(job)
+        except asyncio.CancelledError:
+            result = ExecResult(kind="cancelled", error="cancelled")
+        except Exception as exc:  # never let a job take the node down
+            log.exception("job %s: internal error", job.id)
+            result = ExecResult(kind="error", error=f"internal error: {exc!r}")
+        entry = self.running.pop(job.id, None)
+        if self._wake is not None:
+            self._wake.set()
+        if entry is None or entry.abandoned:
+            return
+        self._record(job, result)
+
+    async def _run_job(self, job: JobRecord) -> ExecResult:
+        task = self.app.tasks.get(job.task)
+        if task is None:
+            return ExecResult(
+                kind="error", error=f"task {job.task!r} is not registered on node {self.node_id}"
+            )
+        if task.is_async:
+            try:
+                args, kwargs = job.arguments()
+            except CorruptPayload as exc:
+                return ExecResult(kind="error", error=f"corrupt payload: {exc}", fatal=True)
+            return await run_async(task, args, kwargs, job.timeout)
+        assert self._pool is not None
+        return await self._pool.run(job.id, job.task, job.payload, job.timeout)
+
+    def _record(self, job: JobRecord, res: ExecResult) -> None:
+        if res.kind == "ok":
+            outcome = Outcome(job.id, job.token, OutcomeKind.SUCCEEDED, result=res.result)
+            self.stats["succeeded"] += 1
+        elif res.kind == "cancelled":
+            outcome = Outcome(
+                job.id, job.token, OutcomeKind.CANCELLED, error=res.error or "cancelled"
+            )
+        else:
+            self.stats["failed"] += 1
+            kind = OutcomeKind.FATAL if res.fatal else OutcomeKind.FAILED
+            if res.kind == "retry" and res.retry_delay is not None:
+                delay = res.retry_delay
+            else:
+                delay = retry_delay(max(job.attempts, 1), job.backoff_base, job.backoff_max)
+            outcome = Outcome(
+                job.id, job.token, kind, error=res.error, traceback=res.traceback, retry_delay=delay
+            )
+            log.info(
+                "job %s task=%s attempt=%d/%d failed (%s): %s",
+                job.id,
+                job.task,
+                job.attempts,
+                job.max_attempts,
+                res.kind,
+                res.error,
+            )
+        self.outcomes.append(outcome)
+        if self._flush_needed is not None:
+            self._flush_needed.set()
+
+    # ---- reporting -------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        assert self._flush_needed is not None
+        while True:
+            await self._flush_needed.wait()
+            self._flush_needed.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Send every outcome gathered so far in one store round trip."""
+        while self.outcomes:
+            batch, self.outcomes = self.outcomes, []
+            accepted = await self._retrying("reporting outcomes", Store.complete, batch)
+            for outcome, ok in zip(batch, accepted, strict=True):
+                if not ok:
+                    self.stats["refused"] += 1
+                    log.warning(
+                        "job %s: outcome %s refused: lease lost (token %d is no longer current)",
+                        outcome.job_id,
+                        outcome.kind.value,
+                        outcome.token,
+                    )
+
+    async def _heartbeat_loop(self) -> None:
+        cfg = self.config
+        while True:
+            await asyncio.sleep(cfg.heartbeat_interval)
+            held = [(r.job.id, r.job.token) for r in self.running.values() if not r.abandoned]
+            node_id = self.node_id
+            try:
+                reply = await self._call(Store.heartbeat, node_id, held, cfg.lease_ttl)
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+                self._reset_io_store()
+                continue
+            if not reply.alive:
+                log.error(
+                    "node %s was declared dead (missed heartbeats); abandoning %d running jobs "
+                    "and registering again",
+                    node_id,
+                    len(self.running),
+                )
+                for job_id in list(self.running):
+                    await self._abandon(job_id)
+                await self._register()
+                continue
+            for job_id in reply.lost:
+                log.warning("job %s: lease lost; stopping it", job_id)
+                await self._abandon(job_id)
+            for job_id in reply.cancel:
+                await self._cancel(job_id)
+
+    async def _abandon(self, job_id: str) -> None:
+        entry = self.running.get(job_id)
+        if entry is None:
+            return
+        entry.abandoned = True
+        await self._stop_job(entry)
+
+    async def _cancel(self, job_id: str) -> None:
+        entry = self.running.get(job_id)
+        if entry is not None:
+            log.info("job %s: cancel requested", job_id)
+            await self._stop_job(entry)
+
+    async def _stop_job(self, entry: _Running) -> None:
+        task = self.app.tasks.get(entry.job.task)
+        if task is not None and not task.is_async and self._pool is not None:
+            await self._pool.cancel(entry.job.id)
+        else:
+            entry.task.cancel()
+
+    async def _drain(self) -> None:
+        """Graceful stop: take no new work, let running jobs finish within the grace period,
+        then hand the rest back (their attempt is not counted)."""
+        await self._retrying("draining", Store.set_node_state, self.node_id, NodeState.DRAINING)
+        deadline = time.monotonic() + self.config.shutdown_grace
+        while self.running and time.monotonic() < deadline:
+            await asyncio.wait(
+                [r.task for r in self.running.values()],
+                timeout=max(0.0, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        left = list(self.running.values())
+        if left:
+            log.warning("grace period over: handing %d running jobs back", len(left))
+            for entry in left:
+                await self._abandon(entry.job.id)
+            handed = [(e.job.id, e.job.token) for e in left]
+            node_id = self.node_id
+            await self._flush()
+            await self._retrying("handing jobs back", Store.release_jobs, node_id, handed)
+
+
+def run_worker(app: Rota, config: WorkerConfig) -> None:
+    """Run a worker node in this process until it is told to stop."""
+    asyncio.run(WorkerNode(app, config).run())
