@@ -117,9 +117,12 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
 
-    def options(self, **overrides: Any) -> TaskCall[P, R]:
-        """Job options for the next submit: ``task.options(priority=9, delay=30).submit(...)``."""
-        return TaskCall(self, self.defaults.merged(overrides))
+    def options(self, *, connection: Any = None, **overrides: Any) -> TaskCall[P, R]:
+        """Job options for the next submit: ``task.options(priority=9, delay=30).submit(...)``.
+
+        ``connection=`` (PostgreSQL store only) is the caller's open psycopg connection: the
+        job is written in the caller's transaction and exists only if it commits."""
+        return TaskCall(self, self.defaults.merged(overrides), connection)
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         """Submit one job with the task's default options."""
@@ -134,12 +137,25 @@ class Task(Generic[P, R]):
 class TaskCall(Generic[P, R]):
     """A task with options bound, ready to submit."""
 
-    def __init__(self, task: Task[P, R], options: JobOptions) -> None:
+    def __init__(self, task: Task[P, R], options: JobOptions, connection: Any = None) -> None:
         self.task = task
         self.opts = options
+        self.connection = connection
 
-    def options(self, **overrides: Any) -> TaskCall[P, R]:
-        return TaskCall(self.task, self.opts.merged(overrides))
+    def options(self, *, connection: Any = None, **overrides: Any) -> TaskCall[P, R]:
+        return TaskCall(self.task, self.opts.merged(overrides), connection or self.connection)
+
+    def _store_submit(self, jobs: list[NewJob]) -> list[str]:
+        store = self.task.app.store
+        if self.connection is None:
+            return store.submit(jobs)
+        in_transaction = getattr(store, "submit_in_transaction", None)
+        if in_transaction is None:
+            raise InvalidOption(
+                f"connection= (transactional enqueue) needs the PostgreSQL store, not {store.url.split(':')[0]}"
+            )
+        ids: list[str] = in_transaction(self.connection, jobs)
+        return ids
 
     def new_job(self, args: Sequence[Any], kwargs: dict[str, Any]) -> NewJob:
         """Validate arguments against the task's signature and JSON rules; build the job."""
@@ -167,8 +183,7 @@ class TaskCall(Generic[P, R]):
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         job = self.new_job(args, kwargs)
-        app = self.task.app
-        return JobHandle(app, app.store.submit([job])[0])
+        return JobHandle(self.task.app, self._store_submit([job])[0])
 
     def submit_many(self, calls: Iterable[Sequence[Any] | dict[str, Any]]) -> list[JobHandle]:
         jobs = []
@@ -185,7 +200,7 @@ class TaskCall(Generic[P, R]):
         if not jobs:
             return []
         app = self.task.app
-        return [JobHandle(app, job_id) for job_id in app.store.submit(jobs)]
+        return [JobHandle(app, job_id) for job_id in self._store_submit(jobs)]
 
 
 __all__ = ["Rota", "Task", "TaskCall", "validate_options"]

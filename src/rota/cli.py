@@ -407,6 +407,20 @@ def retry(
 
 
 @cli.command()
+@store_option
+@app_option
+def migrate(store_url: str | None, app_spec: str | None) -> None:
+    """Apply pending schema migrations (PostgreSQL; other stores need none)."""
+    store = _store_from(store_url, app_spec)
+    run = getattr(store, "migrate", None)
+    if run is None:
+        click.echo(f"{store.url.split(':')[0]} store: nothing to migrate")
+        return
+    applied = run()
+    click.echo(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@cli.command()
 @click.option("--jobs", "n_jobs", default=3000, show_default=True, help="How many jobs to submit.")
 @click.option(
     "--store", "store_url", default=None, help="Store URL (default: a temporary SQLite file)."

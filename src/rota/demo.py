@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from rota.model import NodeRecord
+from rota.scheduler import STATS_NAME
 from rota.states import FINAL_STATES, JobState
 from rota.store import Store, open_store
 
@@ -105,6 +106,7 @@ def run_demo(
     console.print(f"[bold]rota demo[/]: store {url}, logs in {logs}")
     procs: dict[str, subprocess.Popen[bytes]] = {}
     store = open_store(url)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # clean up children on SIGTERM too
     try:
         procs["scheduler"] = _spawn(
             [
@@ -170,8 +172,13 @@ def run_demo(
             except subprocess.TimeoutExpired:
                 proc.kill()
         store.close()
+        signal.signal(signal.SIGTERM, previous)
         if store_url is None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _node_table(nodes: list[NodeRecord]) -> Table:
@@ -219,7 +226,7 @@ def _watch(
             progress.update(bar, completed=min(finished, total))
             nodes = [n for n in store.list_nodes() if n.state.value != "stopped"]
             line = "  ".join(f"{s.value} {counts[s]}" for s in JobState if counts[s])
-            note = f"[red]killed {VICTIM} (SIGKILL)[/]" if killed_at else ""
+            note = f"[red]killed {VICTIM} (SIGKILL)[/]\n" if killed_at else ""
             live.update(Group(progress, _node_table(nodes), line, note))
             if kill and killed_at is None and finished >= total // 2:
                 rerun = [
@@ -231,6 +238,11 @@ def _watch(
                 killed_at = time.monotonic()
             if finished >= total or time.monotonic() - start > 600:
                 break
+            crashed = [n for n, p in procs.items() if n != VICTIM and p.poll() is not None]
+            if crashed:
+                raise RuntimeError(
+                    f"demo process(es) exited early: {', '.join(crashed)}; see the logs"
+                )
             time.sleep(0.25)
     return killed_at, rerun
 
@@ -281,6 +293,9 @@ def _summary(
             f"{VICTIM} was killed with {len(moved)} jobs running; {len(elsewhere)} of them re-ran and "
             f"succeeded on other nodes after its heartbeats stopped ({FAILURE_TIMEOUT:.0f} s failure timeout)."
         )
+    stats = store.get_stats(STATS_NAME) or {}
+    for u in stats.get("unplaceable", []):
+        console.print(f"[yellow]unplaceable[/] (scheduler): {u['jobs']} job(s): {u['reason']}")
     lost = [i for i in ids if i not in by_id]
     unfinished = [r for r in records if r.state not in FINAL_STATES]
     dead = [r for r in records if r.state is JobState.DEAD]
@@ -290,6 +305,6 @@ def _summary(
     console.print(
         f"[bold]{len(records)} jobs[/]: {sum(1 for r in records if r.state is JobState.SUCCEEDED)} succeeded, "
         f"{len(dead)} dead after their retries, {len(unfinished)} unfinished "
-        f"(the cpu=64 job is unplaceable: see `rota status`), {len(lost)} lost."
+        f"(the cpu=64 job is unplaceable), {len(lost)} lost."
     )
     return 0 if not lost and len(unfinished) <= 1 else 1
