@@ -9,17 +9,22 @@ policy's score, then by node id. A job that fits nowhere now is skipped, so late
 jobs may still be placed (backfilling).
 
 Speed: nodes are grouped by class (queues, labels, capacity, slots) and jobs by shape
-(queue, resources, labels, affinity). A shape's candidates are found once per call and
-kept in a heap; as nodes only get fuller during a call, a node that cannot take a shape
-anymore leaves that shape's heap for good, and entries whose score went stale are
-re-ranked when they come up (or, for policies whose score can rise as a node fills, each
-new score is pushed to every heap holding the node).
+(queue, resources, labels, affinity); a shape's candidate classes, with the affinity of
+each, are found once per call. Candidates sit in heaps, best first, each heap holding
+the nodes that fit a *floor* request: ``()`` (any job: the heap shared by every request
+with the same candidates), a request rounded down to a quarter octave, or the exact
+request. Nodes only get fuller during a call, so a node that does not fit a heap's floor
+leaves that heap for good, and an entry whose score went stale is re-ranked only when it
+comes up (for policies whose score can rise as a node fills, the new scores of the nodes
+placed on since are pushed instead). Nodes that fit the floor but not the job are
+stepped over and kept; a request that steps over too many moves to a heap with a higher
+floor (a copy of its current one), and a request that fits nowhere is not searched again.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -114,9 +119,8 @@ def place(
     score = pol.score
     lazy = pol.monotone
     touched = cluster.touched
-    stale_after = cluster.stale_after
-    placed = 0
     heappop = heapq.heappop
+    heappush = heapq.heappush
     heapreplace = heapq.heapreplace
 
     for job in jobs:
@@ -132,34 +136,44 @@ def place(
         if isinstance(cands, str):
             never[job.id] = cands
             continue
-        heap = cands.heap
-        if heap is None or placed - cands.stamp > stale_after:
-            heap = cluster.open(cands)  # mostly stale: a fresh copy is cheaper
-        elif not lazy and cands.seen < len(touched):
-            cluster.catch_up(cands)
-        cands.stamp = placed
+        pool = cands.pool
+        if not lazy and pool.seen < len(touched):
+            cluster.catch_up(pool)
+        heap = pool.heap
+        floor = pool.floor
         req = cands.request
+        exact = cands.exact
         chosen = -1
+        skipped: list[_Entry] = []
         while heap:
             entry = heap[0]
             i = entry[3]
-            if free_slots[i] <= 0 or not _fits(req, free[i]):
-                heappop(heap)  # nodes only get fuller: it will never fit this request again
-                continue
-            if entry[1] != rank[i]:  # its score changed since this entry was pushed
+            if free_slots[i] <= 0 or not _fits(floor, free[i]):
+                heappop(heap)  # nodes only get fuller: it will never fit this floor again
+            elif entry[1] != rank[i]:  # its score changed since this entry was pushed
                 if lazy:  # the score only got worse: rank it again
                     heapreplace(heap, (entry[0], rank[i], entry[2], i))
                 else:  # catch_up() pushed the current score
                     heappop(heap)
-                continue
-            chosen = i
-            break
+            elif exact or _fits(req, free[i]):
+                chosen = i
+                break
+            else:
+                skipped.append(heappop(heap))  # too full for this job, not for the floor
+                if len(skipped) == _SKIP_LIMIT and cluster.known_to_fail(cands):
+                    break
+        if skipped:
+            for entry in skipped:
+                heappush(heap, entry)
+            if chosen < 0:
+                cluster.failed(cands)
+            elif len(skipped) > _SKIP_LIMIT:
+                cluster.raise_floor(cands)
         if chosen < 0:
             waiting += 1
             continue
 
         append(Assignment(job.id, ids[chosen]))
-        placed += 1
         free_slots[chosen] -= 1
         in_flight[chosen] += 1
         node_free = free[chosen]
@@ -181,7 +195,11 @@ def place(
 
 _Entry = tuple[int, float, str, int]  # (-affinity matches, -score, node id, node index)
 _Request = tuple[tuple[int, float], ...]  # (resource index, quantity > 0), sorted
-_OPEN_ENTRIES = 1 << 21  # heap entries kept across all open candidate heaps (memory bound)
+_Tiers = tuple[tuple[int, int], ...]  # (node class index, -affinity matches)
+_SKIP_LIMIT = 8  # a request stepping over more nodes than this moves to a higher floor
+_RAISED_ENTRIES = 1 << 22  # bound on the entries copied into higher floors (memory)
+_FAILED_KEPT = 32  # failed requests remembered per set of candidates
+_STALE_SLACK = 64  # non-monotone policies: a heap is rid of stale entries past 2 x + this
 
 
 def _fits(request: _Request, node_free: list[float]) -> bool:
@@ -192,28 +210,40 @@ def _fits(request: _Request, node_free: list[float]) -> bool:
     return True
 
 
+def _covers(request: _Request, other: _Request) -> bool:
+    """Whether ``request`` asks for at least as much as ``other`` of every resource."""
+    asked = dict(request)
+    return all(asked.get(r, 0.0) >= qty for r, qty in other)
+
+
+def _quarter_octave(qty: float) -> float:
+    """``qty`` rounded down to a power of 2**0.25 (1, 1.19, 1.41, 1.68, 2, ...)."""
+    rounded = math.pow(2.0, math.floor(4.0 * math.log2(qty)) / 4.0)
+    return min(rounded, qty)
+
+
 @dataclass(slots=True, eq=False)
-class _Group:
-    """The nodes of some classes, each class with its affinity tier, in one heap."""
+class _Pool:
+    """Nodes of some classes (each with an affinity tier) that fit ``floor``, best first."""
 
     tiers: dict[int, int]  # node class index -> -(affinity labels matched)
-    members: list[tuple[int, int]]  # (-affinity matches, node index)
-    master: list[_Entry] = field(default_factory=list)  # members with a free slot
-    seen: int = 0  # non-monotone policies: how much of ``touched`` the master reflects
+    floor: _Request
+    heap: list[_Entry]
+    seen: int = 0  # non-monotone policies: how much of ``touched`` the heap reflects
+    built: int = 0  # non-monotone policies: the heap's size when last rid of stale entries
 
 
 @dataclass(slots=True, eq=False)
 class _Candidates:
-    """The nodes of a group that may still fit one request, best first."""
+    """Where the jobs asking for one request (resources) among some classes may go."""
 
-    group: _Group
+    tiers: _Tiers
     request: _Request
-    heap: list[_Entry] | None = None  # None: not opened yet, or closed to save memory
-    seen: int = 0  # non-monotone policies: how much of ``touched`` the heap reflects
-    stamp: int = 0  # jobs placed (in the whole call) when the heap was last used
+    pool: _Pool
+    exact: bool = False  # the pool's floor is the request: no node to step over
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _NodeClass:
     index: int
     queues: frozenset[str]
@@ -221,6 +251,9 @@ class _NodeClass:
     capacity: tuple[float, ...]  # by resource index
     max_in_flight: int
     members: list[int] = field(default_factory=list)
+
+
+_Eligible = tuple[str, list[tuple[_NodeClass, int]]]  # (how to name them, [(class, tier)])
 
 
 class _Cluster:
@@ -247,14 +280,13 @@ class _Cluster:
         self.by_queue: dict[str, list[_NodeClass]] = {}
         # non-monotone policies: the nodes whose score changed, in order (may repeat)
         self.touched: list[int] = []
-        self._lazy = policy.monotone
-        self._groups: dict[tuple[tuple[int, int], ...], _Group] = {}
-        self._candidates: dict[tuple[object, ...], _Candidates] = {}
-        self._open: deque[_Candidates] = deque()
-        self._max_open = max(8, _OPEN_ENTRIES // max(1, len(live)))
-        # after this many placements elsewhere, a heap is re-copied from its group's master
-        # rather than re-ranked entry by entry (a list copy runs at C speed)
-        self.stale_after = max(16, len(live) // 32)
+        self._eligible: dict[tuple[object, ...], str | _Eligible] = {}
+        self._candidates: dict[tuple[_Tiers, _Request], _Candidates] = {}
+        self._pools: dict[tuple[_Tiers, _Request], _Pool] = {}
+        self._raised_entries = 0
+        self._exhausted = _Pool({}, (), [])  # the pool of requests that fit nowhere
+        # requests that found no node among some candidates (no larger one will either)
+        self._failed: dict[_Tiers, list[_Request]] = {}
 
         index = self.resource_index
         for i, n in enumerate(live):
@@ -301,112 +333,129 @@ class _Cluster:
 
     def shape(self, job: PendingJob) -> str | _Candidates:
         """The candidates of jobs shaped like ``job``, or why no node could ever run it."""
-        classes = self.by_queue.get(job.queue)
-        if not classes:
-            return f"no live node serves queue {job.queue!r}"
-        where = f"serving queue {job.queue!r}"
-        labelled = [c for c in classes if all(c.labels.get(k) == v for k, v in job.labels.items())]
-        if not labelled:
-            return f"no live node {where} has labels {_show(job.labels)}"
-        if job.labels:
-            where += f" with labels {_show(job.labels)}"
-        with_slots = [c for c in labelled if c.max_in_flight > 0]
-        if not with_slots:
-            return f"no live node {where} has any job slots"
+        key = (job.queue, tuple(job.labels.items()), tuple(job.affinity.items()))
+        found = self._eligible.get(key)
+        if found is None:
+            found = self._eligible[key] = self._eligible_classes(job)
+        if isinstance(found, str):
+            return found
+        where, eligible = found
 
         wanted = {name: float(qty) for name, qty in job.resources.items() if qty > 0}
         index = self.resource_index
         for name, qty in sorted(wanted.items()):
             r = index.get(name)
-            largest = 0.0 if r is None else max(c.capacity[r] for c in with_slots)
+            largest = 0.0 if r is None else max(c.capacity[r] for c, _ in eligible)
             if largest + EPSILON < qty:
-                return (
-                    f"{name}={qty:g} is more than any live node {where} has (largest: {largest:g})"
-                )
+                more = f"{name}={qty:g} is more than any live node {where} has"
+                return f"{more} (largest: {largest:g})"
         request: _Request = tuple(sorted((index[name], qty) for name, qty in wanted.items()))
-        capable = [
-            c for c in with_slots if all(c.capacity[r] + EPSILON >= qty for r, qty in request)
-        ]
-        if not capable:
+        tiers = tuple(
+            (c.index, tier)
+            for c, tier in eligible
+            if all(c.capacity[r] + EPSILON >= qty for r, qty in request)
+        )
+        if not tiers:
             return f"no single live node {where} has {_show(wanted)} at once"
 
-        # jobs with the same candidate classes and affinity tiers share a group, and those
-        # that also ask for the same resources share their candidates
-        tiers = tuple(
-            (c.index, -sum(1 for k, v in job.affinity.items() if c.labels.get(k) == v))
-            for c in capable
-        )
-        ckey = (tiers, request)
-        cands = self._candidates.get(ckey)
+        cands = self._candidates.get((tiers, request))
         if cands is None:
-            group = self._groups.get(tiers)
-            if group is None:
-                group = self._groups[tiers] = self._new_group(tiers)
-            cands = self._candidates[ckey] = _Candidates(group, request)
+            # start from the pool with the highest floor that other requests made
+            rounded = tuple((r, _quarter_octave(qty)) for r, qty in request)
+            pool = self._pools.get((tiers, request)) or self._pools.get((tiers, rounded))
+            if pool is None:
+                pool = self._pools.get((tiers, ()))
+                if pool is None:
+                    pool = self._pools[tiers, ()] = self._new_pool(tiers)
+            cands = _Candidates(tiers, request, pool, exact=pool.floor == request)
+            self._candidates[tiers, request] = cands
         return cands
 
-    def _new_group(self, tiers: tuple[tuple[int, int], ...]) -> _Group:
-        by_index = {cls.index: cls.members for cls in self.classes.values()}
-        group = _Group(dict(tiers), [(tier, i) for index, tier in tiers for i in by_index[index]])
-        self._build_master(group)
-        return group
+    def _eligible_classes(self, job: PendingJob) -> str | _Eligible:
+        """The classes with the job's queue, labels and a slot, each with its affinity tier
+        (and how to name them), or why there are none."""
+        classes = self.by_queue.get(job.queue)
+        if not classes:
+            return f"no live node serves queue {job.queue!r}"
+        where = f"serving queue {job.queue!r}"
+        labels = job.labels.items()
+        labelled = [c for c in classes if all(c.labels.get(k) == v for k, v in labels)]
+        if not labelled:
+            return f"no live node {where} has labels {_show(job.labels)}"
+        if job.labels:
+            where += f" with labels {_show(job.labels)}"
+        eligible = [
+            (c, -sum(1 for k, v in job.affinity.items() if c.labels.get(k) == v))
+            for c in labelled
+            if c.max_in_flight > 0
+        ]
+        if not eligible:
+            return f"no live node {where} has any job slots"
+        return where, eligible
 
-    def _build_master(self, group: _Group) -> None:
+    def _new_pool(self, tiers: _Tiers) -> _Pool:
+        """The pool of every request among ``tiers``: the members with a free slot."""
         ids, rank, free_slots = self.ids, self.rank, self.free_slots
-        master = [(tier, rank[i], ids[i], i) for tier, i in group.members if free_slots[i] > 0]
-        heapq.heapify(master)
-        group.master = master
-        group.seen = len(self.touched)
+        by_index = {cls.index: cls.members for cls in self.classes.values()}
+        heap = [
+            (tier, rank[i], ids[i], i)
+            for index, tier in tiers
+            for i in by_index[index]
+            if free_slots[i] > 0
+        ]
+        heapq.heapify(heap)
+        return _Pool(dict(tiers), (), heap, len(self.touched), len(heap))
 
-    def open(self, cands: _Candidates) -> list[_Entry]:
-        """Give ``cands`` a heap: a copy of its group's master (pruned later, as it is used).
+    def raise_floor(self, cands: _Candidates) -> None:
+        """Move ``cands`` to a pool with a higher floor (its request rounded down to a
+        quarter octave, else the request itself), made as a copy of its current pool (a
+        copy of a heap is a heap): the nodes its floor drops will not be stepped over
+        again."""
+        current = cands.pool
+        rounded = tuple((r, _quarter_octave(qty)) for r, qty in cands.request)
+        floor = rounded if current.floor != rounded else cands.request
+        if floor == current.floor:
+            return
+        pool = self._pools.get((cands.tiers, floor))
+        if pool is None:
+            if self._raised_entries + len(current.heap) > _RAISED_ENTRIES:
+                return  # memory bound: keep stepping over
+            self._raised_entries += len(current.heap)
+            heap = list(current.heap)
+            pool = _Pool(current.tiers, floor, heap, current.seen, len(heap))
+            self._pools[cands.tiers, floor] = pool
+        cands.pool = pool
+        cands.exact = floor == cands.request
 
-        Only so many heaps stay open; the oldest are closed (and reopened when needed)."""
-        group = cands.group
-        if not self._lazy:
-            if len(group.master) > 2 * len(group.members) + 64:  # mostly stale duplicates
-                self._build_master(group)
-            else:
-                self._push_touched(group.master, group.tiers, (), group.seen)
-                group.seen = len(self.touched)
-        master = group.master
-        # tidy the top of the master, so that every copy does not have to
-        free_slots, rank = self.free_slots, self.rank
-        while master:
-            entry = master[0]
-            i = entry[3]
-            if free_slots[i] <= 0:
-                heapq.heappop(master)
-            elif entry[1] == rank[i]:
-                break
-            elif self._lazy:
-                heapq.heapreplace(master, (entry[0], rank[i], entry[2], i))
-            else:
-                heapq.heappop(master)
-        reopen = cands.heap is not None
-        heap = cands.heap = list(master)  # a copy of a heap is a heap
-        cands.seen = len(self.touched)
-        if not reopen:
-            self._open.append(cands)
-            if len(self._open) > self._max_open:
-                self._open.popleft().heap = None
-        return heap
+    def failed(self, cands: _Candidates) -> None:
+        """No node fits ``cands`` now, so none will during this call."""
+        cands.pool = self._exhausted
+        request = cands.request
+        failed = self._failed.setdefault(cands.tiers, [])
+        if not any(_covers(request, f) for f in failed):
+            failed[:] = [f for f in failed if not _covers(f, request)][1 - _FAILED_KEPT :]
+            failed.append(request)
 
-    def catch_up(self, cands: _Candidates) -> None:
-        """Non-monotone policies: push the current score of the nodes touched since."""
-        assert cands.heap is not None
-        self._push_touched(cands.heap, cands.group.tiers, cands.request, cands.seen)
-        cands.seen = len(self.touched)
+    def known_to_fail(self, cands: _Candidates) -> bool:
+        """Whether a request no larger than ``cands``'s already found no node."""
+        return any(_covers(cands.request, f) for f in self._failed.get(cands.tiers, ()))
 
-    def _push_touched(
-        self, heap: list[_Entry], tiers: dict[int, int], request: _Request, seen: int
-    ) -> None:
+    def catch_up(self, pool: _Pool) -> None:
+        """Non-monotone policies: push the current score of the nodes placed on since
+        (or rebuild the heap when it is mostly stale entries)."""
         node_class, ids, rank = self.node_class, self.ids, self.rank
         free_slots, free = self.free_slots, self.free
-        for i in dict.fromkeys(self.touched[seen:]):
+        tiers, floor, heap = pool.tiers, pool.floor, pool.heap
+        for i in dict.fromkeys(self.touched[pool.seen :]):
             tier = tiers.get(node_class[i])
-            if tier is not None and free_slots[i] > 0 and _fits(request, free[i]):
+            if tier is not None and free_slots[i] > 0 and _fits(floor, free[i]):
                 heapq.heappush(heap, (tier, rank[i], ids[i], i))
+        pool.seen = len(self.touched)
+        if len(heap) > 2 * pool.built + _STALE_SLACK:
+            # every node still in the pool has an entry with its current score
+            heap[:] = {e[3]: e for e in heap if e[1] == rank[e[3]]}.values()
+            heapq.heapify(heap)
+            pool.built = len(heap)
 
 
 def _show(values: Mapping[str, object]) -> str:
