@@ -50,7 +50,8 @@ SELECT rota_now()
 
 -- name: submit
 -- One statement for the whole batch: column arrays, unnested in order (so seq is FIFO
--- within the batch). A job with an eta or a delay starts scheduled, others pending.
+-- within the batch). A job is due at its eta, else now + delay: scheduled while that is in
+-- the future, pending otherwise.
 WITH new AS (
     SELECT *
     FROM unnest(
@@ -65,10 +66,10 @@ WITH new AS (
     INSERT INTO jobs (id, task, queue, payload, priority, state, max_attempts, timeout,
         resources, labels, affinity, backoff_base, backoff_max, created_at, scheduled_at)
     SELECT id, task, queue, payload, priority,
-        CASE WHEN eta IS NOT NULL OR delay > 0 THEN 'scheduled' ELSE 'pending' END,
+        CASE WHEN coalesce(eta, rota_now() + delay) > rota_now() THEN 'scheduled'
+            ELSE 'pending' END,
         max_attempts, timeout, resources, labels, affinity, backoff_base, backoff_max,
-        rota_now(),
-        CASE WHEN eta IS NOT NULL THEN eta WHEN delay > 0 THEN rota_now() + delay END
+        rota_now(), coalesce(eta, rota_now() + delay)
     FROM new
     ORDER BY ord
 )
@@ -103,20 +104,23 @@ SELECT state, node_id FROM jobs WHERE id = :id FOR UPDATE
 
 -- name: cancel_now
 UPDATE jobs
-SET state = 'cancelled', finished_at = rota_now(), lease_expires_at = NULL
+SET state = 'cancelled', finished_at = rota_now(), lease_expires_at = NULL, error = 'cancelled'
 WHERE id = :id
 
 -- name: request_cancel
 UPDATE jobs SET cancel_requested = true WHERE id = :id
 
 -- name: retry_dead
--- A fresh set of attempts; the job keeps its seq (its place in the FIFO).
-WITH retried AS (
-    UPDATE jobs
-    SET state = 'pending', attempts = 0, node_id = NULL, scheduled_at = NULL,
-        started_at = NULL, finished_at = NULL, lease_expires_at = NULL, result = NULL,
-        error = NULL, traceback = NULL, cancel_requested = false
-    WHERE id = ANY(:ids::text[]) AND state = 'dead'
+-- A fresh set of attempts; the job keeps its seq (its place in the FIFO) and its last
+-- error (the record of why it died).
+WITH locked AS (
+    SELECT id FROM jobs WHERE id = ANY(:ids::text[]) AND state = 'dead' ORDER BY id FOR UPDATE
+), retried AS (
+    UPDATE jobs j
+    SET state = 'pending', attempts = 0, node_id = NULL, scheduled_at = rota_now(),
+        started_at = NULL, finished_at = NULL, lease_expires_at = NULL,
+        cancel_requested = false
+    FROM locked WHERE j.id = locked.id
     RETURNING 1
 ), woken AS (
     SELECT pg_notify(:pending_channel, '') WHERE EXISTS (SELECT FROM retried)
@@ -141,33 +145,41 @@ WITH node AS (
 SELECT pg_notify(:pending_channel, '')
 
 -- name: heartbeat
--- Alive unless declared dead (or gone); extend the leases the node still holds; report
--- the running jobs it lost and those an operator asked to cancel.
+-- Alive unless declared dead (or unknown); extend the leases the node still holds; report
+-- the running jobs it lost and its running jobs an operator asked to cancel.
 WITH node AS (
     UPDATE nodes SET heartbeat_at = rota_now()
-    WHERE id = :node_id AND state IN ('live', 'draining')
+    WHERE id = :node_id AND state <> 'dead'
     RETURNING id
 ), held AS (
-    SELECT * FROM unnest(:ids::text[], :tokens::bigint[]) AS h (id, token)
+    SELECT * FROM unnest(:ids::text[], :tokens::bigint[]) WITH ORDINALITY AS h (id, token, ord)
+), locked AS (
+    SELECT j.id FROM jobs j
+    JOIN held h ON h.id = j.id AND h.token = j.token
+    WHERE j.node_id = :node_id AND j.state = 'running' AND EXISTS (SELECT FROM node)
+    ORDER BY j.id
+    FOR UPDATE OF j
 ), extended AS (
     UPDATE jobs j SET lease_expires_at = rota_now() + :ttl
-    FROM held h
-    WHERE j.id = h.id AND j.token = h.token AND j.node_id = :node_id
-        AND j.state = 'running' AND EXISTS (SELECT FROM node)
-    RETURNING j.id, j.cancel_requested
+    FROM locked WHERE j.id = locked.id
+    RETURNING j.id
 )
 SELECT
     EXISTS (SELECT FROM node),
-    ARRAY(SELECT h.id FROM held h WHERE h.id NOT IN (SELECT id FROM extended)),
-    ARRAY(SELECT id FROM extended WHERE cancel_requested)
+    ARRAY(SELECT h.id FROM held h WHERE h.id NOT IN (SELECT id FROM extended) ORDER BY h.ord),
+    ARRAY(
+        SELECT id FROM jobs
+        WHERE node_id = :node_id AND state = 'running' AND cancel_requested
+            AND EXISTS (SELECT FROM node)
+        ORDER BY seq
+    )
 
 -- name: set_node_state
--- A dead node is not revived by draining; stopping is always allowed.
 WITH changed AS (
     UPDATE nodes
     SET state = :state,
-        gone_at = CASE WHEN :state IN ('dead', 'stopped') THEN coalesce(gone_at, rota_now()) END
-    WHERE id = :id AND (state IN ('live', 'draining') OR :state = 'stopped')
+        gone_at = CASE WHEN :state IN ('dead', 'stopped') THEN rota_now() ELSE gone_at END
+    WHERE id = :id
     RETURNING 1
 )
 SELECT pg_notify(:pending_channel, '') FROM changed
@@ -199,11 +211,14 @@ WHERE :states::text[] IS NULL OR n.state = ANY(:states::text[])
 ORDER BY n.registered_at, n.id
 
 -- name: start_jobs
--- Claim a batch of the node's assigned jobs; SKIP LOCKED so concurrent callers for the
--- same node never start one job twice.
+-- Claim a batch of the node's assigned jobs (only while the node is live or draining);
+-- SKIP LOCKED so concurrent callers for the same node never start one job twice.
 WITH picked AS (
     SELECT id FROM jobs
     WHERE node_id = :node_id AND state = 'assigned'
+        AND EXISTS (
+            SELECT FROM nodes WHERE id = :node_id AND state IN ('live', 'draining')
+        )
     ORDER BY priority DESC, seq
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -238,10 +253,14 @@ WITH outcome AS (
     FROM jobs j
     JOIN outcome o ON o.id = j.id AND o.token = j.token
     WHERE j.state = 'running'
+    ORDER BY j.id  -- rows are locked in id order: concurrent batches never deadlock
     FOR UPDATE OF j
 ), done AS (
     UPDATE jobs j
-    SET state = d.state, result = d.result, error = d.error, traceback = d.traceback,
+    SET state = d.state,
+        result = CASE WHEN d.state = 'succeeded' THEN d.result ELSE j.result END,
+        error = CASE WHEN d.state = 'succeeded' THEN NULL ELSE d.error END,
+        traceback = CASE WHEN d.state = 'succeeded' THEN NULL ELSE d.traceback END,
         lease_expires_at = NULL,
         scheduled_at = CASE WHEN d.state = 'retrying' THEN rota_now() + d.delay
             ELSE j.scheduled_at END,
@@ -261,14 +280,18 @@ SELECT NULL FROM woken
 -- Hand the node's jobs back to pending; a running job's attempt is not counted.
 WITH held AS (
     SELECT * FROM unnest(:ids::text[], :tokens::bigint[]) AS h (id, token)
+), locked AS (
+    SELECT DISTINCT j.id FROM jobs j
+    JOIN held h ON h.id = j.id AND h.token = j.token
+    WHERE j.node_id = :node_id AND j.state IN ('assigned', 'running')
+    ORDER BY j.id
+    FOR UPDATE OF j
 ), released AS (
     UPDATE jobs j
     SET state = 'pending', node_id = NULL, started_at = NULL, lease_expires_at = NULL,
         attempts = CASE WHEN j.state = 'running' THEN greatest(j.attempts - 1, 0)
             ELSE j.attempts END
-    FROM held h
-    WHERE j.id = h.id AND j.token = h.token AND j.node_id = :node_id
-        AND j.state IN ('assigned', 'running')
+    FROM locked WHERE j.id = locked.id
     RETURNING 1
 ), woken AS (
     SELECT pg_notify(:pending_channel, '') WHERE EXISTS (SELECT FROM released)
@@ -341,8 +364,8 @@ WITH lost AS (
     SELECT j.id, j.state AS old_state,
         CASE WHEN j.state = 'assigned' OR j.attempts < j.max_attempts THEN 'pending'
             ELSE 'dead' END AS state,
-        CASE WHEN n.state IN ('live', 'draining') THEN 'lease expired'
-            ELSE 'node lost' END AS reason
+        CASE WHEN j.lease_expires_at < rota_now() THEN 'lease expired'
+            ELSE 'node stopped heartbeating' END AS reason
     FROM jobs j
     LEFT JOIN nodes n ON n.id = j.node_id
     WHERE j.state IN ('assigned', 'running')
@@ -353,10 +376,13 @@ WITH lost AS (
     UPDATE jobs j
     SET state = lost.state,
         node_id = CASE WHEN lost.state = 'pending' THEN NULL ELSE j.node_id END,
-        started_at = CASE WHEN lost.state = 'pending' THEN NULL ELSE j.started_at END,
         finished_at = CASE WHEN lost.state = 'dead' THEN rota_now() END,
         lease_expires_at = NULL,
-        error = CASE WHEN lost.state = 'dead' THEN lost.reason ELSE j.error END
+        error = CASE
+            WHEN lost.old_state = 'assigned' THEN j.error
+            WHEN lost.state = 'dead' THEN 'lease lost on the last attempt: ' || lost.reason
+            ELSE 'lease lost: ' || lost.reason
+        END
     FROM lost
     WHERE j.id = lost.id
     RETURNING lost.old_state, j.state
@@ -411,6 +437,12 @@ SELECT (SELECT count(*) FROM fence), (SELECT coalesce(sum(placed), 0) FROM woken
 -- name: put_stats
 INSERT INTO stats (name, data, updated_at) VALUES (:name, :data::jsonb, rota_now())
 ON CONFLICT (name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at
+
+-- name: any_pending
+SELECT EXISTS (SELECT FROM jobs WHERE state = 'pending')
+
+-- name: has_assigned
+SELECT EXISTS (SELECT FROM jobs WHERE node_id = :node_id AND state = 'assigned')
 
 -- name: get_stats
 SELECT data FROM stats WHERE name = :name

@@ -15,7 +15,9 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
                                 max_attempts timeout resources labels affinity backoff_base
                                 backoff_max created_at scheduled_at node_id token started_at
                                 finished_at lease_expires_at result error traceback
-                                cancel_requested seq (missing field = None/empty).
+                                cancel_requested seq. A missing field has its default:
+                                priority/attempts/token 0, max_attempts 1, backoff_base 1,
+                                backoff_max 300, scheduled_at = created_at, others None/{}.
                                 Written by every job script; EXPIRE result TTL once final.
   B.."jobs"             zset    seq -> id: every stored job (submit adds, purge removes)
   B.."state:"..st       zset    seq -> id: jobs in state st (every transition moves it)
@@ -30,8 +32,11 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
                                 heartbeat extends, complete/reap/release/cancel remove)
   B.."finished"         zset    finished_at -> id.."\0"..st..":"..q: final jobs, for
                                 result expiry (in reap) and prune
-  B.."done:"..id        list    one element pushed when the job becomes final (TTL 300 s):
-                                wait_for_results blocks on it with BLMOVE (non-consuming)
+  B.."watch:"..id       string  set (with a TTL) by wait_for_results before it reads the
+                                job's state: someone waits for this job
+  B.."done:"..id        list    one element pushed when a watched job becomes final (TTL
+                                300 s): wait_for_results blocks on it with BLMOVE
+                                (non-consuming, so every waiter sees it)
   B.."node:"..id        hash    name slots prefetch resources labels queues host pid
                                 state registered_at heartbeat_at gone_at
                                 (register_node, heartbeat, set_node_state, reap)
@@ -90,22 +95,63 @@ local function count(queue, state, delta)
   local f = state .. ':' .. queue
   COUNTS[f] = (COUNTS[f] or 0) + delta
 end
-local function flush_counts()
-  for f, d in pairs(COUNTS) do
-    if d ~= 0 then
-      if redis.call('HINCRBY', B .. 'counts', f, d) <= 0 then
-        redis.call('HDEL', B .. 'counts', f)
-      end
-    end
-  end
-  COUNTS = {}
-end
 
 local WAKE = {}
 local function wake(key)
   WAKE[key] = true
 end
-local function flush_wakes()
+
+-- Index writes that no later read in the same script depends on are buffered and sent as
+-- one command per key (in chunks: unpack() has a stack limit) by flush().
+local BUF, BUFS = {}, {}
+local function defer(cmd, key, a, b)
+  local id = cmd .. ' ' .. key
+  local buf = BUF[id]
+  if not buf then
+    buf = { cmd = cmd, key = key, n = 0 }
+    BUF[id] = buf
+    BUFS[#BUFS + 1] = buf
+  end
+  buf.n = buf.n + 1
+  buf[buf.n] = a
+  if b ~= nil then
+    buf.n = buf.n + 1
+    buf[buf.n] = b
+  end
+end
+
+-- State index moves, kept per job (first state -> last state) so that a job moved twice
+-- in one script ends up in one index only.
+local MOVED = {}
+local EMPTIED = {} -- nodes that released resources: drop their "nused" hash once empty
+
+local function flush()
+  for id, mv in pairs(MOVED) do
+    if mv.from ~= mv.to then
+      defer('ZREM', B .. 'state:' .. mv.from, id)
+      defer('ZADD', B .. 'state:' .. mv.to, mv.seq, id)
+    end
+  end
+  MOVED = {}
+  for _, buf in ipairs(BUFS) do
+    for i = 1, buf.n, 4000 do
+      redis.call(buf.cmd, buf.key, unpack(buf, i, math.min(i + 3999, buf.n)))
+    end
+  end
+  BUF, BUFS = {}, {}
+  for n in pairs(EMPTIED) do
+    if redis.call('ZCARD', B .. 'nassigned:' .. n) == 0
+        and redis.call('SCARD', B .. 'nrunning:' .. n) == 0 then
+      redis.call('DEL', B .. 'nused:' .. n) -- no float drift once the node is empty
+    end
+  end
+  EMPTIED = {}
+  for f, d in pairs(COUNTS) do
+    if d ~= 0 and redis.call('HINCRBY', B .. 'counts', f, d) <= 0 then
+      redis.call('HDEL', B .. 'counts', f)
+    end
+  end
+  COUNTS = {}
   for k in pairs(WAKE) do
     redis.call('LPUSH', k, '1')
     redis.call('LTRIM', k, 0, 0)
@@ -140,24 +186,36 @@ local function fence()
   return nil
 end
 
-local F = { 'state', 'queue', 'seq', 'priority', 'node_id', 'token', 'attempts',
+-- The fields of a job that transitions read; hot paths ask for fewer (state comes first).
+local FULL = { 'state', 'queue', 'seq', 'priority', 'node_id', 'token', 'attempts',
   'max_attempts', 'resources', 'cancel_requested' }
-local function load(id)
-  local v = redis.call('HMGET', jkey(id), unpack(F))
+local function load(id, fields)
+  fields = fields or FULL
+  local v = redis.call('HMGET', jkey(id), unpack(fields))
   if not v[1] then
     return nil
   end
-  return {
-    id = id, state = v[1], queue = v[2], seq = tonumber(v[3]), priority = v[4],
-    node = v[5], token = tonumber(v[6] or '0'), attempts = tonumber(v[7] or '0'),
-    max_attempts = tonumber(v[8] or '1'), resources = v[9], cancel = v[10] == '1',
-  }
+  local j = { id = id }
+  for i = 1, #fields do
+    j[fields[i]] = v[i]
+  end
+  j.seq = tonumber(j.seq)
+  j.token = tonumber(j.token or 0)
+  j.attempts = tonumber(j.attempts or 0)
+  j.max_attempts = tonumber(j.max_attempts or 1)
+  j.node = j.node_id
+  j.cancel = j.cancel_requested == '1'
+  return j
 end
 
--- Move job j to state `to` in the state index and the counters, and in its hash.
+-- Move job j to state `to` in the state index and the counters (not in its hash).
 local function move(j, to)
-  redis.call('ZREM', B .. 'state:' .. j.state, j.id)
-  redis.call('ZADD', B .. 'state:' .. to, j.seq, j.id)
+  local mv = MOVED[j.id]
+  if mv then
+    mv.to = to
+  else
+    MOVED[j.id] = { from = j.state, to = to, seq = j.seq }
+  end
   count(j.queue, j.state, -1)
   count(j.queue, to, 1)
   j.state = to
@@ -178,40 +236,53 @@ local function leave_node(j)
     return
   end
   if j.state == 'assigned' then
-    redis.call('ZREM', B .. 'nassigned:' .. n, rank(j.priority, j.seq) .. j.id)
+    defer('ZREM', B .. 'nassigned:' .. n, rank(j.priority, j.seq) .. j.id)
   elseif j.state == 'running' then
-    redis.call('SREM', B .. 'nrunning:' .. n, j.id)
-    redis.call('ZREM', B .. 'running', j.id)
+    defer('SREM', B .. 'nrunning:' .. n, j.id)
+    defer('ZREM', B .. 'running', j.id)
   end
-  usage(n, j.resources, -1)
-  if j.resources and redis.call('ZCARD', B .. 'nassigned:' .. n) == 0
-      and redis.call('SCARD', B .. 'nrunning:' .. n) == 0 then
-    redis.call('DEL', B .. 'nused:' .. n) -- no float drift once the node is empty
+  if j.resources then
+    usage(n, j.resources, -1)
+    EMPTIED[n] = true
   end
 end
 
--- Put job j (already off any node and out of "delayed") in pending.
-local function to_pending(j)
-  redis.call('ZADD', B .. 'pending', 0, rank(j.priority, j.seq) .. j.id)
+-- Put job j (already off any node and out of "delayed") in pending; `clear` = fields to
+-- delete from its hash.
+local function to_pending(j, clear)
+  defer('ZADD', B .. 'pending', 0, rank(j.priority, j.seq) .. j.id)
   move(j, 'pending')
   redis.call('HSET', jkey(j.id), 'state', 'pending')
+  if clear then
+    redis.call('HDEL', jkey(j.id), unpack(clear))
+  end
   wake(B .. 'wake:sched')
 end
 
--- Make job j (already off any node, out of pending/delayed) final in state `to`.
-local function finish(j, to)
+-- Make job j (already off any node, out of pending/delayed) final in state `to`, setting
+-- the fields in `set` ({name, value, ...}) and deleting those in `clear` as well.
+local function finish(j, to, set, clear)
   local k = jkey(j.id)
   move(j, to)
-  redis.call('HSET', k, 'state', to, 'finished_at', NOWS)
-  redis.call('HDEL', k, 'lease_expires_at')
-  redis.call('ZADD', B .. 'finished', NOW, j.id .. '\0' .. to .. ':' .. j.queue)
+  local f = { 'state', to, 'finished_at', NOWS }
+  for _, x in ipairs(set or {}) do
+    f[#f + 1] = x
+  end
+  redis.call('HSET', k, unpack(f))
+  local c = { 'lease_expires_at' }
+  for _, x in ipairs(clear or {}) do
+    c[#c + 1] = x
+  end
+  redis.call('HDEL', k, unpack(c))
+  defer('ZADD', B .. 'finished', NOW, j.id .. '\0' .. to .. ':' .. j.queue)
   if TTL > 0 then
     redis.call('EXPIRE', k, math.ceil(TTL))
   end
-  local d = B .. 'done:' .. j.id
-  redis.call('DEL', d)
-  redis.call('RPUSH', d, '1')
-  redis.call('EXPIRE', d, DONE_TTL)
+  if redis.call('EXISTS', B .. 'watch:' .. j.id) == 1 then -- someone waits for it
+    local d = B .. 'done:' .. j.id -- deleted by retry_dead: never more than one element
+    redis.call('RPUSH', d, '1')
+    redis.call('EXPIRE', d, DONE_TTL)
+  end
   wake(B .. 'wake:sched')
 end
 
@@ -220,17 +291,13 @@ end
 local function take_back(j, why)
   local k = jkey(j.id)
   leave_node(j)
-  redis.call('HDEL', k, 'lease_expires_at')
   if j.cancel then
-    redis.call('HSET', k, 'error', 'cancelled (' .. why .. ')')
-    finish(j, 'cancelled')
+    finish(j, 'cancelled', { 'error', 'cancelled (' .. why .. ')' })
   elseif j.attempts < j.max_attempts then
     redis.call('HSET', k, 'error', 'lease lost: ' .. why)
-    redis.call('HDEL', k, 'node_id')
-    to_pending(j)
+    to_pending(j, { 'node_id', 'lease_expires_at' })
   else
-    redis.call('HSET', k, 'error', 'lease lost on the last attempt: ' .. why)
-    finish(j, 'dead')
+    finish(j, 'dead', { 'error', 'lease lost on the last attempt: ' .. why })
   end
   return j.state
 end
@@ -243,8 +310,7 @@ local function take_back_node(node, why)
     local j = load(string.sub(mem, 21))
     if j and j.state == 'assigned' and j.node == node then
       leave_node(j)
-      redis.call('HDEL', jkey(j.id), 'node_id')
-      to_pending(j)
+      to_pending(j, { 'node_id' })
       requeued = requeued + 1
     else
       redis.call('ZREM', ak, mem)
@@ -262,7 +328,6 @@ local function take_back_node(node, why)
       redis.call('SREM', B .. 'nrunning:' .. node, id)
     end
   end
-  redis.call('DEL', B .. 'nused:' .. node)
   return requeued, retried, dead
 end
 
@@ -286,82 +351,79 @@ local function record(id)
 end
 
 -- name: submit
--- ARGV[3] = JSON list of [id, task, queue, payload, priority, max_attempts, timeout,
---   resources, labels, affinity, backoff_base, backoff_max, delay, eta] ("" = none).
+-- ARGV[3] = JSON list of [id, task, queue, payload, priority, delay, eta, field, value...]
+-- (delay/eta "" = none; the optional fields are the ones that differ from their default).
 -- All or none: a duplicate id refuses the whole batch before anything is written.
 if RID ~= '' and redis.call('EXISTS', B .. 'req:' .. RID) == 1 then
   return 0 -- replay of a submit that was stored
 end
 local jobs = cjson.decode(ARGV[3])
 local n = #jobs
+local CHUNK = 1000 -- unpack() has a stack limit: bulk commands go in chunks
 local seen = {}
-for i = 1, n do
-  local id = jobs[i][1]
-  if seen[id] or redis.call('EXISTS', jkey(id)) == 1 then
-    return redis.error_reply('ROTA_DUPLICATE job id ' .. id .. ' already exists')
+for c = 1, n, CHUNK do
+  local ids = {}
+  for i = c, math.min(c + CHUNK - 1, n) do
+    local id = jobs[i][1]
+    if seen[id] then
+      return redis.error_reply('ROTA_DUPLICATE job id ' .. id .. ' appears twice')
+    end
+    seen[id] = true
+    ids[#ids + 1] = id
   end
-  seen[id] = true
+  local found = redis.call('ZMSCORE', B .. 'jobs', unpack(ids))
+  for i = 1, #ids do
+    if found[i] then
+      return redis.error_reply('ROTA_DUPLICATE job id ' .. ids[i] .. ' already exists')
+    end
+  end
 end
 local first = redis.call('INCRBY', B .. 'seq', n) - n
-local pmem, pend, sched, delayed = {}, {}, {}, {}
-local function flush_zadd(key, t)
-  if #t > 0 then
-    redis.call('ZADD', key, unpack(t))
-  end
-end
-for i = 1, n do
-  local a = jobs[i]
-  local id, queue = a[1], a[3]
-  local seq = first + i
-  local due = NOW + (tonumber(a[13]) or 0)
-  if a[14] ~= '' then
-    due = tonumber(a[14])
-  end
-  local state = 'pending'
-  if due > NOW then
-    state = 'scheduled'
-  end
-  local f = { 'task', a[2], 'queue', queue, 'payload', a[4], 'priority', a[5],
-    'state', state, 'attempts', 0, 'max_attempts', a[6], 'backoff_base', a[11],
-    'backoff_max', a[12], 'created_at', NOWS, 'scheduled_at', fmt(due), 'token', 0,
-    'seq', seq }
-  if a[7] ~= '' then
-    f[#f + 1] = 'timeout'; f[#f + 1] = a[7]
-  end
-  if a[8] ~= '' then
-    f[#f + 1] = 'resources'; f[#f + 1] = a[8]
-  end
-  if a[9] ~= '' then
-    f[#f + 1] = 'labels'; f[#f + 1] = a[9]
-  end
-  if a[10] ~= '' then
-    f[#f + 1] = 'affinity'; f[#f + 1] = a[10]
-  end
-  if state == 'scheduled' then
-    sched[#sched + 1] = seq; sched[#sched + 1] = id
-    delayed[#delayed + 1] = due; delayed[#delayed + 1] = id
-  else
-    pend[#pend + 1] = seq; pend[#pend + 1] = id
-    pmem[#pmem + 1] = 0; pmem[#pmem + 1] = rank(a[5], seq) .. id
-  end
-  redis.call('HSET', jkey(id), unpack(f))
-  count(queue, state, 1)
-  if i % 2000 == 0 or i == n then -- unpack() has a stack limit: flush in chunks
-    flush_zadd(B .. 'pending', pmem)
-    flush_zadd(B .. 'state:pending', pend)
-    flush_zadd(B .. 'state:scheduled', sched)
-    flush_zadd(B .. 'delayed', delayed)
-    local ix = {}
-    for k = i - ((i - 1) % 2000), i do
-      ix[#ix + 1] = first + k; ix[#ix + 1] = jobs[k][1]
+for c = 1, n, CHUNK do
+  local all, pmem, pend, sched, delayed = {}, {}, {}, {}, {}
+  for i = c, math.min(c + CHUNK - 1, n) do
+    local a = jobs[i]
+    local id, queue, prio = a[1], a[3], a[5]
+    local seq = first + i
+    local f = { 'task', a[2], 'queue', queue, 'payload', a[4], 'created_at', NOWS, 'seq', seq }
+    if prio ~= 0 then
+      f[#f + 1] = 'priority'; f[#f + 1] = prio
     end
-    redis.call('ZADD', B .. 'jobs', unpack(ix))
-    pmem, pend, sched, delayed = {}, {}, {}, {}
+    local state = 'pending'
+    if a[6] ~= '' or a[7] ~= '' then
+      local due = NOW + (tonumber(a[6]) or 0)
+      if a[7] ~= '' then
+        due = tonumber(a[7])
+      end
+      f[#f + 1] = 'scheduled_at'; f[#f + 1] = fmt(due)
+      if due > NOW then
+        state = 'scheduled'
+        sched[#sched + 1] = seq; sched[#sched + 1] = id
+        delayed[#delayed + 1] = due; delayed[#delayed + 1] = id
+      end
+    end
+    if state == 'pending' then
+      pend[#pend + 1] = seq; pend[#pend + 1] = id
+      pmem[#pmem + 1] = 0; pmem[#pmem + 1] = rank(prio, seq) .. id
+    end
+    f[#f + 1] = 'state'; f[#f + 1] = state
+    for x = 8, #a do
+      f[#f + 1] = a[x]
+    end
+    redis.call('HSET', jkey(id), unpack(f))
+    all[#all + 1] = seq; all[#all + 1] = id
+    count(queue, state, 1)
+  end
+  redis.call('ZADD', B .. 'jobs', unpack(all))
+  for key, t in pairs({ pending = pmem, ['state:pending'] = pend,
+    ['state:scheduled'] = sched, delayed = delayed }) do
+    if #t > 0 then
+      redis.call('ZADD', B .. key, unpack(t))
+    end
   end
 end
-flush_counts()
 wake(B .. 'wake:sched')
-flush_wakes()
+flush()
 if RID ~= '' then
   redis.call('SET', B .. 'req:' .. RID, '1', 'EX', MEMO_TTL)
 end
@@ -382,7 +444,7 @@ if s == 'running' then
   if j.node then
     wake(B .. 'wake:node:' .. j.node)
   end
-  flush_wakes()
+  flush()
   return s
 end
 if s == 'scheduled' or s == 'retrying' then
@@ -393,10 +455,8 @@ elseif s == 'assigned' then
   leave_node(j)
   wake(B .. 'wake:node:' .. j.node)
 end
-redis.call('HSET', jkey(j.id), 'error', 'cancelled')
-finish(j, 'cancelled')
-flush_counts()
-flush_wakes()
+finish(j, 'cancelled', { 'error', 'cancelled' })
+flush()
 return 'cancelled'
 
 -- name: retry_dead
@@ -414,13 +474,11 @@ for i = 3, #ARGV do
     redis.call('PERSIST', k)
     redis.call('DEL', B .. 'done:' .. j.id)
     redis.call('HSET', k, 'attempts', 0, 'scheduled_at', NOWS)
-    redis.call('HDEL', k, 'finished_at', 'started_at', 'node_id', 'cancel_requested')
-    to_pending(j)
+    to_pending(j, { 'finished_at', 'started_at', 'node_id', 'cancel_requested' })
     n = n + 1
   end
 end
-flush_counts()
-flush_wakes()
+flush()
 memo_set(n)
 return n
 
@@ -435,8 +493,9 @@ redis.call('HDEL', k, 'gone_at')
 redis.call('SADD', B .. 'nodes', id)
 redis.call('ZADD', B .. 'nodes:alive', NOW, id)
 redis.call('ZREM', B .. 'nodes:gone', id)
+redis.call('SREM', B .. 'nodes:orphaned', id)
 wake(B .. 'wake:sched')
-flush_wakes()
+flush()
 return 1
 
 -- name: set_node_state
@@ -466,7 +525,7 @@ else
   end
 end
 wake(B .. 'wake:sched')
-flush_wakes()
+flush()
 return 1
 
 -- name: list_nodes
@@ -505,11 +564,12 @@ for i = 5, #ARGV, 2 do
   local v = redis.call('HMGET', jkey(id), 'state', 'node_id', 'token')
   if v[1] == 'running' and v[2] == node and tonumber(v[3]) == tonumber(ARGV[i + 1]) then
     redis.call('HSET', jkey(id), 'lease_expires_at', exps)
-    redis.call('ZADD', B .. 'running', exp, id)
+    defer('ZADD', B .. 'running', exp, id)
   else
     lost[#lost + 1] = id
   end
 end
+flush()
 for _, id in ipairs(redis.call('SMEMBERS', B .. 'nrunning:' .. node)) do
   if redis.call('HGET', jkey(id), 'cancel_requested') == '1' then
     cancel[#cancel + 1] = id
@@ -532,19 +592,20 @@ if not ids then
   local members = redis.call('ZRANGEBYLEX', ak, '-', '+', 'LIMIT', 0, tonumber(ARGV[4]))
   local exp = NOW + tonumber(ARGV[5])
   local exps = fmt(exp)
+  local fields = { 'state', 'node_id', 'queue', 'seq', 'attempts' }
   for _, mem in ipairs(members) do
-    redis.call('ZREM', ak, mem)
-    local j = load(string.sub(mem, 21))
+    defer('ZREM', ak, mem)
+    local j = load(string.sub(mem, 21), fields)
     if j and j.state == 'assigned' and j.node == node then
-      redis.call('SADD', B .. 'nrunning:' .. node, j.id)
-      redis.call('ZADD', B .. 'running', exp, j.id)
+      defer('SADD', B .. 'nrunning:' .. node, j.id)
+      defer('ZADD', B .. 'running', exp, j.id)
       move(j, 'running')
       redis.call('HSET', jkey(j.id), 'state', 'running', 'attempts', j.attempts + 1,
         'started_at', NOWS, 'lease_expires_at', exps)
       ids[#ids + 1] = j.id
     end
   end
-  flush_counts()
+  flush()
   memo_set(ids)
 end
 local out = {}
@@ -563,46 +624,48 @@ if m then
 end
 local outcomes = cjson.decode(ARGV[3])
 local acc = {}
+local fields = { 'state', 'token', 'node_id', 'queue', 'seq', 'resources', 'attempts',
+  'max_attempts', 'cancel_requested' }
 for i, o in ipairs(outcomes) do
-  local j = load(o[1])
+  local j = load(o[1], fields)
   if j and j.state == 'running' and j.token == tonumber(o[2]) then
-    local k = jkey(j.id)
     local kind = o[3]
     leave_node(j)
-    redis.call('HDEL', k, 'lease_expires_at')
-    if o[5] ~= '' then
-      redis.call('HSET', k, 'error', o[5])
-    else
-      redis.call('HDEL', k, 'error')
-    end
-    if o[6] ~= '' then
-      redis.call('HSET', k, 'traceback', o[6])
-    else
-      redis.call('HDEL', k, 'traceback')
+    local set, clear = {}, {}
+    for x, name in ipairs({ 'result', 'error', 'traceback' }) do
+      local v = o[x + 3]
+      if v ~= '' then
+        set[#set + 1] = name
+        set[#set + 1] = v
+      elseif x > 1 then
+        clear[#clear + 1] = name
+      end
     end
     if kind == 'succeeded' then
-      if o[4] ~= '' then
-        redis.call('HSET', k, 'result', o[4])
-      end
-      finish(j, 'succeeded')
+      finish(j, 'succeeded', set, clear)
     elseif kind == 'failed' and j.attempts < j.max_attempts and not j.cancel then
       local due = NOW + math.max(tonumber(o[7]) or 0, 0)
-      redis.call('ZADD', B .. 'delayed', due, j.id)
+      defer('ZADD', B .. 'delayed', due, j.id)
       move(j, 'retrying')
-      redis.call('HSET', k, 'state', 'retrying', 'scheduled_at', fmt(due))
+      set[#set + 1] = 'state'
+      set[#set + 1] = 'retrying'
+      set[#set + 1] = 'scheduled_at'
+      set[#set + 1] = fmt(due)
+      clear[#clear + 1] = 'lease_expires_at'
+      redis.call('HSET', jkey(j.id), unpack(set))
+      redis.call('HDEL', jkey(j.id), unpack(clear))
       wake(B .. 'wake:sched')
     elseif kind == 'cancelled' or (kind == 'failed' and j.cancel) then
-      finish(j, 'cancelled')
+      finish(j, 'cancelled', set, clear)
     else -- fatal, or failed with no attempts left
-      finish(j, 'dead')
+      finish(j, 'dead', set, clear)
     end
     acc[i] = 1
   else
     acc[i] = 0
   end
 end
-flush_counts()
-flush_wakes()
+flush()
 memo_set(acc)
 return acc
 
@@ -620,21 +683,18 @@ for i = 4, #ARGV, 2 do
       and (j.state == 'assigned' or j.state == 'running') then
     local k = jkey(j.id)
     leave_node(j)
-    redis.call('HDEL', k, 'node_id', 'lease_expires_at', 'started_at')
     if j.state == 'running' then
       redis.call('HSET', k, 'attempts', math.max(j.attempts - 1, 0))
     end
     if j.cancel then -- an operator asked to cancel it: do not run it again
-      redis.call('HSET', k, 'error', 'cancelled')
-      finish(j, 'cancelled')
+      finish(j, 'cancelled', { 'error', 'cancelled' })
     else
-      to_pending(j)
+      to_pending(j, { 'node_id', 'lease_expires_at', 'started_at' })
     end
     n = n + 1
   end
 end
-flush_counts()
-flush_wakes()
+flush()
 memo_set(n)
 return n
 
@@ -689,15 +749,15 @@ end
 local n = 0
 local ids = redis.call('ZRANGEBYSCORE', B .. 'delayed', '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[6]))
 for _, id in ipairs(ids) do
-  redis.call('ZREM', B .. 'delayed', id)
+  defer('ZREM', B .. 'delayed', id)
   local j = load(id)
   if j and (j.state == 'scheduled' or j.state == 'retrying') then
     to_pending(j)
     n = n + 1
   end
 end
-flush_counts()
 WAKE = {} -- the caller is the scheduler itself
+flush()
 memo_set(n)
 return n
 
@@ -727,7 +787,10 @@ for _, node in ipairs(silent) do
   add(take_back_node(node, 'node stopped heartbeating'))
 end
 for _, node in ipairs(redis.call('SMEMBERS', B .. 'nodes:orphaned')) do
-  add(take_back_node(node, 'node ' .. node .. ' left'))
+  local st = redis.call('HGET', B .. 'node:' .. node, 'state')
+  if st == 'dead' or st == 'stopped' then
+    add(take_back_node(node, 'node ' .. node .. ' left'))
+  end
 end
 redis.call('DEL', B .. 'nodes:orphaned')
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', B .. 'running', '-inf', '(' .. fmt(NOW))) do
@@ -749,8 +812,8 @@ if TTL > 0 then
     purge(mem)
   end
 end
-flush_counts()
 WAKE = {}
+flush()
 local reply = { dead_nodes, requeued, retried, dead_jobs }
 memo_set(reply)
 return reply
@@ -768,7 +831,7 @@ for _, mem in ipairs(members) do
   if v[1] then
     out[#out + 1] = id
     out[#out + 1] = v[1]
-    out[#out + 1] = v[2]
+    out[#out + 1] = v[2] or '0'
     out[#out + 1] = v[3]
     out[#out + 1] = v[4] or ''
     out[#out + 1] = v[5] or ''
@@ -788,6 +851,7 @@ if e then
   return e
 end
 local node_state = {}
+local fields = { 'state', 'queue', 'seq', 'priority', 'token', 'resources' }
 local n = 0
 for i = 6, #ARGV, 2 do
   local id, node = ARGV[i], ARGV[i + 1]
@@ -797,11 +861,11 @@ for i = 6, #ARGV, 2 do
     node_state[node] = ns
   end
   if ns == 'live' then
-    local j = load(id)
+    local j = load(id, fields)
     if j and j.state == 'pending' then
       local r = rank(j.priority, j.seq) .. id
-      redis.call('ZREM', B .. 'pending', r)
-      redis.call('ZADD', B .. 'nassigned:' .. node, 0, r)
+      defer('ZREM', B .. 'pending', r)
+      defer('ZADD', B .. 'nassigned:' .. node, 0, r)
       usage(node, j.resources, 1)
       move(j, 'assigned')
       redis.call('HSET', jkey(id), 'state', 'assigned', 'node_id', node, 'token', j.token + 1)
@@ -810,8 +874,7 @@ for i = 6, #ARGV, 2 do
     end
   end
 end
-flush_counts()
-flush_wakes()
+flush()
 memo_set(n)
 return n
 
@@ -841,7 +904,7 @@ for _, id in ipairs(gone) do
     redis.call('ZREM', B .. 'nodes:gone', id)
   end
 end
-flush_counts()
+flush()
 local reply = { n, #old >= limit and 1 or 0 }
 memo_set(reply)
 return reply

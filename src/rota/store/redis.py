@@ -1,0 +1,633 @@
+"""The Redis store: every state change is one Lua script (``redis_scripts.lua``, whose
+header documents the key layout), run with Redis' own clock (``TIME``).
+
+URL: ``redis://[user:password@]host:port/db?prefix=NAME&result_ttl=SECONDS`` (also
+``rediss://`` and ``unix://``). ``prefix`` (default ``rota``) namespaces every key as
+``NAME:{NAME}:...`` so several apps share one Redis and each app's keys share one cluster
+hash slot. ``result_ttl`` (default 7 days, ``0``: never) is how long a final job is kept
+(Redis expires its hash; the scheduler's ``reap`` drops its index entries): every process
+of an app should use the same value, which it does when they share the store URL. Both are
+removed from the URL before connecting; other query parameters go to redis-py.
+
+A dropped connection or a restarted Redis is retried with exponential backoff (one log
+line on ``rota.store.redis`` when the connection is lost, one when it is back); scripts
+are loaded again after a restart (``NOSCRIPT``). Replies of non-idempotent scripts are
+memoized for two minutes under a request id, so a command replayed after its reply was
+lost does not run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from importlib.resources import files
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.commands.core import Script
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from rota.backoff import DEFAULT_BASE, DEFAULT_MAX
+from rota.errors import InvalidOption, LeaseLost, StoreError, SubmitError
+from rota.model import (
+    Assignment,
+    HeartbeatReply,
+    JobRecord,
+    Lease,
+    NewJob,
+    NodeRecord,
+    NodeSpec,
+    NodeState,
+    Outcome,
+    PendingJob,
+    ReapReport,
+)
+from rota.states import FINAL_STATES, JobState
+from rota.store.base import Store
+
+log = logging.getLogger("rota.store.redis")
+
+T = TypeVar("T")
+
+DEFAULT_PREFIX = "rota"
+DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
+SOCKET_TIMEOUT = 30.0  # seconds; a blocking wait is cut into chunks well under this
+WAIT_CHUNK = 10.0
+WATCH_GRACE = 30.0  # seconds a result watch outlives its waiter's timeout
+PURGE_PER_REAP = 500  # expired final jobs whose index entries one reap removes
+PRUNE_BATCH = 1000
+_FINAL = frozenset(s.value for s in FINAL_STATES)
+_PREFIX_RE = re.compile(r"^[^{}\s]{1,100}$")
+_MARKER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def load_scripts() -> dict[str, str]:
+    """The scripts of ``redis_scripts.lua`` by name, each with the ``lib`` prelude."""
+    text = files("rota.store").joinpath("redis_scripts.lua").read_text(encoding="utf-8")
+    parts = _MARKER.split(text)  # [header, name1, body1, name2, body2, ...]
+    bodies = dict(zip(parts[1::2], parts[2::2], strict=True))
+    lib = bodies.pop("lib")
+    return {name: f"{lib}\n{body}" for name, body in bodies.items()}
+
+
+def parse_url(url: str) -> tuple[str, str, float]:
+    """``(connection URL, prefix, result_ttl)``: our own query parameters removed."""
+    parts = urlsplit(url)
+    prefix, ttl = DEFAULT_PREFIX, DEFAULT_RESULT_TTL
+    rest = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "prefix":
+            prefix = value
+        elif key == "result_ttl":
+            try:
+                ttl = float(value)
+            except ValueError:
+                ttl = -1.0
+            if not (math.isfinite(ttl) and ttl >= 0):
+                raise InvalidOption(f"result_ttl must be a number of seconds >= 0, not {value!r}")
+        else:
+            rest.append((key, value))
+    if not _PREFIX_RE.match(prefix):
+        raise InvalidOption(f"Redis key prefix {prefix!r} must be 1-100 chars without braces")
+    return urlunsplit(parts._replace(query=urlencode(rest))), prefix, ttl
+
+
+def _f(text: str | None) -> float | None:
+    return None if text is None else float(text)
+
+
+def _j(text: str | None) -> Any:
+    return orjson.loads(text) if text else {}
+
+
+def _num(x: float) -> str:
+    return repr(float(x))
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
+
+
+def job_from_hash(job_id: str, h: dict[str, str]) -> JobRecord:
+    """A ``JobRecord`` from the fields of a ``job:<id>`` hash (missing: the default)."""
+    get = h.get
+    created_at = float(h["created_at"])
+    scheduled_at = get("scheduled_at")
+    return JobRecord(
+        id=job_id,
+        task=h["task"],
+        queue=h["queue"],
+        payload=h["payload"],
+        priority=int(get("priority", 0)),
+        state=JobState(h["state"]),
+        attempts=int(get("attempts", 0)),
+        max_attempts=int(get("max_attempts", 1)),
+        timeout=_f(get("timeout")),
+        resources=_j(get("resources")),
+        labels=_j(get("labels")),
+        affinity=_j(get("affinity")),
+        backoff_base=float(get("backoff_base", DEFAULT_BASE)),
+        backoff_max=float(get("backoff_max", DEFAULT_MAX)),
+        created_at=created_at,
+        scheduled_at=created_at if scheduled_at is None else float(scheduled_at),
+        node_id=get("node_id"),
+        token=int(get("token", 0)),
+        started_at=_f(get("started_at")),
+        finished_at=_f(get("finished_at")),
+        lease_expires_at=_f(get("lease_expires_at")),
+        result=get("result"),
+        error=get("error"),
+        traceback=get("traceback"),
+        cancel_requested=get("cancel_requested") == "1",
+        seq=int(h["seq"]),
+    )
+
+
+def _lease(name: str, reply: Any) -> Lease | None:
+    if not reply:
+        return None
+    holder, token, expires, acquired = reply
+    return Lease(name, holder, int(token), float(expires), float(acquired))
+
+
+def _rank(priority: int, seq: int) -> str:
+    """The sort key of a job in the ``pending`` sorted set (see redis_scripts.lua)."""
+    p = min(max(priority, -(2**31)), 2**31 - 1)
+    return f"{2**31 - 1 - p:08x}{seq:012x}"
+
+
+class RedisStore(Store):
+    """Store in Redis (``redis://host:port/db?prefix=NAME``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        result_ttl: float | None = None,
+        retries: int = 10,
+        socket_timeout: float = SOCKET_TIMEOUT,
+    ) -> None:
+        self.url = url
+        conn_url, self.prefix, ttl = parse_url(url)
+        self.result_ttl = ttl if result_ttl is None else result_ttl
+        self._ttl_arg = _num(self.result_ttl)
+        self._base = f"{self.prefix}:{{{self.prefix}}}:"
+        self._pool: redis.ConnectionPool = redis.ConnectionPool.from_url(
+            conn_url,
+            decode_responses=True,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=min(socket_timeout, 5.0),
+            socket_keepalive=True,
+            health_check_interval=15,
+            retry=Retry(NoBackoff(), 0),  # retried here, around whole operations
+            client_name=f"rota:{self.prefix}:{os.getpid()}",
+        )
+        self._where = self._describe(self._pool)
+        self.redis = redis.Redis(connection_pool=self._pool)
+        self._retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries)
+        self._down_since: float | None = None
+        self._scripts: dict[str, Script] = {
+            name: self.redis.register_script(body) for name, body in load_scripts().items()
+        }
+
+    @staticmethod
+    def _describe(pool: redis.ConnectionPool) -> str:
+        kw = pool.connection_kwargs
+        if "path" in kw:
+            return f"unix:{kw['path']}"
+        return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._where!r}, prefix={self.prefix!r})"
+
+    # ---- plumbing ------------------------------------------------------------------
+    def key(self, *parts: str) -> str:
+        """The full name of a key: ``key("job", id)`` -> ``rota:{rota}:job:<id>``."""
+        return self._base + ":".join(parts)
+
+    def _failed(self, error: Exception) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning(
+                "lost the connection to Redis at %s (%s); reconnecting with backoff",
+                self._where,
+                error,
+            )
+        self._pool.disconnect()
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (Redis commands), retrying it with backoff on connection errors."""
+        attempt_at = 0.0
+
+        def attempt() -> T:
+            nonlocal attempt_at
+            attempt_at = time.monotonic()
+            return fn()
+
+        try:
+            result = self._retry.call_with_retry(attempt, self._failed)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise StoreError(f"Redis at {self._where} is unreachable: {exc}") from exc
+        except ResponseError as exc:
+            message = str(exc)
+            if message.startswith("ROTA_LEASE_LOST"):
+                raise LeaseLost(message.removeprefix("ROTA_LEASE_LOST ")) from None
+            if message.startswith("ROTA_DUPLICATE"):
+                raise SubmitError(message.removeprefix("ROTA_DUPLICATE ")) from None
+            raise StoreError(f"Redis at {self._where} refused an operation: {exc}") from exc
+        except RedisError as exc:
+            raise StoreError(f"Redis at {self._where}: {exc}") from exc
+        if self._down_since is not None:
+            log.info(
+                "reconnected to Redis at %s after %.1f s",
+                self._where,
+                max(attempt_at - self._down_since, 0.0),
+            )
+            self._down_since = None
+        return result
+
+    def _run(self, name: str, args: Sequence[Any], *, memo: bool = False) -> Any:
+        """Run script ``name`` with the common arguments (request id, result TTL)."""
+        script = self._scripts[name]
+        argv = [os.urandom(8).hex() if memo else "", self._ttl_arg, *args]
+        return self._call(lambda: script(keys=[self._base], args=argv, client=self.redis))
+
+    def _block(
+        self,
+        command: Callable[[float], Any],
+        timeout: float,
+        done: Callable[[], bool] | None = None,
+    ) -> Any:
+        """Run a blocking command, in chunks, until it returns something, ``timeout``
+        passes or (checked after each empty chunk) ``done()`` is true."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            step = max(min(left, WAIT_CHUNK), 0.001)  # 0 would block forever
+            got = self._call(partial(command, step))
+            if got is not None or (done is not None and done()):
+                return got
+
+    def _is_final(self, job_id: str) -> bool:
+        state = self._call(partial(self.redis.hget, self.key("job", job_id), "state"))
+        return state in _FINAL
+
+    def _cmd(self, *args: Any) -> Any:
+        """One raw command (its reply unparsed: flat lists stay flat)."""
+        return self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
+
+    def _blmove_same(self, key: str, timeout: float) -> Any:
+        return self._cmd("BLMOVE", key, key, "LEFT", "LEFT", timeout)
+
+    def _blpop(self, key: str, timeout: float) -> Any:
+        return self._cmd("BLPOP", key, timeout)
+
+    # ---- lifecycle and clock -------------------------------------------------------
+    def close(self) -> None:
+        self._pool.disconnect()
+
+    def now(self) -> float:
+        sec, usec = self._call(self.redis.time)
+        return float(sec) + float(usec) / 1e6
+
+    # ---- producers and operators ---------------------------------------------------
+    def submit(self, jobs: Sequence[NewJob]) -> list[str]:
+        if not jobs:
+            return []
+        dumps = orjson.dumps
+        rows = []
+        for j in jobs:
+            # [id, task, queue, payload, priority, delay, eta, then non-default fields]
+            row: list[Any] = [
+                j.id,
+                j.task,
+                j.queue,
+                j.payload,
+                j.priority,
+                _num(j.delay) if j.delay else "",
+                "" if j.eta is None else _num(j.eta),
+            ]
+            if j.max_attempts != 1:
+                row += ("max_attempts", j.max_attempts)
+            if j.timeout is not None:
+                row += ("timeout", _num(j.timeout))
+            if j.resources:
+                row += ("resources", dumps(j.resources).decode())
+            if j.labels:
+                row += ("labels", dumps(j.labels).decode())
+            if j.affinity:
+                row += ("affinity", dumps(j.affinity).decode())
+            if j.backoff_base != DEFAULT_BASE:
+                row += ("backoff_base", _num(j.backoff_base))
+            if j.backoff_max != DEFAULT_MAX:
+                row += ("backoff_max", _num(j.backoff_max))
+            rows.append(row)
+        self._run("submit", [dumps(rows)], memo=True)
+        return [j.id for j in jobs]
+
+    def _hashes(self, job_ids: Sequence[str]) -> list[dict[str, str]]:
+        def fetch() -> list[dict[str, str]]:
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hgetall(self.key("job", job_id))
+            return pipe.execute()
+
+        return self._call(fetch) if job_ids else []
+
+    def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        ids = list(job_ids)
+        return [job_from_hash(i, h) for i, h in zip(ids, self._hashes(ids), strict=True) if h]
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        node_id: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        if limit <= 0:
+            return []
+        index = self.key("state", state.value) if state else self.key("jobs")
+        filtered = queue is not None or task is not None or node_id is not None
+        page = max(limit, 500) if filtered else limit
+        out: list[JobRecord] = []
+        top = "+inf"
+        while len(out) < limit:
+            # newest first: ids with their seq, a page at a time from the top seq down
+            pairs: list[Any] = self._call(
+                partial(
+                    self.redis.zrevrangebyscore,
+                    index,
+                    top,
+                    "-inf",
+                    start=0,
+                    num=page,
+                    withscores=True,
+                )
+            )
+            if not pairs:
+                break
+            for rec in self.get_jobs([p[0] for p in pairs]):
+                if (
+                    (state is None or rec.state is state)
+                    and (queue is None or rec.queue == queue)
+                    and (task is None or rec.task == task)
+                    and (node_id is None or rec.node_id == node_id)
+                ):
+                    out.append(rec)
+            if len(pairs) < page:
+                break
+            top = f"({int(pairs[-1][1])}"
+        return out[:limit]
+
+    def count_jobs(self) -> dict[tuple[str, JobState], int]:
+        raw: dict[Any, Any] = self._call(partial(self.redis.hgetall, self.key("counts")))
+        out: dict[tuple[str, JobState], int] = {}
+        for field, value in raw.items():
+            state, _, queue = field.partition(":")
+            n = int(value)
+            if n > 0:
+                out[(queue, JobState(state))] = n
+        return out
+
+    def cancel(self, job_id: str) -> JobState | None:
+        state = self._run("cancel", [job_id])
+        return JobState(state) if state else None
+
+    def retry_dead(self, job_ids: Sequence[str]) -> int:
+        if not job_ids:
+            return 0
+        return int(self._run("retry_dead", list(job_ids), memo=True))
+
+    def wait_for_results(self, job_ids: Sequence[str], timeout: float) -> list[JobRecord]:
+        """Mark the jobs watched and read their states (one round trip), then block on
+        each unfinished job's ``done:<id>`` list in turn: a watched job pushes it when it
+        becomes final, and ``BLMOVE`` from the list to itself leaves the element for the
+        job's other waiters. One round trip per job; its state is read again whenever a
+        blocking chunk times out."""
+        wanted = list(dict.fromkeys(job_ids))
+        deadline = time.monotonic() + timeout
+
+        def watch_and_read() -> list[str | None]:
+            # watch first, then read: a job that becomes final after the read signals
+            watch_ms = int((max(timeout, 0.0) + WATCH_GRACE) * 1000)
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in wanted:
+                pipe.set(self.key("watch", job_id), 1, px=watch_ms)
+            for job_id in wanted:
+                pipe.hget(self.key("job", job_id), "state")
+            return pipe.execute()[len(wanted) :]
+
+        if wanted:
+            states = self._call(watch_and_read)
+            for job_id, state in zip(wanted, states, strict=True):
+                if state in _FINAL:
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._block(
+                    partial(self._blmove_same, self.key("done", job_id)),
+                    left,
+                    partial(self._is_final, job_id),
+                )
+        return [r for r in self.get_jobs(wanted) if r.state in FINAL_STATES]
+
+    # ---- worker nodes --------------------------------------------------------------
+    def register_node(self, spec: NodeSpec) -> None:
+        dumps = orjson.dumps
+        self._run(
+            "register_node",
+            [
+                spec.id,
+                spec.name,
+                spec.slots,
+                spec.prefetch,
+                dumps(spec.resources).decode(),
+                dumps(spec.labels).decode(),
+                dumps(list(spec.queues)).decode(),
+                spec.host,
+                spec.pid,
+            ],
+        )
+
+    def heartbeat(
+        self, node_id: str, running: Sequence[tuple[str, int]], lease_ttl: float
+    ) -> HeartbeatReply:
+        args: list[Any] = [node_id, _num(lease_ttl)]
+        for job_id, token in running:
+            args += (job_id, token)
+        alive, lost, cancel = self._run("heartbeat", args)
+        return HeartbeatReply(alive=bool(alive), lost=tuple(lost), cancel=tuple(cancel))
+
+    def set_node_state(self, node_id: str, state: NodeState) -> None:
+        self._run("set_node_state", [node_id, NodeState(state).value])
+
+    def list_nodes(self, states: Sequence[NodeState] | None = None) -> list[NodeRecord]:
+        wanted = None if states is None else {NodeState(s) for s in states}
+        out = []
+        for node_id, flat, assigned, running, used in self._run("list_nodes", []):
+            h = _pairs(flat)
+            state = NodeState(h["state"])
+            if wanted is not None and state not in wanted:
+                continue
+            spec = NodeSpec(
+                id=node_id,
+                name=h["name"],
+                slots=int(h["slots"]),
+                prefetch=int(h["prefetch"]),
+                resources=_j(h.get("resources")),
+                labels=_j(h.get("labels")),
+                queues=tuple(orjson.loads(h.get("queues") or "[]")),
+                host=h.get("host", ""),
+                pid=int(h.get("pid") or 0),
+            )
+            usage = {k: round(float(v), 9) for k, v in _pairs(used).items()}
+            out.append(
+                NodeRecord(
+                    spec=spec,
+                    state=state,
+                    registered_at=float(h["registered_at"]),
+                    heartbeat_at=float(h["heartbeat_at"]),
+                    assigned=int(assigned),
+                    running=int(running),
+                    used={k: v for k, v in usage.items() if v > 1e-9},
+                )
+            )
+        out.sort(key=lambda n: (n.registered_at, n.id))
+        return out
+
+    def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
+        if limit <= 0:
+            return []
+        flat = self._run("start_jobs", [node_id, limit, _num(lease_ttl)], memo=True)
+        return [job_from_hash(flat[i], _pairs(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        if not outcomes:
+            return []
+        rows = [
+            [
+                o.job_id,
+                o.token,
+                o.kind.value,
+                o.result or "",
+                o.error or "",
+                o.traceback or "",
+                _num(o.retry_delay),
+            ]
+            for o in outcomes
+        ]
+        accepted = self._run("complete", [orjson.dumps(rows)], memo=True)
+        return [bool(a) for a in accepted]
+
+    def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
+        if not jobs:
+            return 0
+        args: list[Any] = [node_id]
+        for job_id, token in jobs:
+            args += (job_id, token)
+        return int(self._run("release_jobs", args, memo=True))
+
+    def wait_for_assignments(self, node_id: str, timeout: float) -> None:
+        wake = self.key("wake", "node", node_id)
+
+        def check() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zcard(self.key("nassigned", node_id))
+            pipe.lpop(wake)
+            return pipe.execute()
+
+        assigned, woken = self._call(check)
+        if assigned or woken is not None or timeout <= 0:
+            return
+        self._block(partial(self._blpop, wake), timeout)
+
+    # ---- scheduler -----------------------------------------------------------------
+    def _lease_args(self, lease: Lease) -> list[Any]:
+        return [lease.name, lease.holder, lease.token]
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        return _lease(name, self._run("acquire_lease", [name, holder, _num(ttl)]))
+
+    def release_lease(self, lease: Lease) -> None:
+        self._run("release_lease", self._lease_args(lease))
+
+    def get_lease(self, name: str) -> Lease | None:
+        return _lease(name, self._run("get_lease", [name]))
+
+    def promote_due(self, lease: Lease, limit: int) -> int:
+        return int(self._run("promote_due", [*self._lease_args(lease), limit], memo=True))
+
+    def reap(self, lease: Lease, failure_timeout: float) -> ReapReport:
+        args = [*self._lease_args(lease), _num(failure_timeout), PURGE_PER_REAP]
+        dead_nodes, requeued, retried, dead_jobs = self._run("reap", args, memo=True)
+        return ReapReport(tuple(dead_nodes), int(requeued), int(retried), int(dead_jobs))
+
+    def pending_jobs(self, limit: int, after: tuple[int, int] | None = None) -> list[PendingJob]:
+        if limit <= 0:
+            return []
+        # the smallest key after the cursor: same priority, next seq
+        start = "-" if after is None else "[" + _rank(after[0], after[1] + 1)
+        flat = self._run("pending_jobs", [start, limit])
+        loads = orjson.loads
+        return [
+            PendingJob(
+                id=flat[i],
+                queue=flat[i + 1],
+                priority=int(flat[i + 2] or 0),
+                seq=int(flat[i + 3]),
+                resources=loads(flat[i + 4]) if flat[i + 4] else {},
+                labels=loads(flat[i + 5]) if flat[i + 5] else {},
+                affinity=loads(flat[i + 6]) if flat[i + 6] else {},
+            )
+            for i in range(0, len(flat), 7)
+        ]
+
+    def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
+        args = self._lease_args(lease)
+        for a in assignments:
+            args += (a.job_id, a.node_id)
+        return int(self._run("assign", args, memo=True))
+
+    def wait_for_pending(self, timeout: float) -> None:
+        wake = self.key("wake", "sched")
+        if timeout <= 0:
+            self._call(partial(self.redis.lpop, wake))  # just take a pending wake-up
+            return
+        self._block(partial(self._blpop, wake), timeout)
+
+    def put_stats(self, name: str, data: dict[str, Any]) -> None:
+        text = orjson.dumps(data)
+        self._call(lambda: self.redis.set(self.key("stats", name), text))
+
+    def get_stats(self, name: str) -> dict[str, Any] | None:
+        text = self._call(lambda: self.redis.get(self.key("stats", name)))
+        if text is None:
+            return None
+        data: dict[str, Any] = orjson.loads(text)
+        return data
+
+    def prune(self, older_than: float) -> int:
+        total = 0
+        while True:
+            deleted, more = self._run("prune", [_num(older_than), PRUNE_BATCH], memo=True)
+            total += int(deleted)
+            if not more:
+                return total

@@ -1,0 +1,776 @@
+"""Redis-specific tests: key namespacing, atomicity across processes, wake-up latency,
+result TTLs, reconnection after CLIENT KILL and after a Redis restart.
+
+The contract suite (tests/contract) covers the store's semantics; this file covers what is
+particular to Redis. Every test talks to loopback only and is bounded in time.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rota.errors import LeaseLost, StoreError, SubmitError
+from rota.model import Assignment, Lease, NewJob, NodeSpec, NodeState, Outcome, OutcomeKind
+from rota.payload import encode_arguments
+from rota.states import JobState
+from rota.store import SCHEDULER_LEASE
+from tests.stores import REDIS_HOST, REDIS_PORT, require_services, store_url
+
+pytest.importorskip("redis")
+
+import redis
+
+from rota.store.redis import RedisStore, parse_url
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "rota" / "store"
+TTL = 30.0
+
+
+def job(*args: object, priority: int = 0, retries: int = 0, **extra: Any) -> NewJob:
+    return NewJob(
+        id=uuid.uuid4().hex,
+        task="t",
+        queue=extra.pop("queue", "default"),
+        payload=encode_arguments(list(args), {}),
+        priority=priority,
+        max_attempts=retries + 1,
+        **extra,
+    )
+
+
+def node(name: str = "n") -> NodeSpec:
+    return NodeSpec(id=f"{name}-{uuid.uuid4().hex[:8]}", name=name, slots=4, prefetch=0)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> Iterator[str]:
+    with store_url("redis", tmp_path) as u:
+        yield u
+
+
+@pytest.fixture
+def connect(url: str) -> Iterator[Callable[..., RedisStore]]:
+    opened: list[RedisStore] = []
+
+    def factory(u: str | None = None, **kw: Any) -> RedisStore:
+        s = RedisStore(u or url, **kw)
+        opened.append(s)
+        return s
+
+    yield factory
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(connect: Callable[..., RedisStore]) -> RedisStore:
+    return connect()
+
+
+@pytest.fixture
+def raw() -> Iterator[redis.Redis]:
+    r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, decode_responses=True)
+    yield r
+    r.close()
+
+
+def leader(store: RedisStore, holder: str = "sched") -> Lease:
+    lease = store.acquire_lease(SCHEDULER_LEASE, holder, TTL)
+    assert lease is not None
+    return lease
+
+
+def keys_of(r: redis.Redis, prefix: str) -> list[str]:
+    return sorted(r.scan_iter(match=f"{prefix}*", count=1000))
+
+
+def full_flow(store: RedisStore) -> None:
+    """Touch every kind of key: jobs in each state, nodes, leases, stats, results."""
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    done, failing, waiting, later = job(), job(retries=1), job(), job(delay=60)
+    store.submit([done, failing, waiting, later])
+    store.assign(lease, [Assignment(j.id, spec.id) for j in (done, failing, waiting)])
+    started = {r.id: r for r in store.start_jobs(spec.id, 2, TTL)}
+    outcomes = []
+    for r in started.values():
+        kind = OutcomeKind.SUCCEEDED if r.id == done.id else OutcomeKind.FAILED
+        outcomes.append(Outcome(r.id, r.token, kind, result="1", retry_delay=30))
+    store.complete(outcomes)
+    store.heartbeat(spec.id, [], TTL)
+    store.put_stats("scheduler", {"x": 1})
+    store.wait_for_pending(0.01)
+    store.wait_for_assignments(spec.id, 0.01)
+    store.wait_for_results([done.id], 0.5)
+    store.list_jobs(queue="default")
+    store.list_nodes()
+    store.count_jobs()
+    store.promote_due(lease, 10)
+    store.reap(lease, 60)
+    gone = node("gone")
+    store.register_node(gone)
+    store.set_node_state(gone.id, NodeState.STOPPED)
+    store.prune(3600)
+
+
+# ---- URL and key namespacing ------------------------------------------------------------
+def test_url_parsing_strips_our_parameters() -> None:
+    conn, prefix, ttl = parse_url("redis://h:1/2?prefix=app1&result_ttl=60&health_check_interval=3")
+    assert (prefix, ttl) == ("app1", 60.0)
+    assert conn == "redis://h:1/2?health_check_interval=3"
+    assert parse_url("redis://h:1/0")[1:] == ("rota", 7 * 24 * 3600.0)
+    from rota.errors import InvalidOption
+
+    with pytest.raises(InvalidOption):
+        parse_url("redis://h/0?prefix=a{b}")
+    with pytest.raises(InvalidOption):
+        parse_url("redis://h/0?result_ttl=-1")
+
+
+def test_two_prefixes_do_not_see_each_other(
+    connect: Callable[..., RedisStore], raw: redis.Redis, tmp_path: Path
+) -> None:
+    a = connect()
+    with store_url("redis", tmp_path) as other_url:
+        b = connect(other_url)
+        full_flow(a)
+        mine = job()
+        a.submit([mine])
+        assert b.count_jobs() == {}
+        assert b.get_jobs([mine.id]) == [] and b.list_jobs() == []
+        assert b.pending_jobs(10) == [] and b.list_nodes() == []
+        assert b.get_lease(SCHEDULER_LEASE) is None and b.get_stats("scheduler") is None
+        b.submit([job()])
+        assert [p.id for p in b.pending_jobs(10)] != [p.id for p in a.pending_jobs(10)]
+        a_keys, b_keys = keys_of(raw, a.prefix), keys_of(raw, b.prefix)
+        assert a_keys and b_keys and not set(a_keys) & set(b_keys)
+        for key in a_keys:  # every key carries the app's hash tag (one cluster slot)
+            assert key.startswith(f"{a.prefix}:{{{a.prefix}}}:"), key
+
+
+def test_every_key_is_documented_in_the_script_header(store: RedisStore, raw: redis.Redis) -> None:
+    full_flow(store)
+    header = (SRC / "redis_scripts.lua").read_text().split("-- name: lib")[0]
+    families = set(re.findall(r'B\.\."([a-z:]+)"', header))
+    assert {"job:", "jobs", "pending", "nodes:alive", "wake:sched"} <= families
+    base = f"{store.prefix}:{{{store.prefix}}}:"
+    for key in keys_of(raw, store.prefix):
+        rest = key.removeprefix(base)
+        fixed = rest in families  # e.g. "pending"
+        by_id = any(f.endswith(":") and rest.startswith(f) for f in families)
+        assert fixed or by_id, f"key {key!r} is not in the layout documented in the header"
+
+
+def test_no_keys_command_anywhere(store: RedisStore, raw: redis.Redis) -> None:
+    for path in (SRC / "redis.py", SRC / "redis_scripts.lua"):
+        text = path.read_text()
+        assert not re.search(r"""['"]KEYS['"]""", text), path
+        assert not re.search(r"\.keys\(|scan_iter|['\"]SCAN['\"]", text), path
+
+    def calls(name: str) -> int:
+        stats = raw.info("commandstats").get(f"cmdstat_{name}", {})
+        return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0
+
+    before = calls("keys")
+    full_flow(store)
+    assert calls("keys") == before
+
+
+# ---- atomicity under concurrency --------------------------------------------------------
+def _at(when: float) -> None:
+    """Sleep until wall-clock ``when`` so that processes start racing together."""
+    time.sleep(max(0.0, when - time.time()))
+
+
+def _assign_all(
+    when: float, url: str, lease: tuple[str, str, int], node_id: str, ids: list[str]
+) -> int:
+    s = RedisStore(url)
+    try:
+        s.now()  # connected before the race starts
+        _at(when)
+        random.shuffle(ids)
+        lease_obj = Lease(lease[0], lease[1], lease[2], 0.0, 0.0)
+        return sum(s.assign(lease_obj, [Assignment(i, node_id)]) for i in ids)
+    finally:
+        s.close()
+
+
+def _start_all(when: float, url: str, node_id: str, n: int) -> list[tuple[str, int]]:
+    s = RedisStore(url)
+    try:
+        s.now()
+        _at(when)
+        got: list[tuple[str, int]] = []
+        for _ in range(n):
+            got += [(r.id, r.token) for r in s.start_jobs(node_id, 3, TTL)]
+        return got
+    finally:
+        s.close()
+
+
+def _complete_all(when: float, url: str, done: list[tuple[str, int]]) -> list[bool]:
+    s = RedisStore(url)
+    try:
+        s.now()
+        _at(when)
+        out: list[bool] = []
+        for i in range(0, len(done), 7):
+            out += s.complete(
+                [Outcome(j, t, OutcomeKind.SUCCEEDED, result="1") for j, t in done[i : i + 7]]
+            )
+        return out
+    finally:
+        s.close()
+
+
+def test_processes_racing_on_the_same_jobs_never_double_book(store: RedisStore) -> None:
+    lease = leader(store)
+    nodes = [node(f"n{i}") for i in range(4)]
+    for spec in nodes:
+        store.register_node(spec)
+    jobs = [job(i, priority=i % 3) for i in range(120)]
+    store.submit(jobs)
+    ids = [j.id for j in jobs]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        lease_t = (lease.name, lease.holder, lease.token)
+        when = time.time() + 2  # spawned workers need a moment to import
+        placed = pool.starmap(
+            _assign_all, [(when, store.url, lease_t, n.id, list(ids)) for n in nodes]
+        )
+        assert sum(placed) == len(jobs)  # each job placed exactly once, by one process
+        records = store.get_jobs(ids)
+        assert all(r.state is JobState.ASSIGNED and r.token == 1 for r in records)
+        per_node = {n.id: sum(r.node_id == n.id for r in records) for n in nodes}
+        loads = {n.id: n.assigned for n in store.list_nodes()}
+        assert loads == per_node and sum(loads.values()) == len(jobs)
+
+        # four processes start the jobs of one node at once: each job starts once
+        busy = max(per_node, key=lambda k: per_node[k])
+        started = pool.starmap(_start_all, [(time.time() + 0.5, store.url, busy, 20)] * 4)
+        flat = [x for part in started for x in part]
+        assert len(flat) == len(set(flat)) == per_node[busy]
+
+        # four processes report the same outcomes: each is accepted exactly once
+        accepted = pool.starmap(_complete_all, [(time.time() + 0.5, store.url, flat)] * 4)
+    per_job = [sum(a[i] for a in accepted) for i in range(len(flat))]
+    assert per_job == [1] * len(flat)
+    counts = store.count_jobs()
+    assert counts[("default", JobState.SUCCEEDED)] == len(flat)
+    assert counts.get(("default", JobState.ASSIGNED), 0) == len(jobs) - len(flat)
+    assert {n.id: n.in_flight for n in store.list_nodes()}[busy] == 0
+
+
+def test_threads_racing_for_the_lease_get_one_token(connect: Callable[..., RedisStore]) -> None:
+    stores = [connect() for _ in range(8)]
+    barrier = threading.Barrier(len(stores))
+    got: list[Lease | None] = []
+
+    def grab(s: RedisStore, i: int) -> None:
+        barrier.wait()
+        got.append(s.acquire_lease("L", f"h{i}", 5))
+
+    threads = [threading.Thread(target=grab, args=(s, i)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    winners = [g for g in got if g is not None]
+    assert len(winners) == 1 and winners[0].token == 1
+
+
+def test_a_replayed_request_runs_once(store: RedisStore) -> None:
+    """A script re-sent after a lost reply (same request id) returns the first reply."""
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    jobs = [job(), job()]
+    store.submit(jobs)
+    store.assign(lease, [Assignment(j.id, spec.id) for j in jobs])
+
+    def run(name: str, rid: str, *args: Any) -> Any:
+        script = store._scripts[name]
+        return script(keys=[store.key()], args=[rid, store._ttl_arg, *args], client=store.redis)
+
+    first = run("start_jobs", "r1", spec.id, 10, TTL)
+    again = run("start_jobs", "r1", spec.id, 10, TTL)
+    assert first == again and len(first) == 4  # the same two jobs, not started twice
+    recs = store.get_jobs([j.id for j in jobs])
+    assert [r.attempts for r in recs] == [1, 1]
+    import orjson
+
+    rows = orjson.dumps([[r.id, r.token, "succeeded", "1", "", "", "0.0"] for r in recs])
+    assert run("complete", "r2", rows) == [1, 1]
+    assert run("complete", "r2", rows) == [1, 1]  # replay: same answer
+    assert run("complete", "r3", rows) == [0, 0]  # a new request: refused, already final
+    dup = job()
+    sub = orjson.dumps([[dup.id, "t", "default", dup.payload, 0, "", ""]])
+    run("submit", "r4", sub)
+    run("submit", "r4", sub)  # replay of a stored submit: no duplicate error
+    with pytest.raises(SubmitError):
+        store.submit([dup])
+    assert store.count_jobs()[("default", JobState.PENDING)] == 1
+
+
+def test_submit_is_all_or_none(store: RedisStore) -> None:
+    old = job()
+    store.submit([old])
+    batch = [job(), job(), old, job()]
+    with pytest.raises(SubmitError):
+        store.submit(batch)
+    twice = job()
+    with pytest.raises(SubmitError):
+        store.submit([twice, twice])
+    assert store.get_jobs([j.id for j in batch] + [twice.id]) == store.get_jobs([old.id])
+    assert store.count_jobs() == {("default", JobState.PENDING): 1}
+
+
+def test_fenced_scripts_write_nothing_for_a_stale_lease(store: RedisStore) -> None:
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    j = job()
+    store.submit([j])
+    stale = Lease(lease.name, lease.holder, lease.token + 1, lease.expires_at, 0.0)
+    with pytest.raises(LeaseLost):
+        store.assign(stale, [Assignment(j.id, spec.id)])
+    rec = store.get_job(j.id)
+    assert rec is not None and rec.state is JobState.PENDING and rec.token == 0
+
+
+# ---- ordering, listing, odd values ---------------------------------------------------------
+def test_big_batch_order_and_paging(store: RedisStore) -> None:
+    jobs = [job(i, priority=random.choice([-(2**31), -3, 0, 0, 7, 2**31 - 1])) for i in range(3000)]
+    store.submit(jobs)
+    expected = [j.id for j in sorted(jobs, key=lambda j: -j.priority)]  # stable: FIFO ties
+    got: list[str] = []
+    after = None
+    while True:
+        page = store.pending_jobs(701, after)
+        if not page:
+            break
+        got += [p.id for p in page]
+        after = (page[-1].priority, page[-1].seq)
+    assert got == expected
+
+
+def test_list_jobs_filters_across_pages(store: RedisStore) -> None:
+    jobs = [job(i, queue="a" if i % 3 else "b") for i in range(1300)]
+    store.submit(jobs)
+    b = [j.id for j in jobs if j.queue == "b"]
+    assert [r.id for r in store.list_jobs(queue="b", limit=1000)] == b[::-1]
+    assert [r.id for r in store.list_jobs(limit=5)] == [j.id for j in jobs[::-1][:5]]
+    assert len(store.list_jobs(state=JobState.PENDING, queue="a", limit=2000)) == 1300 - len(b)
+
+
+def test_odd_values_survive_the_lua_roundtrip(store: RedisStore) -> None:
+    spec = node()
+    store.register_node(spec)
+    weird = 'nul\x00 tab\t quote" backslash\\ emoji\U0001f600 \u2028 ]]--'
+    j = job(weird, {"k": [weird, 1e308, -0.0, 2**63 - 1]}, timeout=0.1, eta=None)
+    store.submit([j])
+    store.assign(leader(store), [Assignment(j.id, spec.id)])
+    (r,) = store.start_jobs(spec.id, 1, TTL)
+    result = encode_arguments([weird], {})
+    store.complete([Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, result=result)])
+    rec = store.get_job(j.id)
+    assert rec is not None and rec.payload == j.payload and rec.result == result
+    assert rec.arguments() == ([weird, {"k": [weird, 1e308, -0.0, 2**63 - 1]}], {})
+    assert rec.timeout == 0.1
+
+
+def test_a_node_that_leaves_with_jobs_has_them_taken_back_by_reap(store: RedisStore) -> None:
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    running, waiting = job(retries=1, resources={"cpu": 0.1}), job(resources={"cpu": 0.2})
+    store.submit([running, waiting])
+    store.assign(lease, [Assignment(running.id, spec.id)])
+    store.start_jobs(spec.id, 1, TTL)
+    store.assign(lease, [Assignment(waiting.id, spec.id)])
+    (n,) = store.list_nodes()
+    assert (n.assigned, n.running) == (1, 1) and n.used == {"cpu": pytest.approx(0.3)}
+    store.set_node_state(spec.id, NodeState.STOPPED)
+    report = store.reap(lease, 60)
+    assert (report.dead_nodes, report.requeued, report.retried) == ((), 1, 1)
+    (n,) = store.list_nodes()
+    assert (n.state, n.in_flight, n.used) == (NodeState.STOPPED, 0, {})
+    assert store.reap(lease, 60).requeued == 0  # done once
+
+
+def test_resource_usage_returns_to_zero_without_float_drift(store: RedisStore) -> None:
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    jobs = [job(resources={"cpu": 0.1, "mem": 1e9 / 3}) for _ in range(30)]
+    store.submit(jobs)
+    store.assign(lease, [Assignment(j.id, spec.id) for j in jobs])
+    started = store.start_jobs(spec.id, 30, TTL)
+    (n,) = store.list_nodes()
+    assert abs(n.used["cpu"] - 3.0) < 1e-9
+    store.complete([Outcome(r.id, r.token, OutcomeKind.SUCCEEDED) for r in started[:29]])
+    (n,) = store.list_nodes()
+    assert abs(n.used["cpu"] - 0.1) < 1e-9
+    store.complete([Outcome(started[29].id, started[29].token, OutcomeKind.FATAL)])
+    (n,) = store.list_nodes()
+    assert n.used == {} and n.in_flight == 0
+
+
+# ---- wake-ups ----------------------------------------------------------------------------
+def _latency(wait: Callable[[], object], act: Callable[[], object]) -> float:
+    """Seconds between ``act`` being called and a thread blocked in ``wait`` returning."""
+    woke: list[float] = []
+
+    def waiter() -> None:
+        wait()
+        woke.append(time.monotonic())
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.15)  # let it block
+    assert not woke, "returned before anything happened"
+    start = time.monotonic()
+    act()
+    t.join(5)
+    assert woke
+    return woke[0] - start
+
+
+def test_wake_ups_arrive_within_milliseconds(
+    store: RedisStore, connect: Callable[..., RedisStore]
+) -> None:
+    sched = connect()
+    lease = leader(sched)
+    spec = node()
+    store.register_node(spec)
+    assign_lat, pending_lat, result_lat = [], [], []
+    for _ in range(5):
+        j = job()
+        sched.wait_for_pending(0)  # take the wake-up an earlier step left
+        pending_lat.append(
+            _latency(lambda: sched.wait_for_pending(5), lambda j=j: store.submit([j]))
+        )
+        assign_lat.append(
+            _latency(
+                lambda: store.wait_for_assignments(spec.id, 5),
+                lambda j=j: sched.assign(lease, [Assignment(j.id, spec.id)]),
+            )
+        )
+        (r,) = store.start_jobs(spec.id, 1, TTL)
+        ok = Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, result="1")
+        result_lat.append(
+            _latency(
+                lambda r=r: sched.wait_for_results([r.id], 5), lambda ok=ok: store.complete([ok])
+            )
+        )
+    for lat in (assign_lat, pending_lat, result_lat):
+        assert statistics.median(lat) < 0.05, lat
+        assert max(lat) < 1.0, lat
+
+
+def test_wait_for_assignments_returns_at_once_when_work_is_there(store: RedisStore) -> None:
+    spec = node()
+    store.register_node(spec)
+    j = job()
+    store.submit([j])
+    store.assign(leader(store), [Assignment(j.id, spec.id)])
+    for _ in range(2):  # the wake-up is consumed, the assigned job is still there
+        start = time.monotonic()
+        store.wait_for_assignments(spec.id, 2)
+        assert time.monotonic() - start < 0.5
+    start = time.monotonic()
+    store.wait_for_assignments(node().id, 0.2)
+    assert 0.15 < time.monotonic() - start < 1.5
+
+
+def test_many_waiters_on_one_result_all_wake(
+    store: RedisStore, connect: Callable[..., RedisStore]
+) -> None:
+    spec = node()
+    store.register_node(spec)
+    j = job()
+    store.submit([j])
+    store.assign(leader(store), [Assignment(j.id, spec.id)])
+    (r,) = store.start_jobs(spec.id, 1, TTL)
+    waiters = [connect() for _ in range(3)]
+    got: list[int] = []
+
+    def wait(s: RedisStore) -> None:
+        got.append(len(s.wait_for_results([r.id, r.id], 5)))
+
+    threads = [threading.Thread(target=wait, args=(s,)) for s in waiters]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    start = time.monotonic()
+    store.complete([Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, result="1")])
+    for t in threads:
+        t.join(5)
+    assert got == [1, 1, 1] and time.monotonic() - start < 1.0
+
+
+def test_waiting_for_many_results_finishing_in_any_order(
+    store: RedisStore, connect: Callable[..., RedisStore], raw: redis.Redis
+) -> None:
+    spec = node()
+    store.register_node(spec)
+    jobs = [job(i) for i in range(300)]
+    store.submit(jobs)
+    store.assign(leader(store), [Assignment(j.id, spec.id) for j in jobs])
+    started = store.start_jobs(spec.id, 300, TTL)
+    unwatched = started[:50]  # finished before anyone waits: no done list for them
+    store.complete([Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, result="1") for r in unwatched])
+    assert not [k for k in keys_of(raw, store.prefix) if ":done:" in k]
+    worker = connect()
+    rest = started[50:]
+    random.shuffle(rest)
+
+    def finish() -> None:
+        time.sleep(0.2)
+        for i in range(0, len(rest), 25):
+            batch = rest[i : i + 25]
+            worker.complete([Outcome(r.id, r.token, OutcomeKind.SUCCEEDED) for r in batch])
+            time.sleep(0.01)
+
+    t = threading.Thread(target=finish)
+    t.start()
+    start = time.monotonic()
+    done = store.wait_for_results([j.id for j in jobs], 10)
+    took = time.monotonic() - start
+    t.join(10)
+    assert len(done) == 300 and all(r.state is JobState.SUCCEEDED for r in done)
+    assert took < 5
+    partial = store.wait_for_results([jobs[0].id, "missing"], 0.3)
+    assert [r.id for r in partial] == [jobs[0].id]
+
+
+def test_wake_lists_never_grow(store: RedisStore, raw: redis.Redis) -> None:
+    spec = node()
+    store.register_node(spec)
+    lease = leader(store)
+    for _ in range(20):
+        j = job()
+        store.submit([j])
+        store.assign(lease, [Assignment(j.id, spec.id)])
+    assert raw.llen(store.key("wake", "sched")) == 1
+    assert raw.llen(store.key("wake", "node", spec.id)) == 1
+
+
+# ---- result TTL ------------------------------------------------------------------------------
+def test_final_jobs_get_the_result_ttl(
+    connect: Callable[..., RedisStore], url: str, raw: redis.Redis
+) -> None:
+    store = connect(url + "&result_ttl=100")
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    ok, dead, live = job(), job(), job()
+    store.submit([ok, dead, live])
+    store.assign(lease, [Assignment(j.id, spec.id) for j in (ok, dead)])
+    r1, r2 = sorted(store.start_jobs(spec.id, 2, TTL), key=lambda r: r.id != ok.id)
+    store.complete(
+        [
+            Outcome(r1.id, r1.token, OutcomeKind.SUCCEEDED, result="1"),
+            Outcome(r2.id, r2.token, OutcomeKind.FATAL, error="boom"),
+        ]
+    )
+    assert 90 < raw.ttl(store.key("job", ok.id)) <= 100
+    assert 90 < raw.ttl(store.key("job", dead.id)) <= 100
+    assert raw.ttl(store.key("job", live.id)) == -1  # not final: kept
+    assert store.retry_dead([dead.id]) == 1
+    assert raw.ttl(store.key("job", dead.id)) == -1  # back in play: TTL removed
+
+
+def test_expired_results_leave_no_index_entries(
+    connect: Callable[..., RedisStore], url: str
+) -> None:
+    store = connect(url + "&result_ttl=1")
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    j, other = job(), job()
+    store.submit([j, other])
+    store.assign(lease, [Assignment(j.id, spec.id)])
+    (r,) = store.start_jobs(spec.id, 1, TTL)
+    store.complete([Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, result="1")])
+    assert store.count_jobs()[("default", JobState.SUCCEEDED)] == 1
+    time.sleep(2.1)  # Redis has expired the hash by now
+    assert store.get_job(j.id) is None
+    assert [x.id for x in store.list_jobs()] == [other.id]
+    store.reap(lease, 60)  # the leader's housekeeping removes the index entries
+    assert store.count_jobs() == {("default", JobState.PENDING): 1}
+    assert store.prune(0) == 0
+
+
+# ---- connection loss -------------------------------------------------------------------------
+def _kill_clients(r: redis.Redis, name: str) -> int:
+    killed = 0
+    for c in r.client_list():
+        if c.get("name") == name:
+            killed += int(r.execute_command("CLIENT", "KILL", "ID", c["id"]))
+    return killed
+
+
+def test_reconnects_after_client_kill(
+    store: RedisStore,
+    connect: Callable[..., RedisStore],
+    raw: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="rota.store.redis")
+    a = job()
+    store.submit([a])
+    name = f"rota:{store.prefix}:{os.getpid()}"
+    assert _kill_clients(raw, name) >= 1
+    b = job()
+    store.submit([b])  # an idle killed connection is replaced as it is taken from the pool
+    assert {r.id for r in store.get_jobs([a.id, b.id])} == {a.id, b.id}
+    assert store.count_jobs() == {("default", JobState.PENDING): 2}
+
+    # a blocked wait survives its connection being killed and still wakes up
+    producer = connect()
+    store.wait_for_pending(0)  # take the wake-up the submits left
+    woke: list[float] = []
+
+    def waiter() -> None:
+        store.wait_for_pending(5)
+        woke.append(time.monotonic())
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.2)
+    _kill_clients(raw, name)  # kills the waiter's and the producer's connections too
+    time.sleep(0.3)
+    start = time.monotonic()
+    producer.submit([job()])
+    t.join(5)
+    assert woke and woke[0] - start < 1.0
+    # the blocked command saw its connection die: one warning, then one line when back
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert len([m for lvl, m in messages if "lost the connection" in m]) == 1
+    assert len([m for lvl, m in messages if "reconnected" in m]) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def private_redis() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """Start (and restart) a throw-away redis-server on a free loopback port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if require_services():
+            pytest.fail("redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        args = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        proc = subprocess.Popen(
+            [*args, "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        procs.append(proc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return proc
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    start.port = port  # type: ignore[attr-defined]
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_store_survives_a_redis_restart(
+    private_redis: Callable[[], subprocess.Popen[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rota.store.redis")
+    proc = private_redis()
+    port = private_redis.port  # type: ignore[attr-defined]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0?prefix=restart")
+    try:
+        store.submit([job()])
+        assert store.count_jobs() == {("default", JobState.PENDING): 1}
+        failures: list[float] = []
+        original = store._failed
+
+        def counting(error: Exception) -> None:
+            failures.append(time.monotonic())
+            original(error)
+
+        store._failed = counting  # type: ignore[method-assign]
+        proc.kill()
+        proc.wait(5)
+        restarted: list[float] = []
+
+        def restart() -> None:
+            time.sleep(1.0)  # Redis is away for a second
+            private_redis()
+            restarted.append(time.monotonic())
+
+        t = threading.Thread(target=restart)
+        t.start()
+        j = job()
+        start = time.monotonic()
+        assert store.submit([j]) == [j.id]  # blocks through the outage, then succeeds
+        t.join(10)
+        took = time.monotonic() - start
+        assert restarted and 0.9 < took < 8
+        # the data was not persisted; the scripts were loaded again (NOSCRIPT) by themselves
+        assert store.count_jobs() == {("default", JobState.PENDING): 1}
+        assert store.get_job(j.id) is not None
+        assert 1 <= len(failures) <= 10  # backoff, not a busy loop
+        messages = [r.getMessage() for r in caplog.records if r.name == "rota.store.redis"]
+        assert len([m for m in messages if "lost the connection" in m]) == 1
+        assert len([m for m in messages if "reconnected" in m]) == 1
+    finally:
+        store.close()
+
+
+def test_unreachable_redis_raises_store_error_after_backoff() -> None:
+    port = _free_port()  # nothing listens there
+    store = RedisStore(f"redis://127.0.0.1:{port}/0?prefix=nowhere", retries=3)
+    start = time.monotonic()
+    with pytest.raises(StoreError, match="unreachable"):
+        store.count_jobs()
+    assert 0.5 < time.monotonic() - start < 5  # 0.1 + 0.2 + 0.4 s of backoff
+    store.close()
