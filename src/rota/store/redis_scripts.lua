@@ -19,7 +19,8 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
                                 priority/attempts/token 0, max_attempts 1, backoff_base 1,
                                 backoff_max 300, scheduled_at = created_at, others None/{}.
                                 Written by every job script; EXPIRE result TTL once final.
-  B.."jobs"             zset    seq -> id: every stored job (submit adds, purge removes)
+  B.."jobs"             zset    seq -> id: every stored job (submit adds and checks it for
+                                duplicate ids with ZMSCORE, purge removes)
   B.."state:"..st       zset    seq -> id: jobs in state st (every transition moves it)
   B.."counts"           hash    "<st>:<q>" -> number of jobs (every transition)
   B.."pending"          zset    all scores 0, member rank..id (rank = 8 hex of
