@@ -437,5 +437,5 @@ def main() -> None:
     try:
         cli(standalone_mode=True)
     except RotaError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
         sys.exit(2)

@@ -32,7 +32,8 @@ class SchedulerConfig:
     failure_timeout: float = 5.0  # a node silent this long is dead (store's clock)
     idle_wait: float = 0.1  # longest sleep between cycles with nothing to do
     reap_every: float = 0.25
-    page: int = 1000  # pending jobs read per page
+    page: int = 1000  # pending jobs read per page at most
+    min_page: int = 64  # pending jobs read in a cycle's first page at least
     max_scan: int = 20000  # pending jobs considered per cycle at most
     retention: float = 7 * 86400.0  # finished jobs older than this are pruned
     prune_every: float = 60.0
@@ -78,6 +79,7 @@ class Scheduler:
         self._reaped = 0.0
         self._pruned = 0.0
         self._published = 0.0
+        self._census = 0.0
 
     # ---- loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -168,17 +170,33 @@ class Scheduler:
 
     # ---- placement ----------------------------------------------------------------------
     def place_pending(self, store: Store, lease: Lease) -> int:
-        """Place as many pending jobs as fit, page by page; returns how many were placed."""
+        """Place as many pending jobs as fit, page by page; returns how many were placed.
+
+        Pages start at about twice the free capacity (at least ``min_page``) and double up
+        to ``page``, so a cycle that can place a few jobs reads a few rows, not a thousand.
+        Once per ``stats_every`` a census cycle also reads a full page when there is no
+        room, to count the jobs that wait for room and those no node could ever run; the
+        ``waiting``/``unplaceable`` statistics come from census cycles only.
+        """
         cfg = self.config
         nodes = store.list_nodes([NodeState.LIVE])
         free = sum(max(0, n.spec.slots + n.spec.prefetch - n.in_flight) for n in nodes)
+        mono = time.monotonic()
+        census = mono - self._census >= cfg.stats_every
+        if census:
+            self._census = mono
         unplaceable: Counter[str] = Counter()
         waiting = 0
         placed = 0
         after: tuple[int, int] | None = None
         scanned = 0
+        size = min(cfg.page, max(cfg.min_page, 2 * free))
         while scanned < cfg.max_scan:
-            page = store.pending_jobs(cfg.page, after)
+            if free <= 0 or not nodes:
+                if not census:
+                    break
+                size = cfg.page
+            page = store.pending_jobs(size, after)
             if not page:
                 break
             scanned += len(page)
@@ -198,10 +216,12 @@ class Scheduler:
                 n = self._assign(store, lease, result.assignments, page, nodes)
                 placed += n
                 free -= n
-            if len(page) < cfg.page:
+            if len(page) < size:
                 break
-        self.unplaceable = unplaceable
-        self.waiting = waiting
+            size = min(cfg.page, size * 2)
+        if census:
+            self.unplaceable = unplaceable
+            self.waiting = waiting
         if placed:
             self.placed_total += placed
             self._window.add(time.monotonic(), placed)

@@ -480,12 +480,10 @@ class SQLiteStore(Store):
             now = self._now(cur)
             self._check_lease(cur, lease, now)
             live = {r[0] for r in cur.execute(Q["live_node_ids"])}
-            rows = [
-                {"job_id": a.job_id, "node_id": a.node_id} for a in assignments if a.node_id in live
-            ]
+            rows = [(a.job_id, a.node_id) for a in assignments if a.node_id in live]
             if not rows:
                 return 0
-            cur.executemany(Q["assign_job"], rows)
+            cur.execute(Q["assign_jobs"], {"batch": _json(rows)})
             return max(cur.rowcount, 0)
 
     def wait_for_pending(self, timeout: float) -> None:

@@ -4,7 +4,13 @@
 --   jobs    one row per job; seq (rowid) gives FIFO order; JSON text in payload,
 --           resources, labels, affinity, result. Partial indexes serve placement
 --           (pending by priority, seq), promotion (scheduled/retrying by due time) and
---           node load (assigned/running by node).
+--           node load (assigned/running by node). Every index whose key or WHERE has
+--           ``state`` is rewritten on each state change, under the one write lock, so
+--           there are only the ones hot queries need (plus queue/state counts for
+--           ``rota status``); hot queries name theirs with INDEXED BY, as without
+--           ANALYZE statistics the planner may prefer a worse one. A partial index
+--           ``WHERE state IN (a, b)`` serves ``state = a`` only when the query also says
+--           ``state IN (a, b)``, hence the redundant terms below.
 --   nodes   one row per worker node incarnation; spec is the registered NodeSpec as JSON.
 --   leases  named leases (the scheduler's) with a fencing token.
 --   stats   small JSON documents published by the scheduler.
@@ -42,7 +48,7 @@ CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (priority DESC, seq) WHERE state
 CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (scheduled_at) WHERE state IN ('scheduled', 'retrying');
 CREATE INDEX IF NOT EXISTS jobs_active ON jobs (node_id, state) WHERE state IN ('assigned', 'running');
 CREATE INDEX IF NOT EXISTS jobs_queue_state ON jobs (queue, state);
-CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq);
+DROP INDEX IF EXISTS jobs_state_seq;
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS nodes (
     id TEXT PRIMARY KEY,
@@ -127,7 +133,9 @@ UPDATE jobs SET lease_expires_at = :expires
 WHERE id = :id AND token = :token AND node_id = :node_id AND state = 'running';
 
 -- name: cancel_requested
-SELECT id FROM jobs WHERE node_id = ? AND state = 'running' AND cancel_requested = 1;
+SELECT id FROM jobs INDEXED BY jobs_active
+WHERE node_id = ? AND state IN ('assigned', 'running') AND state = 'running'
+  AND cancel_requested = 1;
 
 -- name: set_node_state
 UPDATE nodes SET state = :state,
@@ -138,20 +146,21 @@ WHERE id = :id;
 SELECT id, spec, state, registered_at, heartbeat_at FROM nodes ORDER BY registered_at, id;
 
 -- name: node_counts
-SELECT node_id, state, count(*) FROM jobs
+SELECT node_id, state, count(*) FROM jobs INDEXED BY jobs_active
 WHERE state IN ('assigned', 'running') GROUP BY node_id, state;
 
 -- name: node_usage
 SELECT jobs.node_id, r.key, sum(r.value)
-FROM jobs, json_each(jobs.resources) AS r
-WHERE jobs.state IN ('assigned', 'running')
+FROM jobs INDEXED BY jobs_active, json_each(jobs.resources) AS r
+WHERE jobs.state IN ('assigned', 'running') AND jobs.resources != '{}'
 GROUP BY jobs.node_id, r.key;
 
 -- name: start_jobs
 UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = :now,
                 lease_expires_at = :expires
-WHERE seq IN (SELECT seq FROM jobs
-              WHERE node_id = :node_id AND state = 'assigned'
+WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_active
+              WHERE node_id = :node_id AND state IN ('assigned', 'running')
+                AND state = 'assigned'
               ORDER BY priority DESC, seq LIMIT :limit)
 RETURNING id, task, queue, payload, priority, state, attempts, max_attempts, timeout, resources,
           labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
@@ -159,10 +168,11 @@ RETURNING id, task, queue, payload, priority, state, attempts, max_attempts, tim
           cancel_requested, seq;
 
 -- name: has_assigned
-SELECT EXISTS (SELECT 1 FROM jobs WHERE node_id = ? AND state = 'assigned');
+SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_active
+               WHERE node_id = ? AND state IN ('assigned', 'running') AND state = 'assigned');
 
 -- name: any_due
-SELECT EXISTS (SELECT 1 FROM jobs
+SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_waiting
                WHERE state IN ('scheduled', 'retrying') AND scheduled_at <= :now);
 
 -- name: complete_succeeded
@@ -207,7 +217,7 @@ UPDATE leases SET expires_at = :now WHERE name = :name AND holder = :holder AND 
 
 -- name: promote_due
 UPDATE jobs SET state = 'pending'
-WHERE seq IN (SELECT seq FROM jobs
+WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_waiting
               WHERE state IN ('scheduled', 'retrying') AND scheduled_at <= :now
               ORDER BY scheduled_at LIMIT :limit);
 
@@ -215,42 +225,49 @@ WHERE seq IN (SELECT seq FROM jobs
 SELECT id FROM nodes WHERE state IN ('live', 'draining') AND heartbeat_at < :cutoff;
 
 -- name: requeue_lost_assigned
-UPDATE jobs SET state = 'pending', node_id = NULL
-WHERE state = 'assigned'
+UPDATE jobs INDEXED BY jobs_active SET state = 'pending', node_id = NULL
+WHERE state IN ('assigned', 'running') AND state = 'assigned'
   AND node_id IN (SELECT id FROM nodes WHERE state IN ('dead', 'stopped'));
 
 -- name: retry_lost_running
-UPDATE jobs SET state = 'pending', node_id = NULL, lease_expires_at = NULL,
-                error = 'lease lost: ' || CASE WHEN lease_expires_at < :now
-                                          THEN 'lease expired' ELSE 'node stopped heartbeating' END
-WHERE state = 'running' AND attempts < max_attempts
+UPDATE jobs INDEXED BY jobs_active
+SET state = 'pending', node_id = NULL, lease_expires_at = NULL,
+    error = 'lease lost: ' || CASE WHEN lease_expires_at < :now
+                              THEN 'lease expired' ELSE 'node stopped heartbeating' END
+WHERE state IN ('assigned', 'running') AND state = 'running' AND attempts < max_attempts
   AND (lease_expires_at < :now
        OR node_id IN (SELECT id FROM nodes WHERE state IN ('dead', 'stopped')));
 
 -- name: kill_lost_running
-UPDATE jobs SET state = 'dead', finished_at = :now, lease_expires_at = NULL,
-                error = 'lease lost on the last attempt: ' || CASE WHEN lease_expires_at < :now
-                        THEN 'lease expired' ELSE 'node stopped heartbeating' END
-WHERE state = 'running' AND attempts >= max_attempts
+UPDATE jobs INDEXED BY jobs_active
+SET state = 'dead', finished_at = :now, lease_expires_at = NULL,
+    error = 'lease lost on the last attempt: ' || CASE WHEN lease_expires_at < :now
+            THEN 'lease expired' ELSE 'node stopped heartbeating' END
+WHERE state IN ('assigned', 'running') AND state = 'running' AND attempts >= max_attempts
   AND (lease_expires_at < :now
        OR node_id IN (SELECT id FROM nodes WHERE state IN ('dead', 'stopped')));
 
 -- name: pending_first
-SELECT id, queue, priority, seq, resources, labels, affinity FROM jobs
+SELECT id, queue, priority, seq, resources, labels, affinity FROM jobs INDEXED BY jobs_pending
 WHERE state = 'pending'
 ORDER BY priority DESC, seq LIMIT :limit;
 
 -- name: pending_after
-SELECT id, queue, priority, seq, resources, labels, affinity FROM jobs
+SELECT id, queue, priority, seq, resources, labels, affinity FROM jobs INDEXED BY jobs_pending
 WHERE state = 'pending' AND (priority < :priority OR (priority = :priority AND seq > :seq))
 ORDER BY priority DESC, seq LIMIT :limit;
 
 -- name: live_node_ids
 SELECT id FROM nodes WHERE state = 'live';
 
--- name: assign_job
-UPDATE jobs SET state = 'assigned', node_id = :node_id, token = token + 1
-WHERE id = :job_id AND state = 'pending';
+-- name: assign_jobs
+-- :batch is a JSON array of [job id, node id] pairs. One statement for the whole batch
+-- (the jobs looked up by id: sqlite_autoindex_jobs_1 is the index of UNIQUE (id)).
+UPDATE jobs INDEXED BY sqlite_autoindex_jobs_1
+SET state = 'assigned', node_id = a.node_id, token = token + 1
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS node_id
+      FROM json_each(:batch)) AS a
+WHERE jobs.id = a.id AND jobs.state = 'pending';
 
 -- name: put_stats
 INSERT OR REPLACE INTO stats (name, data, updated_at) VALUES (:name, :data, :now);
@@ -259,8 +276,9 @@ INSERT OR REPLACE INTO stats (name, data, updated_at) VALUES (:name, :data, :now
 SELECT data FROM stats WHERE name = ?;
 
 -- name: prune_jobs
-DELETE FROM jobs
-WHERE state IN ('succeeded', 'dead', 'cancelled') AND finished_at < :cutoff;
+DELETE FROM jobs INDEXED BY jobs_finished
+WHERE finished_at IS NOT NULL AND finished_at < :cutoff
+  AND state IN ('succeeded', 'dead', 'cancelled');
 
 -- name: prune_nodes
 DELETE FROM nodes WHERE state IN ('dead', 'stopped') AND gone_at < :cutoff;

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar, cast
 
 from rota.app import Rota
 from rota.backoff import retry_delay
@@ -97,12 +97,18 @@ class WorkerNode:
     async def _call(
         self, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kw: P.kwargs
     ) -> T:
-        """Run ``fn(store, *args)`` on the I/O thread, which owns this node's connection."""
+        """Run ``store.<fn>(*args)`` on the I/O thread, which owns this node's connection.
+
+        ``fn`` names a :class:`Store` method (``Store.start_jobs``); it is looked up on the
+        store instance, since calling the abstract base function itself would do nothing.
+        """
+        name = fn.__name__
 
         def run() -> T:
             if self._io_store is None:
                 self._io_store = open_store(self.app.store_url)
-            return fn(self._io_store, *args, **kw)
+            method = cast("Callable[P, T]", getattr(self._io_store, name))
+            return method(*args, **kw)
 
         return await asyncio.get_running_loop().run_in_executor(self._io, run)
 
@@ -268,11 +274,12 @@ class WorkerNode:
             log.exception("job %s: internal error", job.id)
             result = ExecResult(kind="error", error=f"internal error: {exc!r}")
         entry = self.running.pop(job.id, None)
+        if entry is not None and not entry.abandoned:
+            # Queue the outcome before waking the claim loop: the flush then reaches the
+            # I/O thread ahead of the next start, and the scheduler sees the room sooner.
+            self._record(job, result)
         if self._wake is not None:
             self._wake.set()
-        if entry is None or entry.abandoned:
-            return
-        self._record(job, result)
 
     async def _run_job(self, job: JobRecord) -> ExecResult:
         task = self.app.tasks.get(job.task)
