@@ -187,11 +187,31 @@ def test_auto_migrate_off_leaves_the_database_alone(url: str) -> None:
     try:
         with pytest.raises(StoreError):
             off.submit([new_job()])
-        assert off.migrate() == ["0001_initial"]
+        assert off.migrate() == ["0001_initial", "0002_rota_now_double"]
         off.submit([new_job()])
         assert len(off.list_jobs()) == 1
     finally:
         off.close()
+
+
+def test_migrate_applies_only_what_is_pending(url: str) -> None:
+    from rota.store.postgres import migrations
+
+    store = open_store(url + "&auto_migrate=0")
+    try:
+        first = migrations()[0]
+        assert store.migrate() == [name for _, name, _ in migrations()]
+        with psycopg.connect(store.conninfo, autocommit=True) as conn:  # back to 0001 only
+            conn.execute(
+                sql.SQL("DELETE FROM {}.rota_migrations WHERE version > %s").format(
+                    sql.Identifier(store.schema)
+                ),
+                [first[0]],
+            )
+        assert store.migrate() == [name for _, name, _ in migrations()[1:]]
+        assert store.migrate() == []
+    finally:
+        store.close()
 
 
 def test_url_parameters() -> None:
@@ -593,13 +613,13 @@ def test_channels_nobody_waits_on_are_dropped(
     done waiting for results must not stay subscribed."""
     from rota.store import postgres
 
-    monkeypatch.setattr(postgres, "_LISTEN_IDLE", 0.2)
+    monkeypatch.setattr(postgres, "_LISTEN_IDLE", 1.5)
     monkeypatch.setattr(postgres, "_TEND_EVERY", 0.0)
     store.wait_for_pending(0)
     store.wait_for_assignments("n1", 0)
     assert listening_channels(store) == {store.pending_channel, store.node_channel("n1")}
     store.submit([new_job()])  # a notification left unread...
-    time.sleep(0.3)
+    time.sleep(1.6)
     store.acquire_lease("scheduler", "standby", 5)  # ...read and forgotten by the next call
     assert listening_channels(store) == set()
     store.wait_for_results(["missing"], 0.05)
@@ -773,3 +793,45 @@ def test_a_forked_child_opens_its_own_connections(store: Any) -> None:
     assert store._listen_conn is not None and store._listen_conn.info.backend_pid in pids
     assert len(store.list_jobs()) == 2
     store.wait_for_pending(0)
+
+
+def test_overlapping_batches_in_opposite_orders_do_not_deadlock(url: str, store: Any) -> None:
+    """Batch statements lock their rows in id order, so two callers completing the same
+    jobs in opposite orders wait for each other instead of deadlocking (which PostgreSQL
+    would break after a second by failing one of them)."""
+    store.register_node(node_spec("n1"))
+    lease = store.acquire_lease("scheduler", "s", 60)
+    jobs = [new_job() for _ in range(300)]
+    store.submit(jobs)
+    store.assign(lease, [Assignment(j.id, "n1") for j in jobs])
+    running = store.start_jobs("n1", 300, 60)
+    others = [open_store(url) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    results: list[Any] = []
+
+    def finish(s: Any, batch: list[Any]) -> None:
+        barrier.wait()
+        try:
+            s.heartbeat("n1", [(r.id, r.token) for r in batch], 60)
+            results.append(
+                s.complete([Outcome(r.id, r.token, OutcomeKind.SUCCEEDED) for r in batch])
+            )
+        except Exception as exc:  # pragma: no cover - the failure being tested
+            results.append(exc)
+
+    try:
+        threads = [
+            threading.Thread(target=finish, args=(others[0], running)),
+            threading.Thread(target=finish, args=(others[1], running[::-1])),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for s in others:
+            s.close()
+    assert all(isinstance(r, list) for r in results), results
+    accepted = [sum(pair) for pair in zip(results[0], reversed(results[1]), strict=True)]
+    assert sorted(set(accepted)) == [1]  # whichever order the two ran in
+    assert store.count_jobs() == {("default", JobState.SUCCEEDED): 300}

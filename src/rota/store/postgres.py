@@ -14,7 +14,13 @@
 * Wake-ups are ``NOTIFY`` in the writing transaction and ``LISTEN`` on a dedicated
   connection: channels ``<ns>:pending`` (placement work), ``<ns>:done`` (jobs finished) and
   ``<ns>:node:<md5(node id)[:16]>`` (a node's new work or cancellations), where ``<ns>`` is
-  the schema name (hashed when long).
+  the schema name (hashed when long). A channel is LISTENed while someone waits on it
+  (dropped after ``_LISTEN_IDLE`` seconds without a wait; ``done`` for the call only), so
+  that unread notifications never hold back the server's notification queue.
+* :meth:`PostgresStore.submit_in_transaction` enqueues with the caller's connection, inside
+  the caller's transaction (a rollback leaves no job; NOTIFY is delivered on commit).
+* Batch statements (submit, assign, complete, heartbeat) take column arrays, bound in
+  binary, and lock rows in id order (so concurrent batches never deadlock).
 
 URL parameters besides libpq's: ``schema`` (default ``rota``; created if missing),
 ``auto_migrate`` (``1``/``0``, default ``1``).

@@ -281,7 +281,7 @@ SELECT NULL FROM woken
 WITH held AS (
     SELECT * FROM unnest(:ids::text[], :tokens::bigint[]) AS h (id, token)
 ), locked AS (
-    SELECT DISTINCT j.id FROM jobs j
+    SELECT j.id FROM jobs j
     JOIN held h ON h.id = j.id AND h.token = j.token
     WHERE j.node_id = :node_id AND j.state IN ('assigned', 'running')
     ORDER BY j.id

@@ -11,7 +11,7 @@
 -- per statement, usable in index conditions) and inlined by the planner.
 CREATE FUNCTION rota_now() RETURNS double precision
     LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$ SELECT extract(epoch FROM statement_timestamp())::double precision $$;
+    AS $$ SELECT date_part('epoch', statement_timestamp()) $$;
 
 CREATE TABLE jobs (
     seq              bigserial        NOT NULL,  -- FIFO order among equal priorities
