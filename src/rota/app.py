@@ -149,13 +149,7 @@ class TaskCall(Generic[P, R]):
         store = self.task.app.store
         if self.connection is None:
             return store.submit(jobs)
-        in_transaction = getattr(store, "submit_in_transaction", None)
-        if in_transaction is None:
-            raise InvalidOption(
-                f"connection= (transactional enqueue) needs the PostgreSQL store, not {store.url.split(':')[0]}"
-            )
-        ids: list[str] = in_transaction(self.connection, jobs)
-        return ids
+        return store.submit_in_transaction(self.connection, jobs)
 
     def new_job(self, args: Sequence[Any], kwargs: dict[str, Any]) -> NewJob:
         """Validate arguments against the task's signature and JSON rules; build the job."""

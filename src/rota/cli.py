@@ -412,11 +412,7 @@ def retry(
 def migrate(store_url: str | None, app_spec: str | None) -> None:
     """Apply pending schema migrations (PostgreSQL; other stores need none)."""
     store = _store_from(store_url, app_spec)
-    run = getattr(store, "migrate", None)
-    if run is None:
-        click.echo(f"{store.url.split(':')[0]} store: nothing to migrate")
-        return
-    applied = run()
+    applied = store.migrate()
     click.echo(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied else "schema is up to date")
 
 

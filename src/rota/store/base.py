@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from rota.errors import InvalidOption
 from rota.model import (
     Assignment,
     HeartbeatReply,
@@ -45,6 +46,11 @@ class Store(ABC):
     def now(self) -> float:
         """The store's clock, in unix seconds."""
 
+    def migrate(self) -> list[str]:
+        """Apply pending schema migrations; returns their names. Stores whose schema needs
+        no migrations return ``[]``."""
+        return []
+
     # ---- producers and operators ---------------------------------------------------
     @abstractmethod
     def submit(self, jobs: Sequence[NewJob]) -> list[str]:
@@ -52,6 +58,13 @@ class Store(ABC):
 
         A job with ``eta`` or ``delay > 0`` starts ``scheduled``, otherwise ``pending``.
         """
+
+    def submit_in_transaction(self, connection: Any, jobs: Sequence[NewJob]) -> list[str]:
+        """Write ``jobs`` inside the caller's open transaction on ``connection`` (they exist
+        only if it commits). Only stores that share a database with the caller have it."""
+        raise InvalidOption(
+            f"connection= (transactional enqueue) needs the PostgreSQL store, not {self.url.split(':')[0]}"
+        )
 
     @abstractmethod
     def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
