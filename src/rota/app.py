@@ -145,11 +145,15 @@ class TaskCall(Generic[P, R]):
     def options(self, *, connection: Any = None, **overrides: Any) -> TaskCall[P, R]:
         return TaskCall(self.task, self.opts.merged(overrides), connection or self.connection)
 
-    def _store_submit(self, jobs: list[NewJob]) -> list[str]:
+    def submit_jobs(self, jobs: list[NewJob]) -> list[JobHandle]:
+        """Store jobs built by :meth:`new_job` in one round trip (in the caller's
+        transaction when ``connection=`` was given)."""
         store = self.task.app.store
         if self.connection is None:
-            return store.submit(jobs)
-        return store.submit_in_transaction(self.connection, jobs)
+            ids = store.submit(jobs)
+        else:
+            ids = store.submit_in_transaction(self.connection, jobs)
+        return [JobHandle(self.task.app, job_id) for job_id in ids]
 
     def new_job(self, args: Sequence[Any], kwargs: dict[str, Any]) -> NewJob:
         """Validate arguments against the task's signature and JSON rules; build the job."""
@@ -176,8 +180,7 @@ class TaskCall(Generic[P, R]):
         )
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
-        job = self.new_job(args, kwargs)
-        return JobHandle(self.task.app, self._store_submit([job])[0])
+        return self.submit_jobs([self.new_job(args, kwargs)])[0]
 
     def submit_many(self, calls: Iterable[Sequence[Any] | dict[str, Any]]) -> list[JobHandle]:
         jobs = []
@@ -191,10 +194,7 @@ class TaskCall(Generic[P, R]):
                     f"submit_many takes tuples of arguments or dicts of keyword arguments, "
                     f"not {type(call).__name__}"
                 )
-        if not jobs:
-            return []
-        app = self.task.app
-        return [JobHandle(app, job_id) for job_id in self._store_submit(jobs)]
+        return self.submit_jobs(jobs) if jobs else []
 
 
 __all__ = ["Rota", "Task", "TaskCall", "validate_options"]

@@ -25,7 +25,7 @@ def _store_from(store_url: str | None, app_spec: str | None) -> Store:
         from rota.loader import load_app
 
         return open_store(load_app(app_spec).store_url)
-    return open_store(resolve_url(store_url))
+    return open_store(store_url or resolve_url())  # an explicit --store wins over $ROTA_STORE
 
 
 def _print_json(data: Any) -> None:
@@ -174,7 +174,7 @@ def scheduler(
 
         url = load_app(app_spec).store_url
     else:
-        url = resolve_url(store_url)
+        url = store_url or resolve_url()
     config = SchedulerConfig(
         policy=policy, lease_ttl=lease_ttl, failure_timeout=failure_timeout, retention=retention
     )
@@ -196,7 +196,7 @@ def scheduler(
 @click.option("--delay", type=float, default=None, help="Start no sooner than this many seconds.")
 @click.option("--resources", default=None, help="e.g. cpu=1,gpu=1")
 @click.option("--labels", default=None, help="Required node labels, e.g. zone=eu")
-@click.option("--count", "-n", default=1, show_default=True, help="Submit this many copies.")
+@click.option("--count", "-n", type=click.IntRange(min=1), default=1, show_default=True, help="Submit this many copies.")
 @click.option("--wait", is_flag=True, help="Wait for the result(s) and print them.")
 @click.option(
     "--wait-timeout", type=float, default=None, help="Give up waiting after this many seconds."
@@ -246,10 +246,7 @@ def submit(
     if labels is not None:
         opts["labels"] = parse_labels(labels)
     call = app.get_task(task_name).options(**opts)
-    if count == 1:
-        handles = [call.submit(*args, **kwargs)]
-    else:
-        handles = call.submit_many([kwargs] * count if not args else [tuple(args)] * count)
+    handles = call.submit_jobs([call.new_job(args, kwargs) for _ in range(count)])
     if not wait:
         for h in handles:
             click.echo(h.id)
