@@ -426,6 +426,76 @@ def demo(n_jobs: int, store_url: str | None, no_kill: bool) -> None:
     sys.exit(run_demo(n_jobs=n_jobs, store_url=store_url, kill=not no_kill, console=console))
 
 
+@cli.command()
+@click.argument("app_spec", metavar="[APP]", required=False)
+@store_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+@click.option(
+    "--token",
+    envvar="ROTA_DASHBOARD_TOKEN",
+    default=None,
+    help="Required for every page and API call ($ROTA_DASHBOARD_TOKEN). Mandatory unless "
+    "--host is a loopback address.",
+)
+@click.option(
+    "--metrics-public", is_flag=True, help="Serve /metrics without the token (for Prometheus)."
+)
+@click.option(
+    "--history-interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between chart samples (history starts when the dashboard starts).",
+)
+@with_logging
+def dashboard(
+    app_spec: str | None,
+    store_url: str | None,
+    host: str,
+    port: int,
+    token: str | None,
+    metrics_public: bool,
+    history_interval: float,
+    log_level: str,
+    log_json: bool,
+) -> None:
+    """Serve the web dashboard and its JSON API (/api/, /metrics) over APP's store."""
+    import logging
+
+    try:
+        import uvicorn
+
+        from rota.dashboard.app import create_app, is_loopback, open_mode_hosts, startup_message
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the dashboard needs 'pip install rota[dashboard]' ({exc})"
+        ) from None
+
+    setup_logging(log_level, log_json, prefix="[dashboard] ")
+    token = token or None
+    if token is None and not is_loopback(host):
+        raise click.UsageError(
+            f"refusing to serve the dashboard on {host} without a token: "
+            "set --token or ROTA_DASHBOARD_TOKEN, or bind to 127.0.0.1"
+        )
+    if app_spec:
+        from rota.loader import load_app
+
+        url = load_app(app_spec).store_url
+    else:
+        url = resolve_url(store_url)
+    app = create_app(
+        url,
+        token,
+        metrics_public=metrics_public,
+        sample_interval=history_interval,
+        trusted_hosts=None if token else open_mode_hosts(host),
+    )
+    logging.getLogger("rota.dashboard").warning(startup_message(url, host, port, token))
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -1,0 +1,127 @@
+"""``GET /metrics``: Prometheus text format, read from the store at every scrape.
+
+A custom collector turns one ``rota.status.collect()`` snapshot into gauges, so the numbers
+are those of the store (shared by every dashboard replica), not of this process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from rota.model import NodeState
+from rota.states import JobState
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class SnapshotCollector(Collector):
+    """Yields the rota metrics of one ``collect()`` snapshot (``None``: the store did not
+    answer, so only ``rota_store_up 0``)."""
+
+    def __init__(self, data: dict[str, Any] | None) -> None:
+        self._data = data
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("rota_store_up", "1 if the store answered this scrape.")
+        up.add_metric([], 0 if self._data is None else 1)
+        yield up
+        if self._data is not None:
+            yield from snapshot_metrics(self._data)
+
+
+def snapshot_metrics(data: dict[str, Any]) -> Iterator[Metric]:
+    jobs = GaugeMetricFamily("rota_jobs", "Jobs by queue and state.", labels=["queue", "state"])
+    for queue, counts in sorted(data["jobs"]["by_queue"].items()):
+        for state in JobState:
+            jobs.add_metric([queue, state.value], counts.get(state.value, 0))
+    yield jobs
+
+    nodes = GaugeMetricFamily("rota_nodes", "Worker nodes by state.", labels=["state"])
+    by_state = {s.value: 0 for s in NodeState}
+    for n in data["nodes"]:
+        by_state[n["state"]] = by_state.get(n["state"], 0) + 1
+    for node_state, count in by_state.items():
+        nodes.add_metric([node_state], count)
+    yield nodes
+
+    labels = ["node", "name"]
+    slots = GaugeMetricFamily("rota_node_slots", "Job slots of a node.", labels=labels)
+    used = GaugeMetricFamily("rota_node_slots_used", "Jobs running on a node.", labels=labels)
+    assigned = GaugeMetricFamily(
+        "rota_node_jobs_assigned", "Jobs placed on a node, not started yet.", labels=labels
+    )
+    heartbeat = GaugeMetricFamily(
+        "rota_node_heartbeat_age_seconds", "Seconds since the node's last heartbeat.", labels=labels
+    )
+    up = GaugeMetricFamily(
+        "rota_node_info", "1 per node, with its state.", labels=[*labels, "state"]
+    )
+    res_labels = [*labels, "resource"]
+    capacity = GaugeMetricFamily(
+        "rota_node_resource_capacity", "A node's capacity of a resource.", labels=res_labels
+    )
+    res_used = GaugeMetricFamily(
+        "rota_node_resource_used", "A resource in use by a node's jobs.", labels=res_labels
+    )
+    for n in data["nodes"]:
+        key = [n["id"], n["name"]]
+        slots.add_metric(key, n["slots"])
+        used.add_metric(key, n["running"])
+        assigned.add_metric(key, n["assigned"])
+        heartbeat.add_metric(key, n["heartbeat_age"])
+        up.add_metric([*key, n["state"]], 1)
+        for resource, total in sorted(n["resources"].items()):
+            capacity.add_metric([*key, resource], total)
+            res_used.add_metric([*key, resource], n["used"].get(resource, 0.0))
+    yield from (slots, used, assigned, heartbeat, up, capacity, res_used)
+
+    s = data["scheduler"]
+    leader = GaugeMetricFamily(
+        "rota_scheduler_leader", "1 for the scheduler holding the leader lease.", labels=["holder"]
+    )
+    if s["leader"]:
+        leader.add_metric([s["leader"]], 1)
+    yield leader
+    token = GaugeMetricFamily(
+        "rota_scheduler_leader_token",
+        "Fencing token of the leader lease; it grows at every change of leader.",
+    )
+    token.add_metric([], s["token"] or 0)
+    yield token
+    yield _gauge(
+        "rota_scheduler_placements_per_second",
+        "Placement decisions per second (the leader's last 10 s).",
+        s["decisions_per_s"],
+    )
+    yield _gauge("rota_scheduler_waiting_jobs", "Pending jobs waiting for room.", s.get("waiting"))
+    placed = CounterMetricFamily(
+        "rota_scheduler_placed", "Jobs placed by the current leader since it took over."
+    )
+    placed.add_metric([], s.get("placed_total") or 0)
+    yield placed
+    unplaceable = GaugeMetricFamily(
+        "rota_scheduler_unplaceable_jobs",
+        "Pending jobs no node can take, by reason.",
+        labels=["reason"],
+    )
+    for u in s.get("unplaceable") or []:
+        unplaceable.add_metric([str(u["reason"])], u["jobs"])
+    yield unplaceable
+
+
+def _gauge(name: str, doc: str, value: Any) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, doc)
+    g.add_metric([], float(value or 0))
+    return g
+
+
+def render(data: dict[str, Any] | None) -> bytes:
+    """The text exposition of one snapshot, read from the store for this scrape."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(data))
+    return generate_latest(registry)

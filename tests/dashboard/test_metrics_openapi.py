@@ -1,0 +1,98 @@
+"""``/metrics`` series and the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from rota.dashboard import create_app
+from rota.store import Store, open_store
+from tests.dashboard.conftest import BEARER, TOKEN, Seed
+
+
+def test_metrics_series(authed: TestClient, seeded: Seed) -> None:
+    r = authed.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    node = f'name="w1",node="{seeded.node.id}"'
+    for line in (
+        "rota_store_up 1.0",
+        'rota_jobs{queue="default",state="dead"} 2.0',
+        'rota_jobs{queue="default",state="running"} 1.0',
+        'rota_jobs{queue="images",state="pending"} 1.0',
+        'rota_jobs{queue="images",state="running"} 0.0',
+        'rota_nodes{state="live"} 1.0',
+        'rota_nodes{state="dead"} 0.0',
+        f"rota_node_slots{{{node}}} 4.0",
+        f"rota_node_slots_used{{{node}}} 1.0",
+        f'rota_node_resource_capacity{{{node},resource="cpu"}} 4.0',
+        f'rota_node_resource_used{{{node},resource="cpu"}} 0.0',
+        'rota_scheduler_leader{holder="sched-test"} 1.0',
+        "rota_scheduler_placements_per_second 12.5",
+        "rota_scheduler_placed_total 4.0",
+        'rota_scheduler_unplaceable_jobs{reason="needs gpu=1, no node has it"} 3.0',
+    ):
+        assert line in text, line
+    assert re.search(r"^rota_scheduler_leader_token [1-9]", text, re.M)
+    assert re.search(rf"^rota_node_heartbeat_age_seconds\{{{re.escape(node)}\}} ", text, re.M)
+    assert "# TYPE rota_jobs gauge" in text
+
+
+def test_openapi_covers_every_route(authed: TestClient) -> None:
+    doc = authed.get("/api/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    paths = doc["paths"]
+    routes = [
+        r
+        for r in authed.app.routes  # type: ignore[attr-defined]
+        if isinstance(r, Route) and (r.path.startswith("/api/") or r.path == "/metrics")
+    ]
+    assert len(routes) >= 10
+    for route in routes:
+        assert route.path in paths, route.path
+        for method in route.methods or ():
+            if method != "HEAD":
+                assert method.lower() in paths[route.path], (route.path, method)
+    for path, ops in paths.items():  # and nothing documented that does not exist
+        assert any(r.path == path for r in routes), path
+        for op in ops.values():
+            assert "200" in op["responses"]
+    refs = re.findall(r"#/components/(\w+)/(\w+)", json.dumps(doc))
+    assert refs
+    for kind, name in refs:
+        assert name in doc["components"][kind], (kind, name)
+
+
+def test_store_down(url: str) -> None:
+    def broken(_url: str) -> Store:
+        raise ConnectionError("store at postgresql://u:pw@db/x is down")
+
+    app = create_app(url, TOKEN, store_factory=broken, sample_interval=0.05)
+    with TestClient(app, headers=BEARER, raise_server_exceptions=False) as c:
+        metrics = c.get("/metrics")
+        assert metrics.status_code == 200 and "rota_store_up 0.0" in metrics.text
+        assert "rota_jobs" not in metrics.text
+        r = c.get("/api/status")
+        assert r.status_code == 500 and r.json()["error"].startswith("ConnectionError")
+        assert "pw" not in r.text
+        time.sleep(0.2)
+        assert "is down" in c.get("/api/history").json()["last_error"]
+
+
+def test_store_pool_reuses_connections(url: str, seeded: Seed) -> None:
+    opened: list[Store] = []
+
+    def factory(u: str) -> Store:
+        opened.append(open_store(u))
+        return opened[-1]
+
+    app = create_app(url, TOKEN, store_factory=factory, sample_interval=60)
+    with TestClient(app, headers=BEARER) as c:
+        for _ in range(20):
+            assert c.get("/api/status").status_code == 200
+            assert c.get("/api/jobs").status_code == 200
+    assert len(opened) <= 3  # the sampler's, and one or two for the requests
