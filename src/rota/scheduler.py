@@ -172,8 +172,9 @@ class Scheduler:
     def place_pending(self, store: Store, lease: Lease) -> int:
         """Place as many pending jobs as fit, page by page; returns how many were placed.
 
-        Pages start at about twice the free capacity (at least ``min_page``) and double up
-        to ``page``, so a cycle that can place a few jobs reads a few rows, not a thousand.
+        Pages start at the free capacity (at least ``min_page``) and double up to ``page``
+        while jobs do not fit, so a cycle that can place a few jobs reads a few rows, not a
+        thousand.
         Once per ``stats_every`` a census cycle also reads a full page when there is no
         room, to count the jobs that wait for room and those no node could ever run; the
         ``waiting``/``unplaceable`` statistics come from census cycles only.
@@ -190,7 +191,8 @@ class Scheduler:
         placed = 0
         after: tuple[int, int] | None = None
         scanned = 0
-        size = min(cfg.page, max(cfg.min_page, 2 * free))
+        size = min(cfg.page, max(cfg.min_page, free))
+        by_node = {n.id: n for n in nodes}
         while scanned < cfg.max_scan:
             if free <= 0 or not nodes:
                 if not census:
@@ -207,13 +209,13 @@ class Scheduler:
                 unplaceable.update(result.never.values())
                 waiting += len(page) - len(result.never) - len(result.assignments)
                 if result.assignments:  # cannot happen with no room, but never drop work
-                    placed += self._assign(store, lease, result.assignments, page, nodes)
+                    placed += self._assign(store, lease, result.assignments, page, by_node)
                 break
             result = place(page, nodes, self.policy)
             unplaceable.update(result.never.values())
             waiting += result.waiting
             if result.assignments:
-                n = self._assign(store, lease, result.assignments, page, nodes)
+                n = self._assign(store, lease, result.assignments, page, by_node)
                 placed += n
                 free -= n
             if len(page) < size:
@@ -233,11 +235,10 @@ class Scheduler:
         lease: Lease,
         assignments: list[Assignment],
         page: list[PendingJob],
-        nodes: list[NodeRecord],
+        by_node: dict[str, NodeRecord],
     ) -> int:
         placed = store.assign(lease, assignments)
         by_id = {j.id: j for j in page}
-        by_node = {n.id: n for n in nodes}
         for a in assignments:  # later pages see the load this page added
             node, job = by_node[a.node_id], by_id[a.job_id]
             node.assigned += 1

@@ -3,13 +3,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import logging
+import os
 import random
+import select
 import sqlite3
+import struct
+import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -34,7 +42,28 @@ from rota.store.base import Store
 from rota.store.named_queries import load_queries
 
 Q = load_queries("rota.store", "sqlite_queries.sql")
-_POLL = 0.002  # seconds between cheap change checks (PRAGMA data_version) while waiting
+log = logging.getLogger("rota.store.sqlite")
+_CHECKPOINT_EVERY = 0.1  # seconds between looks at the WAL's size (background checkpoint)
+_CHECKPOINT_AT = 1000  # WAL pages not yet copied back that make it checkpoint
+_RESTART_AT = 2000  # WAL pages (8 MB) after which the background checkpoint restarts it
+_U32 = struct.Struct("=I")
+_RESTART_WAIT = 0.05  # seconds a restart waits for writers and readers before giving up
+_SPEC_CACHE = 16384  # decoded node specs kept for list_nodes
+_AUTOCHECKPOINT = 10000  # WAL pages before a committing writer checkpoints in-line itself
+_WAL_SIZE_LIMIT = 32 * 1024 * 1024  # bytes the WAL file is cut back to when it starts over
+# Waiting for other processes' writes: ``PRAGMA data_version`` (a cheap, in-memory check)
+# says whether another connection committed. On Linux an inotify watch on the database's
+# directory wakes the waiter when any connection writes the WAL (every commit does): the
+# check follows at doubling intervals from _POLL_MIN for _WATCH_AFTER (a commit publishes
+# itself just after writing the WAL), then the wait blocks until the next write, checking
+# anyway every _WATCH_MAX. Elsewhere the check is polled: every _POLL_MIN right after a
+# change, then every tenth of the quiet time so far, at most every _POLL_MAX.
+_WATCH_AFTER = 0.02
+_COALESCE = 0.0002
+_WATCH_MAX = 0.025
+_POLL_MIN = 0.0003
+_POLL_MAX = 0.005
+_POLL_SLOPE = 0.1
 
 
 def sqlite_path(url: str) -> str:
@@ -84,6 +113,14 @@ def job_from_row(row: Sequence[Any]) -> JobRecord:
     )
 
 
+def _started(rows: list[Any]) -> list[JobRecord]:
+    """Jobs from ``start_jobs`` rows, highest priority then oldest first (``RETURNING``
+    gives no order)."""
+    jobs = [job_from_row(r) for r in rows]
+    jobs.sort(key=lambda j: (-j.priority, j.seq))
+    return jobs
+
+
 def node_spec_to_json(spec: NodeSpec) -> str:
     return _json(
         {
@@ -115,6 +152,180 @@ def node_spec_from_json(text: str | bytes) -> NodeSpec:
     )
 
 
+_IN_MODIFY = 0x00000002
+_IN_Q_OVERFLOW = 0x00004000
+_IN_NONBLOCK = 0o4000
+_IN_CLOEXEC = 0o2000000
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then name)
+
+
+class _WalWatch:
+    """Linux: an inotify watch that wakes a waiting connection when the database's WAL file
+    is written to, i.e. when any connection commits (ours too: the caller checks
+    ``PRAGMA data_version`` after a wake-up, as it must anyway)."""
+
+    def __init__(self, fd: int, wal_name: bytes) -> None:
+        self.fd = fd
+        self.wal_name = wal_name
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN)
+
+    @classmethod
+    def open(cls, path: str) -> _WalWatch | None:
+        """A watch on ``path``'s WAL, or ``None`` where inotify is not available."""
+        if not sys.platform.startswith("linux") or path == ":memory:" or path.startswith("file:"):
+            return None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+            if fd < 0:  # e.g. fs.inotify.max_user_instances reached
+                log.debug("inotify unavailable (errno %d): polling for changes", ctypes.get_errno())
+                return None
+            full = os.path.abspath(path)
+            directory = os.fsencode(os.path.dirname(full))
+            if libc.inotify_add_watch(fd, directory, _IN_MODIFY) < 0:
+                log.debug("inotify watch failed (errno %d): polling", ctypes.get_errno())
+                os.close(fd)
+                return None
+        except (OSError, AttributeError) as exc:
+            log.debug("inotify unavailable (%s): polling for changes", exc)
+            return None
+        return cls(fd, os.fsencode(os.path.basename(full)) + b"-wal")
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the WAL is written to (``True``) or ``timeout`` seconds pass (events
+        queued since the last call count: a spurious early return is allowed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.poller.poll(left * 1000):
+                return False
+            time.sleep(_COALESCE)  # let the commit finish writing: one wake-up, not one a page
+            if self._drain():
+                return True
+
+    def _drain(self) -> bool:
+        """Read the queued events; whether one was about our WAL (or lost in an overflow)."""
+        found = False
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return found
+            offset = 0
+            while offset + _EVENT.size <= len(data):
+                _wd, mask, _cookie, size = _EVENT.unpack_from(data, offset)
+                start = offset + _EVENT.size
+                name = data[start : start + size].rstrip(b"\0")
+                offset = start + size
+                if mask & _IN_Q_OVERFLOW or name == self.wal_name:
+                    found = True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class _Checkpointer:
+    """Checkpoints a database's WAL from a daemon thread, one per process and file.
+
+    SQLite's own auto-checkpoint runs inside the ``COMMIT`` that takes the WAL over its
+    limit and fsyncs twice there: a stall of several milliseconds for whichever scheduler or
+    worker transaction drew the short straw, every couple of thousand jobs. Here a thread
+    looks at the WAL's size every _CHECKPOINT_EVERY and, past _CHECKPOINT_AT frames not yet
+    copied back, runs a ``PASSIVE`` checkpoint (which neither waits for nor blocks readers
+    and writers) while the others keep going. Under a steady stream of commits the WAL
+    never gets a quiet moment to start over by itself, so past _RESTART_AT frames a
+    ``RESTART`` checkpoint makes it (holding the write lock only to copy the few frames
+    written since the passive pass). The auto-checkpoint stays as a safety net at a higher
+    limit. Shared by the process's stores of the file; stopped with the last of them.
+    """
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _by_path: ClassVar[dict[str, _Checkpointer]] = {}
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.users = 0
+        self.stop = threading.Event()
+
+    @classmethod
+    def attach(cls, path: str) -> _Checkpointer | None:
+        if path == ":memory:" or path.startswith("file:"):
+            return None
+        key = os.path.realpath(path)
+        with cls._lock:
+            cp = cls._by_path.get(key)
+            if cp is None:
+                cp = cls._by_path[key] = cls(key)
+                thread = threading.Thread(
+                    target=cp._run, name="rota-sqlite-checkpoint", daemon=True
+                )
+                thread.start()
+            cp.users += 1
+            return cp
+
+    def detach(self) -> None:
+        with self._lock:
+            self.users -= 1
+            if self.users <= 0:
+                self.stop.set()
+                if self._by_path.get(self.path) is self:
+                    del self._by_path[self.path]
+
+    @classmethod
+    def _forget_all(cls) -> None:
+        """In a forked child: the threads did not come along."""
+        cls._lock = threading.Lock()
+        cls._by_path = {}
+
+    def _run(self) -> None:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            return
+        shm = -1
+        try:
+            db.execute(f"PRAGMA busy_timeout={int(_RESTART_WAIT * 1000)}")
+            while not self.stop.wait(_CHECKPOINT_EVERY):
+                try:
+                    if shm < 0:
+                        shm = os.open(self.path + "-shm", os.O_RDONLY)
+                    frames, backfilled = _wal_frames(shm)
+                except OSError:  # not there (yet): look again next time
+                    if shm >= 0:
+                        os.close(shm)
+                        shm = -1
+                    continue
+                if frames - backfilled < _CHECKPOINT_AT:
+                    continue
+                busy, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if not busy and frames >= _RESTART_AT:
+                    db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        except sqlite3.Error as exc:  # the file went away, or is not ours to write
+            log.debug("background checkpoint of %s stopped: %s", self.path, exc)
+        finally:
+            if shm >= 0:
+                os.close(shm)
+            db.close()
+
+
+def _wal_frames(shm: int) -> tuple[int, int]:
+    """``(frames in the WAL, frames already copied back)``, read from the WAL index header
+    (``mxFrame`` at byte 16, ``nBackfill`` at byte 96 of the -shm file, native byte order:
+    https://www.sqlite.org/walformat.html). Only a hint for when to checkpoint."""
+    header = os.pread(shm, 100, 0)
+    if len(header) < 100:
+        return 0, 0
+    frames = _U32.unpack_from(header, 16)[0]
+    backfilled = _U32.unpack_from(header, 96)[0]
+    return frames, min(backfilled, frames)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_Checkpointer._forget_all)
+
+
 class SQLiteStore(Store):
     """Store in one SQLite file (``sqlite:///path``)."""
 
@@ -129,9 +340,17 @@ class SQLiteStore(Store):
         )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT}")
+        self.db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
         self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         with self._write():
             self._create_schema()
+        self._seen_version = self._data_version()
+        self._changed_at = time.monotonic()
+        self._checkpointer = _Checkpointer.attach(self.path)
+        self._specs: dict[str, tuple[str, NodeSpec]] = {}
+        self._watch: _WalWatch | None = None  # opened by the first wait for changes
+        self._watch_tried = False
 
     def _create_schema(self) -> None:
         for statement in Q["schema"].split(";"):
@@ -183,6 +402,12 @@ class SQLiteStore(Store):
         return value
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        if self._checkpointer is not None:
+            self._checkpointer.detach()
+            self._checkpointer = None
         self.db.close()
 
     def now(self) -> float:
@@ -298,7 +523,7 @@ class SQLiteStore(Store):
         try:
             nodes = {
                 r[0]: NodeRecord(
-                    spec=node_spec_from_json(r[1]),
+                    spec=self._node_spec(r[0], r[1]),
                     state=NodeState(r[2]),
                     registered_at=r[3],
                     heartbeat_at=r[4],
@@ -321,46 +546,83 @@ class SQLiteStore(Store):
             cur.execute("COMMIT")
         return list(nodes.values())
 
+    def _node_spec(self, node_id: str, text: str) -> NodeSpec:
+        """The decoded spec of a node, cached while its stored text stays the same (a
+        scheduler lists every node each cycle; a spec only changes on registration)."""
+        cached = self._specs.get(node_id)
+        if cached is not None and cached[0] == text:
+            return cached[1]
+        spec = node_spec_from_json(text)
+        if len(self._specs) >= _SPEC_CACHE:  # nodes come and go: forget old ones
+            self._specs.clear()
+        self._specs[node_id] = (text, spec)
+        return spec
+
     def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
         if limit <= 0 or not self.db.execute(Q["has_assigned"], (node_id,)).fetchone()[0]:
             return []  # nothing to start: no write transaction
         with self._write() as cur:
-            now = self._now(cur)
-            row = cur.execute(Q["node_state"], (node_id,)).fetchone()
-            if row is None or row[0] not in (NodeState.LIVE, NodeState.DRAINING):
-                return []
-            params = {"node_id": node_id, "limit": limit, "now": now, "expires": now + lease_ttl}
-            rows = cur.execute(Q["start_jobs"], params).fetchall()
-        jobs = [job_from_row(r) for r in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.seq))
-        return jobs
+            rows = self._start(cur, self._now(cur), node_id, limit, lease_ttl)
+        return _started(rows)
 
     def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        accepted = []
+        with self._write() as cur:
+            return self._complete(cur, self._now(cur), outcomes)
+
+    def complete_and_start(
+        self, outcomes: Sequence[Outcome], node_id: str, limit: int, lease_ttl: float
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """``complete(outcomes)``, then ``start_jobs(node_id, limit, lease_ttl)``, in one
+        write transaction (not part of the store contract: a SQLite fast path the worker
+        uses when a store has it). A worker's report of finished jobs and its claim of the
+        next ones then cost one commit, and one wake-up of every waiter, instead of two."""
+        if not outcomes:
+            return [], self.start_jobs(node_id, limit, lease_ttl)
         with self._write() as cur:
             now = self._now(cur)
-            for o in outcomes:
-                base = {"id": o.job_id, "token": o.token, "now": now}
-                if o.kind is OutcomeKind.SUCCEEDED:
-                    cur.execute(Q["complete_succeeded"], {**base, "result": o.result})
-                elif o.kind is OutcomeKind.FAILED:
-                    params = {
-                        **base,
-                        "delay": max(o.retry_delay, 0.0),
-                        "error": o.error,
-                        "traceback": o.traceback,
-                    }
-                    cur.execute(Q["complete_failed"], params)
-                else:
-                    state = JobState.DEAD if o.kind is OutcomeKind.FATAL else JobState.CANCELLED
-                    params = {
-                        **base,
-                        "state": state.value,
-                        "error": o.error,
-                        "traceback": o.traceback,
-                    }
-                    cur.execute(Q["complete_final"], params)
-                accepted.append(cur.rowcount == 1)
+            accepted = self._complete(cur, now, outcomes)
+            rows = self._start(cur, now, node_id, limit, lease_ttl) if limit > 0 else []
+        return accepted, _started(rows)
+
+    def _start(
+        self, cur: sqlite3.Cursor, now: float, node_id: str, limit: int, lease_ttl: float
+    ) -> list[Any]:
+        row = cur.execute(Q["node_state"], (node_id,)).fetchone()
+        if row is None or row[0] not in (NodeState.LIVE, NodeState.DRAINING):
+            return []
+        params = {"node_id": node_id, "limit": limit, "now": now, "expires": now + lease_ttl}
+        return cur.execute(Q["start_jobs"], params).fetchall()
+
+    def _complete(self, cur: sqlite3.Cursor, now: float, outcomes: Sequence[Outcome]) -> list[bool]:
+        accepted = []
+        execute = cur.execute
+        succeeded = Q["complete_succeeded"]
+        for o in outcomes:
+            if o.kind is OutcomeKind.SUCCEEDED:
+                params = {"id": o.job_id, "token": o.token, "now": now, "result": o.result}
+                execute(succeeded, params)
+            elif o.kind is OutcomeKind.FAILED:
+                params = {
+                    "id": o.job_id,
+                    "token": o.token,
+                    "now": now,
+                    "delay": max(o.retry_delay, 0.0),
+                    "error": o.error,
+                    "traceback": o.traceback,
+                }
+                execute(Q["complete_failed"], params)
+            else:
+                state = JobState.DEAD if o.kind is OutcomeKind.FATAL else JobState.CANCELLED
+                params = {
+                    "id": o.job_id,
+                    "token": o.token,
+                    "now": now,
+                    "state": state.value,
+                    "error": o.error,
+                    "traceback": o.traceback,
+                }
+                execute(Q["complete_final"], params)
+            accepted.append(cur.rowcount == 1)
         return accepted
 
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
@@ -369,17 +631,44 @@ class SQLiteStore(Store):
             cur.executemany(Q["release_job"], rows)
             return max(cur.rowcount, 0)
 
-    def _wait_for_change(self, timeout: float, ready: Any) -> None:
-        deadline = time.monotonic() + timeout
-        version = self._data_version()
+    def _wait_for_change(self, timeout: float, ready: Callable[[], bool]) -> None:
+        """Wait until another connection commits and ``ready()`` says so, or until
+        ``timeout`` passes."""
+        if self._watch is None and not self._watch_tried:
+            self._watch_tried = True  # opened before reading the version: no lost wake-up
+            self._watch = _WalWatch.open(self.path)
+        watch = self._watch
+        now = time.monotonic()
+        deadline = now + timeout
+        # The baseline is the version seen when the previous wait ended, not now: a commit
+        # that became visible while the caller worked (after it read the state it acted on)
+        # must end this wait at once, not be taken for the starting point.
+        version = self._seen_version
+        current = self._data_version()
+        if current != version:
+            version = self._seen_version = current
+            self._changed_at = now
+            if ready():
+                return
         while True:
-            left = deadline - time.monotonic()
+            left = deadline - now
             if left <= 0:
                 return
-            time.sleep(min(_POLL, left))
+            quiet = now - self._changed_at
+            if watch is not None:
+                # A commit writes the WAL before it publishes itself in the WAL index, so a
+                # write is followed by checks at doubling intervals until it is old news;
+                # only then does the wait block until the next write.
+                step = max(quiet, _POLL_MIN) if quiet < _WATCH_AFTER else _WATCH_MAX
+                if watch.wait(min(left, step)):
+                    self._changed_at = time.monotonic()
+            else:
+                time.sleep(min(max(quiet * _POLL_SLOPE, _POLL_MIN), _POLL_MAX, left))
             current = self._data_version()
+            now = time.monotonic()
             if current != version:
-                version = current
+                version = self._seen_version = current
+                self._changed_at = now
                 if ready():
                     return
 
@@ -443,6 +732,12 @@ class SQLiteStore(Store):
             return cur.execute(Q["promote_due"], {"now": now, "limit": limit}).rowcount
 
     def reap(self, lease: Lease, failure_timeout: float) -> ReapReport:
+        cur = self.db.cursor()
+        now = self._now(cur)
+        params = {"cutoff": now - failure_timeout, "now": now}
+        if not cur.execute(Q["any_to_reap"], params).fetchone()[0]:
+            self._check_lease(cur, lease, now)  # still fenced, but no write transaction
+            return ReapReport()
         with self._write() as cur:
             now = self._now(cur)
             self._check_lease(cur, lease, now)

@@ -221,6 +221,14 @@ WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_waiting
               WHERE state IN ('scheduled', 'retrying') AND scheduled_at <= :now
               ORDER BY scheduled_at LIMIT :limit);
 
+-- name: any_to_reap
+-- Whether reap has anything to do (read-only: an idle scheduler takes no write lock).
+SELECT EXISTS (SELECT 1 FROM nodes WHERE state IN ('live', 'draining') AND heartbeat_at < :cutoff)
+    OR EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_active
+               WHERE state IN ('assigned', 'running')
+                 AND ((state = 'running' AND lease_expires_at < :now)
+                      OR node_id IN (SELECT id FROM nodes WHERE state IN ('dead', 'stopped'))));
+
 -- name: silent_nodes
 SELECT id FROM nodes WHERE state IN ('live', 'draining') AND heartbeat_at < :cutoff;
 

@@ -92,23 +92,28 @@ class WorkerNode:
         self._flush_needed: asyncio.Event | None = None
         self._scheduler: Scheduler | None = None
         self._scheduler_thread: threading.Thread | None = None
+        self._claiming = False  # the claim loop runs (and reports outcomes itself)
 
     # ---- store access off the event loop ----------------------------------------------
     async def _call(
         self, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kw: P.kwargs
     ) -> T:
-        """Run ``store.<fn>(*args)`` on the I/O thread, which owns this node's connection.
+        """Run ``fn(store, *args)`` on the I/O thread, which owns this node's connection.
 
-        ``fn`` names a :class:`Store` method (``Store.start_jobs``); it is looked up on the
-        store instance, since calling the abstract base function itself would do nothing.
+        A :class:`Store` method (``Store.start_jobs``) is looked up on the store instance,
+        since calling the abstract base function itself would do nothing; any other
+        function is called with the store as its first argument.
         """
         name = fn.__name__
+        is_method = getattr(Store, name, None) is fn
 
         def run() -> T:
             if self._io_store is None:
                 self._io_store = open_store(self.app.store_url)
-            method = cast("Callable[P, T]", getattr(self._io_store, name))
-            return method(*args, **kw)
+            if is_method:
+                method = cast("Callable[P, T]", getattr(self._io_store, name))
+                return method(*args, **kw)
+            return fn(self._io_store, *args, **kw)
 
         return await asyncio.get_running_loop().run_in_executor(self._io, run)
 
@@ -219,6 +224,18 @@ class WorkerNode:
 
     # ---- claiming ----------------------------------------------------------------------
     async def _claim_loop(self) -> None:
+        """Start assigned jobs as slots free up. Every job that ends wakes this loop, which
+        reports the outcomes gathered so far together with its next start (one store
+        transaction where the store offers ``complete_and_start``)."""
+        assert self._wake is not None and self._flush_needed is not None
+        self._claiming = True
+        try:
+            await self._claim()
+        finally:
+            self._claiming = False
+            self._flush_needed.set()  # whatever is left is the flush loop's now
+
+    async def _claim(self) -> None:
         assert self._wake is not None
         loop = asyncio.get_running_loop()
         cfg = self.config
@@ -226,13 +243,26 @@ class WorkerNode:
         while not self._stopping:
             self._wake.clear()
             free = cfg.concurrency - len(self.running)
-            if free <= 0:
+            if free <= 0 and not self.outcomes:
                 await self._wake.wait()  # a slot frees up
                 continue
             node_id = self.node_id
-            jobs = await self._retrying(
-                "starting jobs", Store.start_jobs, node_id, free, cfg.lease_ttl
-            )
+            free = max(free, 0)
+            if self.outcomes:
+                batch, self.outcomes = self.outcomes, []
+                accepted, jobs = await self._retrying(
+                    "reporting outcomes and starting jobs",
+                    _complete_and_start,
+                    batch,
+                    node_id,
+                    free,
+                    cfg.lease_ttl,
+                )
+                self._count_refused(batch, accepted)
+            else:
+                jobs = await self._retrying(
+                    "starting jobs", Store.start_jobs, node_id, free, cfg.lease_ttl
+                )
             for job in jobs:
                 self._launch(job)
             if jobs:
@@ -329,26 +359,32 @@ class WorkerNode:
 
     # ---- reporting -------------------------------------------------------------------
     async def _flush_loop(self) -> None:
+        """Report outcomes while the claim loop does not (it reports them with its starts
+        while it runs: every job that ends wakes it)."""
         assert self._flush_needed is not None
         while True:
             await self._flush_needed.wait()
             self._flush_needed.clear()
-            await self._flush()
+            if not self._claiming:
+                await self._flush()
 
     async def _flush(self) -> None:
         """Send every outcome gathered so far in one store round trip."""
         while self.outcomes:
             batch, self.outcomes = self.outcomes, []
             accepted = await self._retrying("reporting outcomes", Store.complete, batch)
-            for outcome, ok in zip(batch, accepted, strict=True):
-                if not ok:
-                    self.stats["refused"] += 1
-                    log.warning(
-                        "job %s: outcome %s refused: lease lost (token %d is no longer current)",
-                        outcome.job_id,
-                        outcome.kind.value,
-                        outcome.token,
-                    )
+            self._count_refused(batch, accepted)
+
+    def _count_refused(self, batch: list[Outcome], accepted: list[bool]) -> None:
+        for outcome, ok in zip(batch, accepted, strict=True):
+            if not ok:
+                self.stats["refused"] += 1
+                log.warning(
+                    "job %s: outcome %s refused: lease lost (token %d is no longer current)",
+                    outcome.job_id,
+                    outcome.kind.value,
+                    outcome.token,
+                )
 
     async def _heartbeat_loop(self) -> None:
         cfg = self.config
@@ -419,6 +455,19 @@ class WorkerNode:
             node_id = self.node_id
             await self._flush()
             await self._retrying("handing jobs back", Store.release_jobs, node_id, handed)
+
+
+def _complete_and_start(
+    store: Store, outcomes: list[Outcome], node_id: str, limit: int, lease_ttl: float
+) -> tuple[list[bool], list[JobRecord]]:
+    """Report ``outcomes``, then start up to ``limit`` jobs: in one transaction when the
+    store has ``complete_and_start`` (SQLite), else as the two contract calls."""
+    fused = getattr(store, "complete_and_start", None)
+    if fused is not None:
+        result: tuple[list[bool], list[JobRecord]] = fused(outcomes, node_id, limit, lease_ttl)
+        return result
+    accepted = store.complete(outcomes)
+    return accepted, store.start_jobs(node_id, limit, lease_ttl) if limit > 0 else []
 
 
 def run_worker(app: Rota, config: WorkerConfig) -> None:
