@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from rota.errors import LeaseLost
+from rota.errors import LeaseLost, SubmitError
 from rota.model import (
     Assignment,
     JobRecord,
@@ -605,3 +605,54 @@ def test_store_clock_is_sane(store: Store) -> None:
     b = store.now()
     assert 0.02 < b - a < 2
     assert abs(a - time.time()) < 60
+
+
+def test_complete_and_start_reports_then_claims(store: Store) -> None:
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    (r,) = run_on(store, spec, [job()], lease)
+    nxt = [job(priority=1), job(priority=4)]
+    store.submit(nxt)
+    store.assign(lease, [Assignment(j.id, spec.id) for j in nxt])
+    done = Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, result="7")
+    stale = Outcome(r.id, r.token + 5, OutcomeKind.SUCCEEDED, result="8")
+    accepted, started = store.complete_and_start([done, stale], spec.id, 1, TTL)
+    assert accepted == [True, False]
+    assert [s.priority for s in started] == [4] and started[0].state is JobState.RUNNING
+    rec = store.get_job(r.id)
+    assert rec is not None and rec.result_value() == 7
+    accepted, started = store.complete_and_start([], spec.id, 5, TTL)
+    assert accepted == [] and [s.priority for s in started] == [1]
+    assert store.complete_and_start([], spec.id, 0, TTL) == ([], [])
+
+
+def test_duplicate_ids_are_refused_and_nothing_is_stored(store: Store) -> None:
+    first = job()
+    store.submit([first])
+    fresh = job()
+    with pytest.raises(SubmitError):
+        store.submit(
+            [fresh, job(), NewJob(id=first.id, task="t", queue="default", payload=first.payload)]
+        )
+    assert store.get_job(fresh.id) is None
+    assert store.count_jobs() == {("default", JobState.PENDING): 1}
+
+
+def test_a_job_whose_cancel_was_requested_never_runs_again(store: Store) -> None:
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    failed, released, lost = run_on(
+        store, spec, [job(retries=3), job(retries=3), job(retries=3)], lease
+    )
+    for r in (failed, released, lost):
+        assert store.cancel(r.id) is JobState.RUNNING
+    store.complete([Outcome(failed.id, failed.token, OutcomeKind.FAILED, error="E", retry_delay=0)])
+    assert state_of(store, failed.id) is JobState.CANCELLED
+    assert store.release_jobs(spec.id, [(released.id, released.token)]) == 1
+    assert state_of(store, released.id) is JobState.CANCELLED
+    time.sleep(0.4)
+    store.reap(lease, 0.3)
+    assert state_of(store, lost.id) is JobState.CANCELLED
+    assert store.pending_jobs(10) == []

@@ -148,6 +148,15 @@ class Store(ABC):
         goes to ``retrying`` (after ``retry_delay``) while attempts are left, else
         ``dead``."""
 
+    def complete_and_start(
+        self, outcomes: Sequence[Outcome], node_id: str, limit: int, lease_ttl: float
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """``complete(outcomes)`` then ``start_jobs(node_id, limit, lease_ttl)``: a worker
+        reports what finished and claims what is next. Stores override it to do both in one
+        round trip (one transaction, one script); the default makes the two calls."""
+        accepted = self.complete(outcomes) if outcomes else []
+        return accepted, self.start_jobs(node_id, limit, lease_ttl) if limit > 0 else []
+
     @abstractmethod
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
         """Hand jobs ``(id, token)`` held by the node back to pending (graceful shutdown).

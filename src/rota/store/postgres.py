@@ -45,7 +45,7 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from rota.errors import InvalidOption, LeaseLost, StoreError
+from rota.errors import InvalidOption, LeaseLost, StoreError, SubmitError
 from rota.model import (
     Assignment,
     HeartbeatReply,
@@ -396,7 +396,12 @@ class PostgresStore(Store):
         params = self._submit_params(jobs)
 
         def op(conn: Conn) -> None:
-            conn.execute(QUERIES["submit"], params)
+            try:
+                conn.execute(QUERIES["submit"], params)
+            except psycopg.errors.UniqueViolation as exc:  # rolled back: nothing is stored
+                raise SubmitError(
+                    f"a job with one of these ids is already stored ({exc})"
+                ) from None
 
         self._run(op)
         return list(params["ids"])

@@ -246,8 +246,8 @@ WITH outcome AS (
         CASE o.kind
             WHEN 'succeeded' THEN 'succeeded'
             WHEN 'cancelled' THEN 'cancelled'
-            WHEN 'failed' THEN CASE WHEN j.attempts < j.max_attempts THEN 'retrying'
-                ELSE 'dead' END
+            WHEN 'failed' THEN CASE WHEN j.cancel_requested THEN 'cancelled'
+                WHEN j.attempts < j.max_attempts THEN 'retrying' ELSE 'dead' END
             ELSE 'dead'
         END AS state
     FROM jobs j
@@ -288,7 +288,10 @@ WITH held AS (
     FOR UPDATE OF j
 ), released AS (
     UPDATE jobs j
-    SET state = 'pending', node_id = NULL, started_at = NULL, lease_expires_at = NULL,
+    SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'pending' END,
+        finished_at = CASE WHEN j.cancel_requested THEN rota_now() END,
+        node_id = CASE WHEN j.cancel_requested THEN j.node_id END,
+        started_at = NULL, lease_expires_at = NULL,
         attempts = CASE WHEN j.state = 'running' THEN greatest(j.attempts - 1, 0)
             ELSE j.attempts END
     FROM locked WHERE j.id = locked.id
@@ -362,7 +365,8 @@ RETURNING id
 -- ones have had their attempt counted and go again (pending) or are dead.
 WITH lost AS (
     SELECT j.id, j.state AS old_state,
-        CASE WHEN j.state = 'assigned' OR j.attempts < j.max_attempts THEN 'pending'
+        CASE WHEN j.state = 'running' AND j.cancel_requested THEN 'cancelled'
+            WHEN j.state = 'assigned' OR j.attempts < j.max_attempts THEN 'pending'
             ELSE 'dead' END AS state,
         CASE WHEN j.lease_expires_at < rota_now() THEN 'lease expired'
             ELSE 'node stopped heartbeating' END AS reason
@@ -376,9 +380,10 @@ WITH lost AS (
     UPDATE jobs j
     SET state = lost.state,
         node_id = CASE WHEN lost.state = 'pending' THEN NULL ELSE j.node_id END,
-        finished_at = CASE WHEN lost.state = 'dead' THEN rota_now() END,
+        finished_at = CASE WHEN lost.state IN ('dead', 'cancelled') THEN rota_now() END,
         lease_expires_at = NULL,
         error = CASE
+            WHEN lost.state = 'cancelled' THEN 'cancelled'
             WHEN lost.old_state = 'assigned' THEN j.error
             WHEN lost.state = 'dead' THEN 'lease lost on the last attempt: ' || lost.reason
             ELSE 'lease lost: ' || lost.reason

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from rota.errors import InvalidOption, LeaseLost
+from rota.errors import InvalidOption, LeaseLost, SubmitError
 from rota.model import (
     Assignment,
     HeartbeatReply,
@@ -439,7 +439,12 @@ class SQLiteStore(Store):
                         "scheduled_at": due,
                     }
                 )
-            cur.executemany(Q["insert_job"], rows)
+            try:
+                cur.executemany(Q["insert_job"], rows)
+            except sqlite3.IntegrityError as exc:  # rolled back: nothing is stored
+                raise SubmitError(
+                    f"a job with one of these ids is already stored ({exc})"
+                ) from None
         return [job.id for job in jobs]
 
     def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
@@ -573,9 +578,8 @@ class SQLiteStore(Store):
         self, outcomes: Sequence[Outcome], node_id: str, limit: int, lease_ttl: float
     ) -> tuple[list[bool], list[JobRecord]]:
         """``complete(outcomes)``, then ``start_jobs(node_id, limit, lease_ttl)``, in one
-        write transaction (not part of the store contract: a SQLite fast path the worker
-        uses when a store has it). A worker's report of finished jobs and its claim of the
-        next ones then cost one commit, and one wake-up of every waiter, instead of two."""
+        write transaction: a worker's report of finished jobs and its claim of the next ones
+        cost one commit, and one wake-up of every waiter, instead of two."""
         if not outcomes:
             return [], self.start_jobs(node_id, limit, lease_ttl)
         with self._write() as cur:
@@ -627,7 +631,8 @@ class SQLiteStore(Store):
 
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
         with self._write() as cur:
-            rows = [{"id": i, "token": t, "node_id": node_id} for i, t in jobs]
+            now = self._now(cur)
+            rows = [{"id": i, "token": t, "node_id": node_id, "now": now} for i, t in jobs]
             cur.executemany(Q["release_job"], rows)
             return max(cur.rowcount, 0)
 
@@ -747,6 +752,7 @@ class SQLiteStore(Store):
             for node_id in silent:
                 cur.execute(Q["set_node_state"], {"id": node_id, "state": "dead", "now": now})
             requeued = cur.execute(Q["requeue_lost_assigned"]).rowcount
+            cur.execute(Q["cancel_lost_running"], {"now": now})
             dead_jobs = cur.execute(Q["kill_lost_running"], {"now": now}).rowcount
             retried = cur.execute(Q["retry_lost_running"], {"now": now}).rowcount
         return ReapReport(tuple(silent), requeued, retried, dead_jobs)

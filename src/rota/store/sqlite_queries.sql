@@ -181,10 +181,13 @@ UPDATE jobs SET state = 'succeeded', result = :result, finished_at = :now,
 WHERE id = :id AND token = :token AND state = 'running';
 
 -- name: complete_failed
-UPDATE jobs SET state = CASE WHEN attempts < max_attempts THEN 'retrying' ELSE 'dead' END,
-                scheduled_at = CASE WHEN attempts < max_attempts THEN :now + :delay
-                                    ELSE scheduled_at END,
-                finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE :now END,
+-- A job whose cancellation was requested never runs again: it ends cancelled.
+UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled'
+                             WHEN attempts < max_attempts THEN 'retrying' ELSE 'dead' END,
+                scheduled_at = CASE WHEN NOT cancel_requested AND attempts < max_attempts
+                                    THEN :now + :delay ELSE scheduled_at END,
+                finished_at = CASE WHEN NOT cancel_requested AND attempts < max_attempts
+                                   THEN NULL ELSE :now END,
                 lease_expires_at = NULL, error = :error, traceback = :traceback
 WHERE id = :id AND token = :token AND state = 'running';
 
@@ -194,7 +197,10 @@ UPDATE jobs SET state = :state, finished_at = :now, lease_expires_at = NULL,
 WHERE id = :id AND token = :token AND state = 'running';
 
 -- name: release_job
-UPDATE jobs SET state = 'pending', node_id = NULL, lease_expires_at = NULL, started_at = NULL,
+UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END,
+                finished_at = CASE WHEN cancel_requested THEN :now END,
+                node_id = CASE WHEN cancel_requested THEN node_id END,
+                lease_expires_at = NULL, started_at = NULL,
                 attempts = attempts - (state = 'running')
 WHERE id = :id AND token = :token AND node_id = :node_id AND state IN ('assigned', 'running');
 
@@ -236,6 +242,13 @@ SELECT id FROM nodes WHERE state IN ('live', 'draining') AND heartbeat_at < :cut
 UPDATE jobs INDEXED BY jobs_active SET state = 'pending', node_id = NULL
 WHERE state IN ('assigned', 'running') AND state = 'assigned'
   AND node_id IN (SELECT id FROM nodes WHERE state IN ('dead', 'stopped'));
+
+-- name: cancel_lost_running
+UPDATE jobs INDEXED BY jobs_active
+SET state = 'cancelled', finished_at = :now, lease_expires_at = NULL, error = 'cancelled'
+WHERE state IN ('assigned', 'running') AND state = 'running' AND cancel_requested
+  AND (lease_expires_at < :now
+       OR node_id IN (SELECT id FROM nodes WHERE state IN ('dead', 'stopped')));
 
 -- name: retry_lost_running
 UPDATE jobs INDEXED BY jobs_active

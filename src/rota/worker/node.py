@@ -252,7 +252,7 @@ class WorkerNode:
                 batch, self.outcomes = self.outcomes, []
                 accepted, jobs = await self._retrying(
                     "reporting outcomes and starting jobs",
-                    _complete_and_start,
+                    Store.complete_and_start,
                     batch,
                     node_id,
                     free,
@@ -455,19 +455,6 @@ class WorkerNode:
             node_id = self.node_id
             await self._flush()
             await self._retrying("handing jobs back", Store.release_jobs, node_id, handed)
-
-
-def _complete_and_start(
-    store: Store, outcomes: list[Outcome], node_id: str, limit: int, lease_ttl: float
-) -> tuple[list[bool], list[JobRecord]]:
-    """Report ``outcomes``, then start up to ``limit`` jobs: in one transaction when the
-    store has ``complete_and_start`` (SQLite), else as the two contract calls."""
-    fused = getattr(store, "complete_and_start", None)
-    if fused is not None:
-        result: tuple[list[bool], list[JobRecord]] = fused(outcomes, node_id, limit, lease_ttl)
-        return result
-    accepted = store.complete(outcomes)
-    return accepted, store.start_jobs(node_id, limit, lease_ttl) if limit > 0 else []
 
 
 def run_worker(app: Rota, config: WorkerConfig) -> None:
