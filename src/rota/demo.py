@@ -108,32 +108,17 @@ def run_demo(
     store = open_store(url)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # clean up children on SIGTERM too
     try:
-        procs["scheduler"] = _spawn(
-            [
-                "scheduler",
-                "--store",
-                url,
-                "--failure-timeout",
-                str(FAILURE_TIMEOUT),
-                "--lease-ttl",
-                "2",
-            ],
-            env,
-            logs,
-        )
-        procs["scheduler-standby"] = _spawn(
-            [
-                "scheduler",
-                "--store",
-                url,
-                "--failure-timeout",
-                str(FAILURE_TIMEOUT),
-                "--lease-ttl",
-                "2",
-            ],
-            env,
-            logs,
-        )
+        scheduler = [
+            "scheduler",
+            "--store",
+            url,
+            "--failure-timeout",
+            str(FAILURE_TIMEOUT),
+            "--lease-ttl",
+            "2",
+        ]
+        for name in ("scheduler", "scheduler-standby"):  # a leader and a standby
+            procs[name] = _spawn(scheduler, env, logs)
         for node in NODES:
             args = [
                 "worker",
