@@ -3,7 +3,6 @@ the scheduler (leader, placement rate, unplaceable jobs). Data first, rendering 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from rich.console import Console
@@ -14,12 +13,18 @@ from rota.scheduler import STATS_NAME
 from rota.states import JobState
 from rota.store import SCHEDULER_LEASE, Store
 
-_SECRET = re.compile(r"(://[^:/@]*:)[^@]*@")
-
 
 def redact_url(url: str) -> str:
-    """A store URL without its password."""
-    return _SECRET.sub(r"\1***@", url)
+    """A store URL without its password (the user info ends at the host part's last ``@``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
 def fmt_quantity(name: str, value: float) -> str:
