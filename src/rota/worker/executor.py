@@ -6,7 +6,7 @@ that runs it. ``async def`` tasks run on the node's own event loop through
 :func:`run_async`. Both paths produce an :class:`ExecResult`.
 
 Wire protocol between the pool and a child (a Unix socket pair): frames of a 4-byte
-big-endian length followed by a pickle. Parent to child: ``(job_id, task_name, payload)``;
+big-endian length followed by a JSON array (orjson; no pickle). Parent to child: ``(job_id, task_name, payload)``;
 child to parent: the fields of an ``ExecResult`` plus a "retiring" flag (the child exits
 after this reply). The parent never blocks: it reads with ``loop.add_reader`` and notices a
 child's death through a pidfd (Linux) or the process sentinel.
@@ -27,7 +27,6 @@ import logging
 import multiprocessing
 import multiprocessing.util
 import os
-import pickle
 import signal
 import socket
 import struct
@@ -38,6 +37,8 @@ from collections import deque
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, Literal
+
+import orjson
 
 from rota.app import Rota, Task
 from rota.errors import Retry
@@ -59,7 +60,6 @@ log = logging.getLogger("rota.worker.executor")
 ExecKind = Literal["ok", "error", "retry", "timeout", "crashed", "cancelled"]
 
 _HEADER = struct.Struct("!I")
-_PICKLE = pickle.HIGHEST_PROTOCOL
 _MAX_ERROR = 1000  # characters kept of a one-line error
 _READ_SIZE = 256 * 1024
 
@@ -85,6 +85,20 @@ class JobCancelled(BaseException):
 
 
 # ---- helpers shared by both paths ------------------------------------------------------
+def _encode_frame(fields: list[Any]) -> bytes:
+    """One message body as JSON; strings JSON cannot carry (lone surrogates in an exception
+    message) are escaped rather than lost."""
+    try:
+        return orjson.dumps(fields)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(
+            [
+                f.encode("utf-8", "backslashreplace").decode() if isinstance(f, str) else f
+                for f in fields
+            ]
+        )
+
+
 def _one_line(text: str) -> str:
     lines = text.strip().splitlines()
     line = lines[0].strip() if lines else ""
@@ -338,12 +352,12 @@ def _child_main(app: Rota, sock: socket.socket, inherited_fds: list[int], parent
             _child_exit(0)
         _state.idle = False
         try:
-            _job_id, task_name, payload = pickle.loads(body)
+            _job_id, task_name, payload = orjson.loads(body)
             result = _execute(app, task_name, payload)
         except BaseException as exc:  # never die silently
             result = _error_result(exc)
-        reply = pickle.dumps(
-            (
+        reply = _encode_frame(
+            [
                 result.kind,
                 result.result,
                 result.error,
@@ -351,8 +365,7 @@ def _child_main(app: Rota, sock: socket.socket, inherited_fds: list[int], parent
                 result.retry_delay,
                 result.fatal,
                 _state.exit_requested,
-            ),
-            _PICKLE,
+            ]
         )
         _flush_std()
         try:
@@ -619,7 +632,7 @@ class ProcessPool:
         assert self._loop is not None
         child.job = job
         job.child = child
-        body = pickle.dumps((job.id, job.task_name, job.payload), _PICKLE)
+        body = _encode_frame([job.id, job.task_name, job.payload])
         data = _HEADER.pack(len(body)) + body
         try:
             sent = child.sock.send(data)
@@ -705,7 +718,7 @@ class ProcessPool:
         if not buf and len(data) >= header_size:  # fast path: exactly one whole frame
             (size,) = _HEADER.unpack_from(data)
             if len(data) == header_size + size:
-                self._on_reply(child, pickle.loads(memoryview(data)[header_size:]))
+                self._on_reply(child, orjson.loads(memoryview(data)[header_size:]))
                 return
         buf += data
         while len(buf) >= header_size:
@@ -713,11 +726,11 @@ class ProcessPool:
             end = header_size + size
             if len(buf) < end:
                 break
-            message = pickle.loads(bytes(buf[header_size:end]))
+            message = orjson.loads(bytes(buf[header_size:end]))
             del buf[:end]
             self._on_reply(child, message)
 
-    def _on_reply(self, child: _Child, message: tuple[Any, ...]) -> None:
+    def _on_reply(self, child: _Child, message: list[Any]) -> None:
         if child.killed:
             return
         *fields, retiring = message
