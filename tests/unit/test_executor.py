@@ -244,6 +244,9 @@ def test_corrupt_payload_and_unknown_task_are_fatal() -> None:
         res = await pool.run("j3", "no.such.task", payload(), None)
         assert res.kind == "error" and res.fatal
         assert res.error is not None and "no.such.task" in res.error
+        # A damaged row can come back as bytes that are not UTF-8: still a clear verdict.
+        res = await pool.run("j4", "add", b'{"args": [1, \xff]}', None)  # type: ignore[arg-type]
+        assert res.fatal and res.error is not None and res.error.startswith("corrupt payload:")
 
     with_pool(1, body)
 

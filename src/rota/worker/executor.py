@@ -86,17 +86,21 @@ class JobCancelled(BaseException):
 
 # ---- helpers shared by both paths ------------------------------------------------------
 def _encode_frame(fields: list[Any]) -> bytes:
-    """One message body as JSON; strings JSON cannot carry (lone surrogates in an exception
-    message) are escaped rather than lost."""
+    """One message body as JSON. What JSON cannot carry (a payload a damaged row returned as
+    bytes, lone surrogates in an exception message) is escaped into text rather than lost:
+    the child then reports such a payload as corrupt."""
     try:
         return orjson.dumps(fields)
-    except orjson.JSONEncodeError:
-        return orjson.dumps(
-            [
-                f.encode("utf-8", "backslashreplace").decode() if isinstance(f, str) else f
-                for f in fields
-            ]
-        )
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return orjson.dumps([_as_text(f) for f in fields])
+
+
+def _as_text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode()
+    return value
 
 
 def _one_line(text: str) -> str:
