@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,7 +133,16 @@ class Scheduler:
             self._renewed = mono
         lease = self.lease
         try:
-            did = store.promote_due(lease, 10000)
+            # Place first (what is pending now), then promote and reap: a cycle woken by a
+            # submit or a finished job answers it before the periodic bookkeeping. A store
+            # with a ``placement_snapshot`` promotes, lists the nodes and reads the first
+            # pending page in one round trip.
+            snapshot = getattr(store, "placement_snapshot", None)
+            if snapshot is not None:
+                did, placed = self._place_with_snapshot(store, lease, snapshot)
+            else:
+                placed = self.place_pending(store, lease)
+                did = placed + store.promote_due(lease, 10000)
             if mono - self._reaped >= cfg.reap_every:
                 report = store.reap(lease, cfg.failure_timeout)
                 self._reaped = mono
@@ -147,8 +157,6 @@ class Scheduler:
                         report.dead_jobs,
                     )
                 did += report.requeued + report.retried
-            placed = self.place_pending(store, lease)
-            did += placed
             if mono - self._pruned >= cfg.prune_every:
                 pruned = store.prune(cfg.retention)
                 self._pruned = mono
@@ -169,7 +177,30 @@ class Scheduler:
             store.wait_for_pending(wait)
 
     # ---- placement ----------------------------------------------------------------------
-    def place_pending(self, store: Store, lease: Lease) -> int:
+    def _place_with_snapshot(
+        self, store: Store, lease: Lease, snapshot: Callable[..., Any]
+    ) -> tuple[int, int]:
+        """``(work done, jobs placed)`` of one placement pass that starts from the store's
+        ``placement_snapshot`` (promote + live nodes + first page in one round trip)."""
+        cfg = self.config
+        census = self._census_due()
+        promoted, nodes, first, size = snapshot(lease, 10000, cfg.page, cfg.min_page, census)
+        placed = self.place_pending(store, lease, (nodes, first, size, census))
+        return promoted + placed, placed
+
+    def _census_due(self) -> bool:
+        mono = time.monotonic()
+        if mono - self._census >= self.config.stats_every:
+            self._census = mono
+            return True
+        return False
+
+    def place_pending(
+        self,
+        store: Store,
+        lease: Lease,
+        start: tuple[list[NodeRecord], list[PendingJob], int, bool] | None = None,
+    ) -> int:
         """Place as many pending jobs as fit, page by page; returns how many were placed.
 
         Pages start at the free capacity (at least ``min_page``) and double up to ``page``
@@ -180,12 +211,14 @@ class Scheduler:
         ``waiting``/``unplaceable`` statistics come from census cycles only.
         """
         cfg = self.config
-        nodes = store.list_nodes([NodeState.LIVE])
+        first: list[PendingJob] | None = None
+        first_size = 0
+        if start is None:
+            nodes = store.list_nodes([NodeState.LIVE])
+            census = self._census_due()
+        else:
+            nodes, first, first_size, census = start
         free = sum(max(0, n.spec.slots + n.spec.prefetch - n.in_flight) for n in nodes)
-        mono = time.monotonic()
-        census = mono - self._census >= cfg.stats_every
-        if census:
-            self._census = mono
         unplaceable: Counter[str] = Counter()
         waiting = 0
         placed = 0
@@ -198,7 +231,10 @@ class Scheduler:
                 if not census:
                     break
                 size = cfg.page
-            page = store.pending_jobs(size, after)
+            if first is not None:  # the snapshot's page: read with the nodes
+                page, size, first = first, first_size, None
+            else:
+                page = store.pending_jobs(size, after)
             if not page:
                 break
             scanned += len(page)

@@ -120,6 +120,78 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(it, it, strict=True))
 
 
+def _outcome_rows(outcomes: Sequence[Outcome]) -> bytes:
+    """``complete``'s argument: JSON rows [id, token, kind, result, error, traceback,
+    retry_delay] ("" = none)."""
+    return orjson.dumps(
+        [
+            [
+                o.job_id,
+                o.token,
+                o.kind.value,
+                o.result or "",
+                o.error or "",
+                o.traceback or "",
+                _num(o.retry_delay),
+            ]
+            for o in outcomes
+        ]
+    )
+
+
+def _nodes(rows: Any, states: Sequence[NodeState] | None) -> list[NodeRecord]:
+    """``NodeRecord``s from ``list_nodes`` rows, optionally only those in ``states``."""
+    wanted = None if states is None else {NodeState(s) for s in states}
+    out = []
+    for node_id, flat, assigned, running, used in rows:
+        h = _pairs(flat)
+        state = NodeState(h["state"])
+        if wanted is not None and state not in wanted:
+            continue
+        spec = NodeSpec(
+            id=node_id,
+            name=h["name"],
+            slots=int(h["slots"]),
+            prefetch=int(h["prefetch"]),
+            resources=_j(h.get("resources")),
+            labels=_j(h.get("labels")),
+            queues=tuple(orjson.loads(h.get("queues") or "[]")),
+            host=h.get("host", ""),
+            pid=int(h.get("pid") or 0),
+        )
+        usage = {k: round(float(v), 9) for k, v in _pairs(used).items()}
+        out.append(
+            NodeRecord(
+                spec=spec,
+                state=state,
+                registered_at=float(h["registered_at"]),
+                heartbeat_at=float(h["heartbeat_at"]),
+                assigned=int(assigned),
+                running=int(running),
+                used={k: v for k, v in usage.items() if v > 1e-9},
+            )
+        )
+    out.sort(key=lambda n: (n.registered_at, n.id))
+    return out
+
+
+def _pending(flat: Any) -> list[PendingJob]:
+    """``PendingJob``s from ``pending_jobs`` rows (7 fields each)."""
+    loads = orjson.loads
+    return [
+        PendingJob(
+            id=flat[i],
+            queue=flat[i + 1],
+            priority=int(flat[i + 2] or 0),
+            seq=int(flat[i + 3]),
+            resources=loads(flat[i + 4]) if flat[i + 4] else {},
+            labels=loads(flat[i + 5]) if flat[i + 5] else {},
+            affinity=loads(flat[i + 6]) if flat[i + 6] else {},
+        )
+        for i in range(0, len(flat), 7)
+    ]
+
+
 def job_from_hash(job_id: str, h: dict[str, str]) -> JobRecord:
     """A ``JobRecord`` from the fields of a ``job:<id>`` hash (missing: the default)."""
     get = h.get
@@ -480,38 +552,7 @@ class RedisStore(Store):
         self._run("set_node_state", [node_id, NodeState(state).value])
 
     def list_nodes(self, states: Sequence[NodeState] | None = None) -> list[NodeRecord]:
-        wanted = None if states is None else {NodeState(s) for s in states}
-        out = []
-        for node_id, flat, assigned, running, used in self._run("list_nodes", []):
-            h = _pairs(flat)
-            state = NodeState(h["state"])
-            if wanted is not None and state not in wanted:
-                continue
-            spec = NodeSpec(
-                id=node_id,
-                name=h["name"],
-                slots=int(h["slots"]),
-                prefetch=int(h["prefetch"]),
-                resources=_j(h.get("resources")),
-                labels=_j(h.get("labels")),
-                queues=tuple(orjson.loads(h.get("queues") or "[]")),
-                host=h.get("host", ""),
-                pid=int(h.get("pid") or 0),
-            )
-            usage = {k: round(float(v), 9) for k, v in _pairs(used).items()}
-            out.append(
-                NodeRecord(
-                    spec=spec,
-                    state=state,
-                    registered_at=float(h["registered_at"]),
-                    heartbeat_at=float(h["heartbeat_at"]),
-                    assigned=int(assigned),
-                    running=int(running),
-                    used={k: v for k, v in usage.items() if v > 1e-9},
-                )
-            )
-        out.sort(key=lambda n: (n.registered_at, n.id))
-        return out
+        return _nodes(self._run("list_nodes", []), states)
 
     def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
         if limit <= 0:
@@ -522,20 +563,21 @@ class RedisStore(Store):
     def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
         if not outcomes:
             return []
-        rows = [
-            [
-                o.job_id,
-                o.token,
-                o.kind.value,
-                o.result or "",
-                o.error or "",
-                o.traceback or "",
-                _num(o.retry_delay),
-            ]
-            for o in outcomes
-        ]
-        accepted = self._run("complete", [orjson.dumps(rows)], memo=True)
+        accepted = self._run("complete", [_outcome_rows(outcomes)], memo=True)
         return [bool(a) for a in accepted]
+
+    def complete_and_start(
+        self, outcomes: Sequence[Outcome], node_id: str, limit: int, lease_ttl: float
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """Both in one script (one round trip, one pass of Redis' event loop)."""
+        if not outcomes:
+            return [], self.start_jobs(node_id, limit, lease_ttl)
+        if limit <= 0:
+            return self.complete(outcomes), []
+        args = [_outcome_rows(outcomes), node_id, limit, _num(lease_ttl)]
+        accepted, flat = self._run("complete_and_start", args, memo=True)
+        jobs = [job_from_hash(flat[i], _pairs(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return [bool(a) for a in accepted], jobs
 
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
         if not jobs:
@@ -585,20 +627,19 @@ class RedisStore(Store):
             return []
         # the smallest key after the cursor: same priority, next seq
         start = "-" if after is None else "[" + _rank(after[0], after[1] + 1)
-        flat = self._run("pending_jobs", [start, limit])
-        loads = orjson.loads
-        return [
-            PendingJob(
-                id=flat[i],
-                queue=flat[i + 1],
-                priority=int(flat[i + 2] or 0),
-                seq=int(flat[i + 3]),
-                resources=loads(flat[i + 4]) if flat[i + 4] else {},
-                labels=loads(flat[i + 5]) if flat[i + 5] else {},
-                affinity=loads(flat[i + 6]) if flat[i + 6] else {},
-            )
-            for i in range(0, len(flat), 7)
-        ]
+        return _pending(self._run("pending_jobs", [start, limit]))
+
+    def placement_snapshot(
+        self, lease: Lease, promote_limit: int, page: int, min_page: int, census: bool
+    ) -> tuple[int, list[NodeRecord], list[PendingJob], int]:
+        """One scheduler round trip (not part of the store contract; the scheduler uses it
+        when a store has it): ``promote_due(lease, promote_limit)``, then the live nodes
+        and the first ``pending_jobs`` page, sized to the nodes' free room clamped to
+        ``[min_page, page]`` (``page`` with no room if ``census``, else no rows). Fenced.
+        Returns ``(promoted, live nodes, first page, its size)``."""
+        args = [*self._lease_args(lease), promote_limit, page, min_page, 1 if census else 0]
+        promoted, nodes, flat, size = self._run("placement_snapshot", args)
+        return int(promoted), _nodes(nodes, [NodeState.LIVE]), _pending(flat), int(size)
 
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
         args = self._lease_args(lease)

@@ -351,6 +351,145 @@ local function record(id)
   return redis.call('HGETALL', jkey(id))
 end
 
+-- Record outcomes [id, token, kind, result, error, traceback, retry_delay] ("" = none);
+-- returns 1/0 per outcome: accepted only if running with that token. Caller flushes.
+local function do_complete(outcomes)
+  local acc = {}
+  local fields = { 'state', 'token', 'node_id', 'queue', 'seq', 'resources', 'attempts',
+    'max_attempts', 'cancel_requested' }
+  for i, o in ipairs(outcomes) do
+    local j = load(o[1], fields)
+    if j and j.state == 'running' and j.token == tonumber(o[2]) then
+      local kind = o[3]
+      leave_node(j)
+      local set, clear = {}, {}
+      for x, name in ipairs({ 'result', 'error', 'traceback' }) do
+        local v = o[x + 3]
+        if v ~= '' then
+          set[#set + 1] = name
+          set[#set + 1] = v
+        elseif x > 1 then
+          clear[#clear + 1] = name
+        end
+      end
+      if kind == 'succeeded' then
+        finish(j, 'succeeded', set, clear)
+      elseif kind == 'failed' and j.attempts < j.max_attempts and not j.cancel then
+        local due = NOW + math.max(tonumber(o[7]) or 0, 0)
+        defer('ZADD', B .. 'delayed', due, j.id)
+        move(j, 'retrying')
+        set[#set + 1] = 'state'
+        set[#set + 1] = 'retrying'
+        set[#set + 1] = 'scheduled_at'
+        set[#set + 1] = fmt(due)
+        clear[#clear + 1] = 'lease_expires_at'
+        redis.call('HSET', jkey(j.id), unpack(set))
+        redis.call('HDEL', jkey(j.id), unpack(clear))
+        wake(B .. 'wake:sched')
+      elseif kind == 'cancelled' or (kind == 'failed' and j.cancel) then
+        finish(j, 'cancelled', set, clear)
+      else -- fatal, or failed with no attempts left
+        finish(j, 'dead', set, clear)
+      end
+      acc[i] = 1
+    else
+      acc[i] = 0
+    end
+  end
+  return acc
+end
+
+-- Move up to `limit` of the node's assigned jobs to running; returns their ids.
+-- Caller flushes.
+local function do_start(node, limit, ttl)
+  local ids = {}
+  local ns = redis.call('HGET', B .. 'node:' .. node, 'state')
+  if (ns ~= 'live' and ns ~= 'draining') or limit <= 0 then
+    return ids
+  end
+  local ak = B .. 'nassigned:' .. node
+  local members = redis.call('ZRANGEBYLEX', ak, '-', '+', 'LIMIT', 0, limit)
+  local exp = NOW + ttl
+  local exps = fmt(exp)
+  local fields = { 'state', 'node_id', 'queue', 'seq', 'attempts' }
+  for _, mem in ipairs(members) do
+    defer('ZREM', ak, mem)
+    local j = load(string.sub(mem, 21), fields)
+    if j and j.state == 'assigned' and j.node == node then
+      defer('SADD', B .. 'nrunning:' .. node, j.id)
+      defer('ZADD', B .. 'running', exp, j.id)
+      move(j, 'running')
+      redis.call('HSET', jkey(j.id), 'state', 'running', 'attempts', j.attempts + 1,
+        'started_at', NOWS, 'lease_expires_at', exps)
+      ids[#ids + 1] = j.id
+    end
+  end
+  return ids
+end
+
+local function records(ids)
+  local out = {}
+  for _, id in ipairs(ids) do
+    out[#out + 1] = id
+    out[#out + 1] = record(id)
+  end
+  return out
+end
+
+
+-- Every node: {id, HGETALL node, #assigned, #running, HGETALL used}...
+local function node_rows()
+  local out = {}
+  for _, id in ipairs(redis.call('SMEMBERS', B .. 'nodes')) do
+    local h = redis.call('HGETALL', B .. 'node:' .. id)
+    if #h > 0 then
+      out[#out + 1] = { id, h, redis.call('ZCARD', B .. 'nassigned:' .. id),
+        redis.call('SCARD', B .. 'nrunning:' .. id), redis.call('HGETALL', B .. 'nused:' .. id) }
+    end
+  end
+  return out
+end
+
+-- Pending jobs from ZRANGEBYLEX `start`: {id, queue, priority, seq, resources, labels,
+-- affinity}... ("" = none).
+local function pending_rows(start, limit)
+  local members = redis.call('ZRANGEBYLEX', B .. 'pending', start, '+', 'LIMIT', 0, limit)
+  local out = {}
+  for _, mem in ipairs(members) do
+    local id = string.sub(mem, 21)
+    local v = redis.call('HMGET', jkey(id), 'queue', 'priority', 'seq', 'resources', 'labels',
+      'affinity')
+    if v[1] then
+      out[#out + 1] = id
+      out[#out + 1] = v[1]
+      out[#out + 1] = v[2] or '0'
+      out[#out + 1] = v[3]
+      out[#out + 1] = v[4] or ''
+      out[#out + 1] = v[5] or ''
+      out[#out + 1] = v[6] or ''
+    end
+  end
+  return out
+end
+
+-- Move up to `limit` due scheduled/retrying jobs to pending (no scheduler wake-up: the
+-- caller is the scheduler). Flushes; returns how many.
+local function do_promote(limit)
+  local n = 0
+  local ids = redis.call('ZRANGEBYSCORE', B .. 'delayed', '-inf', NOW, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    defer('ZREM', B .. 'delayed', id)
+    local j = load(id)
+    if j and (j.state == 'scheduled' or j.state == 'retrying') then
+      to_pending(j)
+      n = n + 1
+    end
+  end
+  WAKE = {}
+  flush()
+  return n
+end
+
 -- name: submit
 -- ARGV[3] = JSON list of [id, task, queue, payload, priority, delay, eta, field, value...]
 -- (delay/eta "" = none; the optional fields are the ones that differ from their default).
@@ -531,15 +670,7 @@ return 1
 
 -- name: list_nodes
 -- Every node: {id, HGETALL node, #assigned, #running, HGETALL used}...
-local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', B .. 'nodes')) do
-  local h = redis.call('HGETALL', B .. 'node:' .. id)
-  if #h > 0 then
-    out[#out + 1] = { id, h, redis.call('ZCARD', B .. 'nassigned:' .. id),
-      redis.call('SCARD', B .. 'nrunning:' .. id), redis.call('HGETALL', B .. 'nused:' .. id) }
-  end
-end
-return out
+return node_rows()
 
 -- name: heartbeat
 -- ARGV[3] = node id, ARGV[4] = lease ttl, ARGV[5..] = job id, token pairs.
@@ -581,40 +712,13 @@ return { 1, lost, cancel }
 -- name: start_jobs
 -- ARGV[3] = node id, ARGV[4] = limit, ARGV[5] = lease ttl.
 -- Returns {id, HGETALL job}... of the jobs started, highest priority then oldest first.
-local node = ARGV[3]
 local ids = memo_get()
-local ns = redis.call('HGET', B .. 'node:' .. node, 'state')
-if not ids and ns ~= 'live' and ns ~= 'draining' then
-  ids = {}
-end
 if not ids then
-  ids = {}
-  local ak = B .. 'nassigned:' .. node
-  local members = redis.call('ZRANGEBYLEX', ak, '-', '+', 'LIMIT', 0, tonumber(ARGV[4]))
-  local exp = NOW + tonumber(ARGV[5])
-  local exps = fmt(exp)
-  local fields = { 'state', 'node_id', 'queue', 'seq', 'attempts' }
-  for _, mem in ipairs(members) do
-    defer('ZREM', ak, mem)
-    local j = load(string.sub(mem, 21), fields)
-    if j and j.state == 'assigned' and j.node == node then
-      defer('SADD', B .. 'nrunning:' .. node, j.id)
-      defer('ZADD', B .. 'running', exp, j.id)
-      move(j, 'running')
-      redis.call('HSET', jkey(j.id), 'state', 'running', 'attempts', j.attempts + 1,
-        'started_at', NOWS, 'lease_expires_at', exps)
-      ids[#ids + 1] = j.id
-    end
-  end
+  ids = do_start(ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]))
   flush()
   memo_set(ids)
 end
-local out = {}
-for _, id in ipairs(ids) do
-  out[#out + 1] = id
-  out[#out + 1] = record(id)
-end
-return out
+return records(ids)
 
 -- name: complete
 -- ARGV[3] = JSON list of [id, token, kind, result, error, traceback, retry_delay]
@@ -623,52 +727,24 @@ local m = memo_get()
 if m then
   return m
 end
-local outcomes = cjson.decode(ARGV[3])
-local acc = {}
-local fields = { 'state', 'token', 'node_id', 'queue', 'seq', 'resources', 'attempts',
-  'max_attempts', 'cancel_requested' }
-for i, o in ipairs(outcomes) do
-  local j = load(o[1], fields)
-  if j and j.state == 'running' and j.token == tonumber(o[2]) then
-    local kind = o[3]
-    leave_node(j)
-    local set, clear = {}, {}
-    for x, name in ipairs({ 'result', 'error', 'traceback' }) do
-      local v = o[x + 3]
-      if v ~= '' then
-        set[#set + 1] = name
-        set[#set + 1] = v
-      elseif x > 1 then
-        clear[#clear + 1] = name
-      end
-    end
-    if kind == 'succeeded' then
-      finish(j, 'succeeded', set, clear)
-    elseif kind == 'failed' and j.attempts < j.max_attempts and not j.cancel then
-      local due = NOW + math.max(tonumber(o[7]) or 0, 0)
-      defer('ZADD', B .. 'delayed', due, j.id)
-      move(j, 'retrying')
-      set[#set + 1] = 'state'
-      set[#set + 1] = 'retrying'
-      set[#set + 1] = 'scheduled_at'
-      set[#set + 1] = fmt(due)
-      clear[#clear + 1] = 'lease_expires_at'
-      redis.call('HSET', jkey(j.id), unpack(set))
-      redis.call('HDEL', jkey(j.id), unpack(clear))
-      wake(B .. 'wake:sched')
-    elseif kind == 'cancelled' or (kind == 'failed' and j.cancel) then
-      finish(j, 'cancelled', set, clear)
-    else -- fatal, or failed with no attempts left
-      finish(j, 'dead', set, clear)
-    end
-    acc[i] = 1
-  else
-    acc[i] = 0
-  end
-end
+local acc = do_complete(cjson.decode(ARGV[3]))
 flush()
 memo_set(acc)
 return acc
+
+-- name: complete_and_start
+-- ARGV[3] = outcomes as for complete, ARGV[4] = node id, ARGV[5] = limit, ARGV[6] = lease
+-- ttl: complete, then start_jobs, in one script. Returns {{1/0 per outcome}, {id, HGETALL
+-- job}...}.
+local m = memo_get()
+if not m then
+  local acc = do_complete(cjson.decode(ARGV[3]))
+  local ids = do_start(ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
+  flush()
+  m = { acc, ids }
+  memo_set(m)
+end
+return { m[1], records(m[2]) }
 
 -- name: release_jobs
 -- ARGV[3] = node id, ARGV[4..] = job id, token pairs. Back to pending, attempt not counted.
@@ -747,18 +823,7 @@ local e = fence()
 if e then
   return e
 end
-local n = 0
-local ids = redis.call('ZRANGEBYSCORE', B .. 'delayed', '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[6]))
-for _, id in ipairs(ids) do
-  defer('ZREM', B .. 'delayed', id)
-  local j = load(id)
-  if j and (j.state == 'scheduled' or j.state == 'retrying') then
-    to_pending(j)
-    n = n + 1
-  end
-end
-WAKE = {} -- the caller is the scheduler itself
-flush()
+local n = do_promote(tonumber(ARGV[6]))
 memo_set(n)
 return n
 
@@ -822,24 +887,44 @@ return reply
 -- name: pending_jobs
 -- ARGV[3] = ZRANGEBYLEX start, ARGV[4] = limit.
 -- Returns {id, queue, priority, seq, resources, labels, affinity}... ("" = none).
-local members = redis.call('ZRANGEBYLEX', B .. 'pending', ARGV[3], '+', 'LIMIT', 0,
-  tonumber(ARGV[4]))
-local out = {}
-for _, mem in ipairs(members) do
-  local id = string.sub(mem, 21)
-  local v = redis.call('HMGET', jkey(id), 'queue', 'priority', 'seq', 'resources', 'labels',
-    'affinity')
-  if v[1] then
-    out[#out + 1] = id
-    out[#out + 1] = v[1]
-    out[#out + 1] = v[2] or '0'
-    out[#out + 1] = v[3]
-    out[#out + 1] = v[4] or ''
-    out[#out + 1] = v[5] or ''
-    out[#out + 1] = v[6] or ''
+return pending_rows(ARGV[3], tonumber(ARGV[4]))
+
+-- name: placement_snapshot
+-- ARGV[3..5] = lease, ARGV[6] = promote limit, ARGV[7] = first page size at most,
+-- ARGV[8] = at least, ARGV[9] = 1: read the page even with no room (census). Fenced.
+-- promote_due, list_nodes and the first pending_jobs page in one script, the page sized
+-- to the live nodes' free room (clamped to [at least, at most]; 0 rows with no room).
+-- Returns {promoted, node rows as list_nodes, pending rows as pending_jobs, page size}.
+local e = fence()
+if e then
+  return e
+end
+local promoted = 0
+if #redis.call('ZRANGEBYSCORE', B .. 'delayed', '-inf', NOW, 'LIMIT', 0, 1) > 0 then
+  promoted = do_promote(tonumber(ARGV[6]))
+end
+local nodes = node_rows()
+local free, live = 0, 0
+for _, row in ipairs(nodes) do
+  local h = row[2]
+  local f = {}
+  for i = 1, #h, 2 do
+    f[h[i]] = h[i + 1]
+  end
+  if f.state == 'live' then
+    live = live + 1
+    free = free + math.max(0, tonumber(f.slots) + tonumber(f.prefetch) - row[3] - row[4])
   end
 end
-return out
+local size = math.min(tonumber(ARGV[7]), math.max(tonumber(ARGV[8]), free))
+local pending = {}
+if (free > 0 and live > 0) or ARGV[9] == '1' then
+  if free <= 0 or live == 0 then
+    size = tonumber(ARGV[7])
+  end
+  pending = pending_rows('-', size)
+end
+return { promoted, nodes, pending, size }
 
 -- name: assign
 -- ARGV[3..5] = lease, ARGV[6..] = job id, node id pairs. Fenced.
