@@ -259,6 +259,9 @@ class RedisStore(Store):
         self._pool: redis.ConnectionPool = redis.ConnectionPool.from_url(
             conn_url,
             decode_responses=True,
+            # A damaged value that is not UTF-8 comes back escaped, not as an exception: a
+            # corrupt payload then fails JSON decoding on the worker and is dead-lettered.
+            encoding_errors="backslashreplace",
             socket_timeout=socket_timeout,
             socket_connect_timeout=min(socket_timeout, 5.0),
             socket_keepalive=True,
