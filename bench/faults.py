@@ -433,14 +433,7 @@ def render(
         for what, state, attempts, error in o.result.cases:
             error = error.replace("|", "\\|")
             out.append(f"| {store} | {what} | {state} | {attempts} | `{error}` |")
-    out += [
-        "",
-        "Not covered on Redis: a payload that is not UTF-8. The Redis store decodes every "
-        "reply as UTF-8, so such a job cannot be read at all: `get_job`/`list_jobs` raise "
-        "`UnicodeDecodeError` and the worker retries `starting jobs` forever, blocked "
-        "(a strict xfail: `tests/faults/test_store_bugs.py`).",
-        "",
-    ]
+    out += [""]
     # 7, 8
     out += [
         "## 2, 7 and 8. Zombie on Redis; bad input at every door; security",
@@ -456,14 +449,14 @@ def render(
             "in task/queue names and keys, unknown options): accepted and stored verbatim, "
             "or refused with a `RotaError`/usage error and the store unchanged",
             "tests/faults/test_security.py": "no pickle/marshal/eval/exec/import_module in "
-            "`src/rota` but the CLI's app loader (and the worker pool's private pickle IPC "
-            "with its own children, which never unpickles a payload); SQL parameterised "
+            "`src/rota` but the CLI's app loader (the worker pool's messages to its own "
+            "children are JSON too); SQL parameterised "
             "(AST check of `src/rota/store/*.py`, placeholders in the `.sql` files); Lua "
             "never built from values; store passwords absent from `rota status`, `--json`, "
             "`rota jobs --json` and worker/scheduler logs (a private Redis with "
-            "`requirepass`, restarted under them). xfail: `redact_url` leaks the tail of a "
-            "password containing `@`",
-            "tests/faults/test_store_bugs.py": "strict xfails reproducing bugs found",
+            "`requirepass`, restarted under them); `redact_url` with an `@` in the password",
+            "tests/faults/test_store_bugs.py": "regression test: a non-UTF-8 payload on Redis "
+            "is read as a corrupt payload (it used to stall the worker)",
             "tests/faults/test_zombie_redis.py": "the zombie (SIGSTOP) scenario on Redis",
         }.get(name, "")
         out.append(f"| `{name}` | {what} | {summary} | {seconds:.0f} |")
