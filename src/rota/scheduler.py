@@ -11,12 +11,11 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rota.errors import LeaseLost, StoreError
-from rota.model import Assignment, Lease, NodeRecord, NodeState, PendingJob
+from rota.model import Assignment, Lease, NodeRecord, PendingJob
 from rota.placement import get_policy, place
 from rota.store import SCHEDULER_LEASE, Store, open_store
 
@@ -133,16 +132,12 @@ class Scheduler:
             self._renewed = mono
         lease = self.lease
         try:
-            # Place first (what is pending now), then promote and reap: a cycle woken by a
-            # submit or a finished job answers it before the periodic bookkeeping. A store
-            # with a ``placement_snapshot`` promotes, lists the nodes and reads the first
-            # pending page in one round trip.
-            snapshot = getattr(store, "placement_snapshot", None)
-            if snapshot is not None:
-                did, placed = self._place_with_snapshot(store, lease, snapshot)
-            else:
-                placed = self.place_pending(store, lease)
-                did = placed + store.promote_due(lease, 10000)
+            # Place first (what is pending now), then reap: a cycle woken by a submit or a
+            # finished job answers it before the periodic bookkeeping.
+            census = self._census_due()
+            snapshot = store.placement_snapshot(lease, 10000, cfg.page, cfg.min_page, census)
+            promoted, nodes, first, size = snapshot
+            did = promoted + self.place_pending(store, lease, nodes, first, size, census)
             if mono - self._reaped >= cfg.reap_every:
                 report = store.reap(lease, cfg.failure_timeout)
                 self._reaped = mono
@@ -177,17 +172,6 @@ class Scheduler:
             store.wait_for_pending(wait)
 
     # ---- placement ----------------------------------------------------------------------
-    def _place_with_snapshot(
-        self, store: Store, lease: Lease, snapshot: Callable[..., Any]
-    ) -> tuple[int, int]:
-        """``(work done, jobs placed)`` of one placement pass that starts from the store's
-        ``placement_snapshot`` (promote + live nodes + first page in one round trip)."""
-        cfg = self.config
-        census = self._census_due()
-        promoted, nodes, first, size = snapshot(lease, 10000, cfg.page, cfg.min_page, census)
-        placed = self.place_pending(store, lease, (nodes, first, size, census))
-        return promoted + placed, placed
-
     def _census_due(self) -> bool:
         mono = time.monotonic()
         if mono - self._census >= self.config.stats_every:
@@ -199,7 +183,10 @@ class Scheduler:
         self,
         store: Store,
         lease: Lease,
-        start: tuple[list[NodeRecord], list[PendingJob], int, bool] | None = None,
+        nodes: list[NodeRecord],
+        first: list[PendingJob],
+        first_size: int,
+        census: bool,
     ) -> int:
         """Place as many pending jobs as fit, page by page; returns how many were placed.
 
@@ -211,13 +198,7 @@ class Scheduler:
         ``waiting``/``unplaceable`` statistics come from census cycles only.
         """
         cfg = self.config
-        first: list[PendingJob] | None = None
-        first_size = 0
-        if start is None:
-            nodes = store.list_nodes([NodeState.LIVE])
-            census = self._census_due()
-        else:
-            nodes, first, first_size, census = start
+        pending: list[PendingJob] | None = first
         free = sum(max(0, n.spec.slots + n.spec.prefetch - n.in_flight) for n in nodes)
         unplaceable: Counter[str] = Counter()
         waiting = 0
@@ -231,8 +212,8 @@ class Scheduler:
                 if not census:
                     break
                 size = cfg.page
-            if first is not None:  # the snapshot's page: read with the nodes
-                page, size, first = first, first_size, None
+            if pending is not None:  # the snapshot's page: read with the nodes
+                page, size, pending = pending, first_size, None
             else:
                 page = store.pending_jobs(size, after)
             if not page:

@@ -656,3 +656,22 @@ def test_a_job_whose_cancel_was_requested_never_runs_again(store: Store) -> None
     store.reap(lease, 0.3)
     assert state_of(store, lost.id) is JobState.CANCELLED
     assert store.pending_jobs(10) == []
+
+
+def test_placement_snapshot_promotes_lists_and_sizes_the_page(store: Store) -> None:
+    lease = leader(store)
+    spec = NodeSpec(id="n-snap", name="n", slots=2, prefetch=1)
+    store.register_node(spec)
+    soon = job(delay=0.01)
+    store.submit([soon, *[job() for _ in range(9)]])
+    time.sleep(0.05)
+    promoted, nodes, page, size = store.placement_snapshot(lease, 100, 1000, 2, False)
+    assert promoted == 1 and [n.id for n in nodes] == [spec.id]
+    assert size == 3 and len(page) == 3  # free room 3, within [2, 1000]
+    assert page == store.pending_jobs(3)
+    store.assign(lease, [Assignment(p.id, spec.id) for p in page])
+    assert store.placement_snapshot(lease, 100, 1000, 2, False)[2] == []  # no room
+    assert len(store.placement_snapshot(lease, 100, 5, 2, True)[2]) == 5  # census page
+    stale = Lease(lease.name, lease.holder, lease.token + 1, lease.expires_at, 0.0)
+    with pytest.raises(LeaseLost):
+        store.placement_snapshot(stale, 100, 1000, 2, False)

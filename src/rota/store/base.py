@@ -197,6 +197,25 @@ class Store(ABC):
         """Pending jobs by priority (highest first), then FIFO, starting after the cursor
         ``(priority, seq)`` of the last job of the previous page."""
 
+    def placement_snapshot(
+        self, lease: Lease, promote_limit: int, page: int, min_page: int, census: bool
+    ) -> tuple[int, list[NodeRecord], list[PendingJob], int]:
+        """What a scheduler cycle starts from: ``promote_due(lease, promote_limit)``, the
+        live nodes, and the first ``pending_jobs`` page, sized to the nodes' free room
+        clamped to ``[min_page, page]`` (with no room: ``page`` rows if ``census``, else
+        none). Fenced. Returns ``(promoted, live nodes, first page, its size)``. Stores
+        override it to do it in one round trip; the default makes the three calls."""
+        promoted = self.promote_due(lease, promote_limit)
+        nodes = self.list_nodes([NodeState.LIVE])
+        free = sum(max(0, n.spec.slots + n.spec.prefetch - n.in_flight) for n in nodes)
+        if free > 0:
+            size = min(page, max(min_page, free))
+        elif census:
+            size = page
+        else:
+            return promoted, nodes, [], 0
+        return promoted, nodes, self.pending_jobs(size), size
+
     @abstractmethod
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
         """Place pending jobs on live nodes, each with a new fencing token. Jobs no longer

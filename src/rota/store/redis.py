@@ -635,11 +635,7 @@ class RedisStore(Store):
     def placement_snapshot(
         self, lease: Lease, promote_limit: int, page: int, min_page: int, census: bool
     ) -> tuple[int, list[NodeRecord], list[PendingJob], int]:
-        """One scheduler round trip (not part of the store contract; the scheduler uses it
-        when a store has it): ``promote_due(lease, promote_limit)``, then the live nodes
-        and the first ``pending_jobs`` page, sized to the nodes' free room clamped to
-        ``[min_page, page]`` (``page`` with no room if ``census``, else no rows). Fenced.
-        Returns ``(promoted, live nodes, first page, its size)``."""
+        """:meth:`Store.placement_snapshot` in one script (one round trip)."""
         args = [*self._lease_args(lease), promote_limit, page, min_page, 1 if census else 0]
         promoted, nodes, flat, size = self._run("placement_snapshot", args)
         return int(promoted), _nodes(nodes, [NodeState.LIVE]), _pending(flat), int(size)
