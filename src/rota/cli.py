@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import click
 import orjson
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from rota.errors import JobFailed, ResultTimeout, RotaError
 from rota.logs import setup_logging
 from rota.resources import parse_labels, parse_resources
 from rota.scheduler import Scheduler, SchedulerConfig
-from rota.states import parse_state
+from rota.states import JobState, parse_state
 from rota.status import collect, render, render_job
 from rota.store import Store, open_store, resolve_url
 
@@ -196,7 +198,14 @@ def scheduler(
 @click.option("--delay", type=float, default=None, help="Start no sooner than this many seconds.")
 @click.option("--resources", default=None, help="e.g. cpu=1,gpu=1")
 @click.option("--labels", default=None, help="Required node labels, e.g. zone=eu")
-@click.option("--count", "-n", type=click.IntRange(min=1), default=1, show_default=True, help="Submit this many copies.")
+@click.option(
+    "--count",
+    "-n",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Submit this many copies.",
+)
 @click.option("--wait", is_flag=True, help="Wait for the result(s) and print them.")
 @click.option(
     "--wait-timeout", type=float, default=None, help="Give up waiting after this many seconds."
@@ -255,10 +264,7 @@ def submit(
 
 
 def _wait_for(handles: list[Any], wait_timeout: float | None) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from rota.states import FINAL_STATES
-
+    """Wait for the jobs' results: print one result, or show a progress bar for many."""
     failed = 0
     if len(handles) == 1:
         h = handles[0]
@@ -278,13 +284,11 @@ def _wait_for(handles: list[Any], wait_timeout: float | None) -> None:
         console=Console(stderr=True),
     ) as progress:
         bar = progress.add_task("jobs finished", total=len(pending))
-        import time
-
         deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
         while pending and (deadline is None or time.monotonic() < deadline):
-            done = store.wait_for_results(pending[:1000], 0.5)
-            finished = {r.id for r in done if r.state in FINAL_STATES}
-            failed += sum(1 for r in done if r.state.value != "succeeded")
+            done = store.wait_for_results(pending[:1000], 0.5)  # the final ones
+            finished = {r.id for r in done}
+            failed += sum(1 for r in done if r.state is not JobState.SUCCEEDED)
             pending = [p for p in pending if p not in finished]
             progress.update(bar, completed=len(handles) - len(pending))
     click.echo(
@@ -394,8 +398,6 @@ def retry(
     job_ids: tuple[str, ...], store_url: str | None, app_spec: str | None, all_dead: bool
 ) -> None:
     """Send dead jobs back to pending with fresh attempts."""
-    from rota.states import JobState
-
     store = _store_from(store_url, app_spec)
     ids = list(job_ids)
     if all_dead:
@@ -410,7 +412,11 @@ def migrate(store_url: str | None, app_spec: str | None) -> None:
     """Apply pending schema migrations (PostgreSQL; other stores need none)."""
     store = _store_from(store_url, app_spec)
     applied = store.migrate()
-    click.echo(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied else "schema is up to date")
+    click.echo(
+        f"applied {len(applied)} migration(s): {', '.join(applied)}"
+        if applied
+        else "schema is up to date"
+    )
 
 
 @cli.command()

@@ -98,22 +98,16 @@ class WorkerNode:
     async def _call(
         self, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kw: P.kwargs
     ) -> T:
-        """Run ``fn(store, *args)`` on the I/O thread, which owns this node's connection.
-
-        A :class:`Store` method (``Store.start_jobs``) is looked up on the store instance,
-        since calling the abstract base function itself would do nothing; any other
-        function is called with the store as its first argument.
-        """
+        """Run the :class:`Store` method ``fn`` (``Store.start_jobs``) with ``args`` on the
+        I/O thread, which owns this node's connection. The method is looked up on the store
+        instance: the base-class function is the abstract one."""
         name = fn.__name__
-        is_method = getattr(Store, name, None) is fn
 
         def run() -> T:
             if self._io_store is None:
                 self._io_store = open_store(self.app.store_url)
-            if is_method:
-                method = cast("Callable[P, T]", getattr(self._io_store, name))
-                return method(*args, **kw)
-            return fn(self._io_store, *args, **kw)
+            method = cast("Callable[P, T]", getattr(self._io_store, name))
+            return method(*args, **kw)
 
         return await asyncio.get_running_loop().run_in_executor(self._io, run)
 

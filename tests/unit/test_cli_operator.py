@@ -1,0 +1,43 @@
+"""Operator commands (`rota cancel`, `rota retry`) against a real SQLite store, in-process."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from rota.cli import cli
+from rota.model import Assignment, NewJob, NodeSpec, Outcome, OutcomeKind
+from rota.payload import encode_arguments
+from rota.states import JobState
+from rota.store import SCHEDULER_LEASE, open_store
+
+
+def _job() -> NewJob:
+    return NewJob(id=uuid.uuid4().hex, task="t", queue="default", payload=encode_arguments([], {}))
+
+
+def test_cancel_and_retry_dead(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ops.db'}"
+    store = open_store(url)
+    waiting, failing = _job(), _job()
+    store.submit([waiting, failing])
+    spec = NodeSpec(id="n1", name="n1", slots=2, prefetch=0)
+    store.register_node(spec)
+    lease = store.acquire_lease(SCHEDULER_LEASE, "test", 30)
+    assert lease is not None
+    store.assign(lease, [Assignment(failing.id, spec.id)])
+    (started,) = store.start_jobs(spec.id, 1, 30)
+    store.complete([Outcome(failing.id, started.token, OutcomeKind.FAILED, error="E")])
+
+    runner = CliRunner()
+    out = runner.invoke(cli, ["cancel", "--store", url, waiting.id, "nope"])
+    assert out.exit_code == 0, out.output
+    assert f"{waiting.id}: cancelled" in out.output and "nope: no such job" in out.output
+    out = runner.invoke(cli, ["retry", "--store", url, "--all-dead"])
+    assert out.exit_code == 0, out.output
+    assert "1 job(s) sent back to pending" in out.output
+    jobs = {j.id: j.state for j in store.get_jobs([waiting.id, failing.id])}
+    assert jobs == {waiting.id: JobState.CANCELLED, failing.id: JobState.PENDING}
+    store.close()
