@@ -29,6 +29,20 @@ class NewJob:
     eta: float | None = None  # absolute unix time (store clock); wins over delay
     backoff_base: float = 1.0
     backoff_max: float = 300.0
+    # Workflows: parents (ids, possibly earlier in the same submit) that must succeed
+    # first; the job starts ``waiting``. With ``pass_results`` the worker passes the
+    # parents' results as the first argument (one parent: its result; several: a list).
+    depends_on: tuple[str, ...] = ()
+    pass_results: bool = False
+    workflow_id: str | None = None
+    # Uniqueness: while a job with this key is unfinished (and younger than
+    # ``unique_for`` seconds, when given), submit returns its id instead of a new job.
+    unique_key: str | None = None
+    unique_for: float | None = None
+    # Flow control, enforced by the scheduler at placement.
+    concurrency_key: str | None = None
+    concurrency_limit: int = 0  # > 0 with a key: at most this many assigned+running
+    rate_limit: str | None = None  # "<count>/<seconds>", per task, fleet-wide
 
 
 @dataclass(slots=True)
@@ -61,6 +75,13 @@ class JobRecord:
     traceback: str | None = None
     cancel_requested: bool = False
     seq: int = 0
+    depends_on: tuple[str, ...] = ()
+    pass_results: bool = False
+    workflow_id: str | None = None
+    unique_key: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int = 0
+    rate_limit: str | None = None
 
     def arguments(self) -> tuple[list[Any], dict[str, Any]]:
         """Decoded ``(args, kwargs)``; raises ``CorruptPayload`` if the row is damaged."""
@@ -101,6 +122,13 @@ class JobRecord:
             "error": self.error,
             "traceback": self.traceback,
             "cancel_requested": self.cancel_requested,
+            "depends_on": list(self.depends_on),
+            "pass_results": self.pass_results,
+            "workflow_id": self.workflow_id,
+            "unique_key": self.unique_key,
+            "concurrency_key": self.concurrency_key,
+            "concurrency_limit": self.concurrency_limit,
+            "rate_limit": self.rate_limit,
         }
 
 
@@ -204,6 +232,10 @@ class PendingJob:
     resources: Resources
     labels: dict[str, str]
     affinity: dict[str, str]
+    task: str = ""
+    concurrency_key: str | None = None
+    concurrency_limit: int = 0
+    rate_limit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,3 +246,14 @@ class ReapReport:
     requeued: int = 0  # assigned jobs handed back to pending untouched
     retried: int = 0  # running jobs whose attempt was counted and that go again
     dead_jobs: int = 0  # running jobs that had no attempts left
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A periodic job's schedule as stored. ``spec`` is JSON text the store does not read
+    (see ``rota.periodic.ScheduleSpec``); ``last_tick`` is the last tick handled (fired
+    or skipped), by the store's clock, or ``None`` before the first."""
+
+    name: str
+    spec: str
+    last_tick: float | None = None

@@ -2,13 +2,17 @@
 
 ::
 
+    waiting --(parents succeeded)--+
+       |                           v
+       +--(a parent dead, cancelled or upstream_failed)--> upstream_failed
     scheduled --(due)--> pending --(placed)--> assigned --(started)--> running
         ^                   ^                     |                      |
         |                   +----(node lost)------+                      +--> succeeded
         |                   +----(node lost, attempts left)--------------+--> dead
         +------ retrying <--(failed, attempts left: backoff)-------------+--> cancelled
 
-Every transition is one atomic operation in the store.
+Every non-final state can also go to ``cancelled``. Every transition is one atomic
+operation in the store.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from enum import StrEnum
 
 
 class JobState(StrEnum):
+    WAITING = "waiting"  # a workflow step waiting for its parents (``depends_on``)
     SCHEDULED = "scheduled"  # waiting for its ETA / delay
     PENDING = "pending"  # due, waiting for placement
     ASSIGNED = "assigned"  # placed on a node, not started yet
@@ -25,15 +30,21 @@ class JobState(StrEnum):
     SUCCEEDED = "succeeded"
     DEAD = "dead"  # attempts exhausted or not retryable: the dead-letter record
     CANCELLED = "cancelled"
+    UPSTREAM_FAILED = "upstream_failed"  # never ran: a parent ended dead or cancelled
 
 
 FINAL_STATES: frozenset[JobState] = frozenset(
-    {JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED}
+    {JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED, JobState.UPSTREAM_FAILED}
+)
+# A parent ending in one of these makes its waiting children ``upstream_failed``.
+FAILED_STATES: frozenset[JobState] = frozenset(
+    {JobState.DEAD, JobState.CANCELLED, JobState.UPSTREAM_FAILED}
 )
 WAITING_STATES: frozenset[JobState] = frozenset({JobState.SCHEDULED, JobState.RETRYING})
 ACTIVE_STATES: frozenset[JobState] = frozenset({JobState.ASSIGNED, JobState.RUNNING})
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.WAITING: frozenset({JobState.PENDING, JobState.UPSTREAM_FAILED, JobState.CANCELLED}),
     JobState.SCHEDULED: frozenset({JobState.PENDING, JobState.CANCELLED}),
     JobState.RETRYING: frozenset({JobState.PENDING, JobState.CANCELLED}),
     JobState.PENDING: frozenset({JobState.ASSIGNED, JobState.CANCELLED}),
@@ -50,6 +61,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.SUCCEEDED: frozenset(),
     JobState.DEAD: frozenset({JobState.PENDING}),  # an operator's manual retry
     JobState.CANCELLED: frozenset(),
+    JobState.UPSTREAM_FAILED: frozenset(),
 }
 
 # Names operators type that mean a state (``rota jobs --state failed``).
@@ -85,3 +97,13 @@ def outcome_after_node_loss(state: JobState, attempts: int, max_attempts: int) -
     if state is JobState.ASSIGNED:
         return JobState.PENDING
     return JobState.PENDING if attempts < max_attempts else JobState.DEAD
+
+
+def after_parents(parent_states: list[JobState]) -> JobState | None:
+    """Where a waiting job goes given its parents' states: ``pending`` once all succeeded,
+    ``upstream_failed`` as soon as one failed, ``None`` (stay waiting) otherwise."""
+    if any(s in FAILED_STATES for s in parent_states):
+        return JobState.UPSTREAM_FAILED
+    if all(s is JobState.SUCCEEDED for s in parent_states):
+        return JobState.PENDING
+    return None

@@ -25,6 +25,7 @@ from rota.model import (
     Outcome,
     PendingJob,
     ReapReport,
+    ScheduleRecord,
 )
 from rota.states import FINAL_STATES, JobState
 
@@ -56,7 +57,15 @@ class Store(ABC):
     def submit(self, jobs: Sequence[NewJob]) -> list[str]:
         """Store ``jobs`` in one round trip, all or none; return their ids in order.
 
-        A job with ``eta`` or ``delay > 0`` starts ``scheduled``, otherwise ``pending``.
+        A job with ``depends_on`` starts ``waiting`` (every parent must exist in the store
+        or earlier in the same batch, else ``InvalidOption`` and nothing is stored); one
+        with ``eta`` or ``delay > 0`` starts ``scheduled``; any other ``pending``.
+
+        A job with a ``unique_key`` is not stored while another job with that key is
+        unfinished (and was created less than its ``unique_for`` seconds ago, when set):
+        that job's id is returned in its place. Within one batch the first one wins.
+        The check and the insert are one atomic step, so concurrent submitters of the same
+        key get one job.
         """
 
     def submit_in_transaction(self, connection: Any, jobs: Sequence[NewJob]) -> list[str]:
@@ -92,8 +101,8 @@ class Store(ABC):
 
     @abstractmethod
     def cancel(self, job_id: str) -> JobState | None:
-        """Cancel a job: scheduled/retrying/pending/assigned ones at once; a running one is
-        flagged and its node stops it. Returns the job's state after the call (``None``:
+        """Cancel a job: waiting/scheduled/retrying/pending/assigned ones at once; a running
+        one is flagged and its node stops it. Returns the job's state after the call (``None``:
         no such job). Final jobs are left as they are."""
 
     @abstractmethod
@@ -233,6 +242,41 @@ class Store(ABC):
     @abstractmethod
     def get_stats(self, name: str) -> dict[str, Any] | None:
         """Read a document written by :meth:`put_stats`."""
+
+    # ---- workflows, periodic jobs and flow control --------------------------------
+    @abstractmethod
+    def resolve_dependencies(self, lease: Lease, limit: int) -> int:
+        """Settle up to ``limit`` waiting jobs whose parents allow it (see
+        ``rota.states.after_parents``): to ``pending`` when every parent succeeded; to
+        ``upstream_failed`` (final: ``finished_at`` stamped, ``error`` naming the failed
+        parent) as soon as one parent is dead, cancelled or upstream_failed. Jobs whose
+        parents are unsettled are left waiting. Fenced. Returns how many moved; a chain
+        settles over successive calls."""
+
+    @abstractmethod
+    def concurrency_usage(self, keys: Sequence[str]) -> dict[str, int]:
+        """How many jobs are assigned or running per concurrency key, for ``keys`` (keys
+        with none may be left out)."""
+
+    @abstractmethod
+    def put_schedules(self, schedules: Sequence[ScheduleRecord]) -> None:
+        """Create or update schedules by name: ``spec`` is replaced; a stored
+        ``last_tick`` is kept (the records' own ``last_tick`` is ignored)."""
+
+    @abstractmethod
+    def delete_schedules(self, names: Sequence[str]) -> int:
+        """Remove schedules by name; returns how many existed."""
+
+    @abstractmethod
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, ordered by name."""
+
+    @abstractmethod
+    def fire_schedule(self, lease: Lease, name: str, tick: float, job: NewJob | None) -> bool:
+        """Handle one tick of a schedule exactly once. If schedule ``name`` exists and its
+        ``last_tick`` is unset or earlier than ``tick``: set ``last_tick = tick`` and, in
+        the same atomic step, submit ``job`` (``None``: the tick is skipped); return
+        ``True``. Otherwise change nothing and return ``False``. Fenced."""
 
     @abstractmethod
     def prune(self, older_than: float) -> int:
