@@ -14,12 +14,17 @@ from rota.errors import (
 )
 from rota.handle import JobHandle
 from rota.states import JobState
+from rota.worker.executor import JobCancelled, cancel_requested
+from rota.workflow import Chain, Group, Signature, WorkflowHandle, chain, group
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Chain",
+    "Group",
     "InvalidOption",
     "InvalidPayload",
+    "JobCancelled",
     "JobFailed",
     "JobHandle",
     "JobState",
@@ -28,8 +33,13 @@ __all__ = [
     "Retry",
     "Rota",
     "RotaError",
+    "Signature",
     "SubmitError",
     "Task",
     "TaskCall",
     "UnknownTask",
+    "WorkflowHandle",
+    "cancel_requested",
+    "chain",
+    "group",
 ]

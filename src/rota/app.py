@@ -10,10 +10,13 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from rota.errors import InvalidOption, UnknownTask
 from rota.handle import JobHandle
-from rota.model import NewJob
+from rota.model import NewJob, ScheduleRecord
 from rota.options import JobOptions, validate_options
 from rota.payload import DEFAULT_MAX_PAYLOAD, encode_arguments
+from rota.periodic import MissedPolicy, ScheduleSpec
 from rota.store import Store, open_store, resolve_url
+from rota.tracing import traced_payload, tracing_enabled
+from rota.workflow import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -26,10 +29,19 @@ class Rota:
     (one per thread, opened on first use).
     """
 
-    def __init__(self, store: str | None = None, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+    def __init__(
+        self,
+        store: str | None = None,
+        *,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        tracing: bool | None = None,
+    ) -> None:
         self.store_url = resolve_url(store)
         self.max_payload = max_payload
+        # OpenTelemetry spans for submit and run (None: $ROTA_TRACING); see rota.tracing.
+        self.tracing = tracing_enabled(tracing)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: dict[str, ScheduleSpec] = {}
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -61,6 +73,83 @@ class Rota:
             return task
 
         return register(fn) if fn is not None else register
+
+    def periodic(
+        self,
+        cron: str,
+        *,
+        tz: str = "UTC",
+        name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        missed: MissedPolicy = "skip",
+        grace: float = 60.0,
+        **options: Any,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a task that runs on a cron schedule:
+        ``@app.periodic("*/5 * * * *", tz="Europe/Paris")``. See :meth:`schedule`."""
+
+        def register(func: Callable[P, R]) -> Task[P, R]:
+            task: Task[P, R] = self.task(name=name)(func)
+            self.schedule(
+                task,
+                cron=cron,
+                tz=tz,
+                args=args,
+                kwargs=kwargs,
+                missed=missed,
+                grace=grace,
+                **options,
+            )
+            return task
+
+        return register
+
+    def schedule(
+        self,
+        task: Task[Any, Any] | str,
+        *,
+        cron: str,
+        tz: str = "UTC",
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        name: str | None = None,
+        missed: MissedPolicy = "skip",
+        grace: float = 60.0,
+        **options: Any,
+    ) -> ScheduleSpec:
+        """Run ``task(*args, **kwargs)`` at every tick of ``cron`` (croniter syntax; six
+        fields for seconds) in time zone ``tz``. The scheduler leader runs each tick once;
+        ``missed`` says what happens to a tick that passed while no leader was alive
+        (``"skip"`` unless at most ``grace`` seconds late, or ``"run_once"``). Options are
+        job options. Schedules reach the store with :meth:`sync_schedules` (``rota worker``
+        and ``rota scheduler`` do it at start)."""
+        found = task if isinstance(task, Task) else self.get_task(task)
+        call = found.options(**options) if options else TaskCall(found, found.defaults)
+        if call.opts.depends_on or call.opts.delay or call.opts.eta is not None:
+            raise InvalidOption("a periodic job cannot have depends_on, delay or eta")
+        template = call.new_job(tuple(args), dict(kwargs or {}))
+        job = {
+            k: getattr(template, k)
+            for k in template.__dataclass_fields__
+            if k not in ("id", "depends_on", "pass_results", "workflow_id", "delay", "eta")
+        }
+        spec = ScheduleSpec(
+            name=name or found.name, cron=cron, job=job, tz=tz, missed=missed, grace=grace
+        )
+        if spec.name in self.schedules and self.schedules[spec.name] != spec:
+            raise InvalidOption(f"schedule name {spec.name!r} is already used")
+        self.schedules[spec.name] = spec
+        return spec
+
+    def sync_schedules(self) -> int:
+        """Write this app's schedules to the store (created or updated, never removed);
+        returns how many."""
+        if self.schedules:
+            self.store.put_schedules(
+                [ScheduleRecord(s.name, s.to_json()) for s in self.schedules.values()]
+            )
+        return len(self.schedules)
 
     def get_task(self, name: str) -> Task[Any, Any]:
         """The registered task called ``name`` (or by its last dotted part, when that is
@@ -133,6 +222,10 @@ class Task(Generic[P, R]):
         arguments or a dict of keyword arguments."""
         return TaskCall(self, self.defaults).submit_many(calls)
 
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task for ``chain`` and ``group``: ``add.s(1, 2)``."""
+        return Signature(TaskCall(self, self.defaults), args, kwargs)
+
 
 class TaskCall(Generic[P, R]):
     """A task with options bound, ready to submit."""
@@ -155,18 +248,37 @@ class TaskCall(Generic[P, R]):
             ids = store.submit_in_transaction(self.connection, jobs)
         return [JobHandle(self.task.app, job_id) for job_id in ids]
 
-    def new_job(self, args: Sequence[Any], kwargs: dict[str, Any]) -> NewJob:
-        """Validate arguments against the task's signature and JSON rules; build the job."""
+    def new_job(
+        self,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        *,
+        depends_on: Sequence[str] | None = None,
+        pass_results: bool | None = None,
+        workflow_id: str | None = None,
+    ) -> NewJob:
+        """Validate arguments against the task's signature and JSON rules; build the job.
+        ``depends_on``/``pass_results`` override the options (workflows use them)."""
+        o = self.opts
+        parents = tuple(o.depends_on if depends_on is None else depends_on)
+        passing = o.pass_results if pass_results is None else pass_results
+        if passing and not parents:
+            raise InvalidOption("pass_results needs depends_on (the parents whose results to pass)")
+        if parents and (o.delay or o.eta is not None):
+            raise InvalidOption("depends_on cannot be combined with delay or eta")
+        # With pass_results the parents' results come first (unknown yet: None here).
+        call_args = (None, *args) if passing else tuple(args)
         try:
-            self.task.signature.bind(*args, **kwargs)
+            self.task.signature.bind(*call_args, **kwargs)
         except TypeError as exc:
             raise InvalidOption(f"bad arguments for task {self.task.name!r}: {exc}") from None
-        o = self.opts
         return NewJob(
             id=uuid.uuid4().hex,
             task=self.task.name,
             queue=o.queue,
-            payload=encode_arguments(args, kwargs, self.task.app.max_payload),
+            payload=encode_arguments(args, kwargs, self.task.app.max_payload)
+            if not self.task.app.tracing
+            else traced_payload(self.task.name, o.queue, args, kwargs, self.task.app.max_payload),
             priority=o.priority,
             max_attempts=o.retries + 1,
             timeout=o.timeout,
@@ -177,7 +289,51 @@ class TaskCall(Generic[P, R]):
             eta=o.eta,
             backoff_base=o.backoff,
             backoff_max=o.backoff_max,
+            depends_on=parents,
+            pass_results=passing,
+            workflow_id=workflow_id,
+            unique_key=o.unique_key,
+            unique_for=o.unique_for,
+            concurrency_key=self._concurrency_key(call_args, kwargs),
+            concurrency_limit=o.concurrency_limit,
+            rate_limit=o.rate_limit,
         )
+
+    def _concurrency_key(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
+        key = self.opts.concurrency_key
+        if key is None:
+            return None
+        if self.opts.concurrency_limit < 1:
+            raise InvalidOption("concurrency_key needs concurrency_limit >= 1")
+        if callable(key):  # called with the task's arguments by name
+            try:
+                key = key(**self._named_arguments(args, kwargs))
+            except Exception as exc:
+                raise InvalidOption(
+                    f"concurrency_key function of task {self.task.name!r} failed: {exc!r}"
+                ) from None
+            if not isinstance(key, str) or not 0 < len(key) <= 512:
+                raise InvalidOption(
+                    f"concurrency_key function of task {self.task.name!r} must return a "
+                    f"string of 1-512 characters, got {key!r}"
+                )
+        return key
+
+    def _named_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+        bound = self.task.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        named: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            kind = self.task.signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                named.update(value)
+            elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                named[name] = value
+        return named
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature (this call with its options) for ``chain`` and ``group``."""
+        return Signature(self, args, kwargs)
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         return self.submit_jobs([self.new_job(args, kwargs)])[0]

@@ -95,6 +95,15 @@ def cli() -> None:
     "--lease-ttl", default=5.0, show_default=True, help="Job lease without heartbeat, seconds."
 )
 @click.option("--grace", default=10.0, show_default=True, help="Shutdown grace period, seconds.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=0,
+    help="Serve this node's Prometheus metrics on this port (0: off).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
+)
 @with_logging
 def worker(
     app_spec: str,
@@ -110,6 +119,8 @@ def worker(
     heartbeat: float,
     lease_ttl: float,
     grace: float,
+    metrics_port: int,
+    metrics_host: str,
     log_level: str,
     log_json: bool,
 ) -> None:
@@ -130,11 +141,29 @@ def worker(
         heartbeat_interval=heartbeat,
         lease_ttl=lease_ttl,
         shutdown_grace=grace,
+        metrics_port=metrics_port or None,
+        metrics_host=metrics_host,
         scheduler=SchedulerConfig(policy=policy, failure_timeout=lease_ttl)
         if with_scheduler
         else None,
     )
+    _sync_schedules(app)
     run_worker(app, config)
+
+
+def _sync_schedules(app: Any) -> None:
+    """Write the app's periodic schedules to the store (logged; a failure is not fatal:
+    the scheduler goes on with what the store has)."""
+    import logging
+
+    log = logging.getLogger("rota.cli")
+    try:
+        count = app.sync_schedules()
+    except Exception as exc:
+        log.warning("could not write the app's periodic schedules to the store: %s", exc)
+        return
+    if count:
+        log.info("periodic schedules written to the store: %s", ", ".join(sorted(app.schedules)))
 
 
 @cli.command()
@@ -174,7 +203,9 @@ def scheduler(
     if app_spec:
         from rota.loader import load_app
 
-        url = load_app(app_spec).store_url
+        app = load_app(app_spec)
+        url = app.store_url
+        _sync_schedules(app)
     else:
         url = store_url or resolve_url()
     config = SchedulerConfig(
@@ -403,6 +434,34 @@ def retry(
     if all_dead:
         ids += [j.id for j in store.list_jobs(state=JobState.DEAD, limit=1_000_000)]
     click.echo(f"{store.retry_dead(ids)} job(s) sent back to pending")
+
+
+@cli.command()
+@store_option
+@app_option
+@click.option("--json", "as_json", is_flag=True)
+def schedules(store_url: str | None, app_spec: str | None, as_json: bool) -> None:
+    """List periodic schedules: cron, time zone, last and next tick."""
+    from rota.status import schedule_rows
+
+    rows = schedule_rows(_store_from(store_url, app_spec))
+    if as_json:
+        _print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("name", "task", "cron", "tz", "missed", "last tick", "next tick")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            str(row.get("task") or ""),
+            str(row.get("cron") or ""),
+            str(row.get("tz") or ""),
+            str(row.get("missed") or ""),
+            str(row.get("last_tick_iso") or "-"),
+            str(row.get("next_tick_iso") or row.get("error") or "-"),
+        )
+    console.print(table if rows else "no periodic schedules in this store")
 
 
 @cli.command()

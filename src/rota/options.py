@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from rota.errors import InvalidOption
+from rota.limits import normalise_rate
 from rota.resources import Resources, validate_labels, validate_resources
 
 _QUEUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
@@ -30,6 +32,17 @@ class JobOptions:
     affinity: dict[str, str] = field(default_factory=dict)
     backoff: float = 1.0
     backoff_max: float = 300.0
+    # Workflows: parent jobs (ids or handles) that must succeed first.
+    depends_on: tuple[str, ...] = ()
+    pass_results: bool = False  # give the parents' results as the first argument
+    # At most one unfinished job per key (for ``unique_for`` seconds, when set).
+    unique_key: str | None = None
+    unique_for: float | None = None
+    # At most ``concurrency_limit`` jobs per key assigned or running, fleet-wide. The key
+    # may be a function of the job's arguments: ``lambda user_id, **_: f"user:{user_id}"``.
+    concurrency_key: str | Callable[..., str] | None = None
+    concurrency_limit: int = 0
+    rate_limit: str | None = None  # per task, fleet-wide: "100/m", "10/s", "5/2h"
 
     def merged(self, overrides: dict[str, Any]) -> JobOptions:
         """A copy with ``overrides`` validated and applied; unknown names are refused."""
@@ -92,6 +105,51 @@ def validate_options(opts: dict[str, Any]) -> dict[str, Any]:
             out[name] = _eta(value)
         elif name == "resources":
             out[name] = validate_resources(value)
+        elif name == "depends_on":
+            out[name] = _parents(value)
+        elif name == "pass_results":
+            if not isinstance(value, bool):
+                raise InvalidOption(f"pass_results must be True or False, got {value!r}")
+            out[name] = value
+        elif name == "unique_key":
+            out[name] = _key(name, value)
+        elif name == "unique_for":
+            limit = _number(name, value, minimum=0, allow_none=True)
+            if limit == 0:
+                raise InvalidOption("unique_for must be > 0 seconds (or None: while unfinished)")
+            out[name] = limit
+        elif name == "concurrency_key":
+            out[name] = value if callable(value) else _key(name, value)
+        elif name == "concurrency_limit":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**6:
+                raise InvalidOption(f"concurrency_limit must be an integer >= 0, got {value!r}")
+            out[name] = value
+        elif name == "rate_limit":
+            out[name] = None if value is None else normalise_rate(value)
         else:  # labels, affinity
             out[name] = validate_labels(value, name)
     return out
+
+
+def _key(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 512:
+        raise InvalidOption(f"{name} must be a string of 1-512 characters, got {value!r}")
+    return value
+
+
+def _parents(value: Any) -> tuple[str, ...]:
+    """Job ids from ids or handles (anything with a string ``id``)."""
+    items = [value] if isinstance(value, str) or hasattr(value, "id") else value
+    try:
+        ids = [item if isinstance(item, str) else item.id for item in items]
+    except (TypeError, AttributeError):
+        raise InvalidOption(
+            f"depends_on takes job handles or ids, got {type(value).__name__}"
+        ) from None
+    if not all(isinstance(i, str) and 0 < len(i) <= 128 for i in ids):
+        raise InvalidOption(f"depends_on takes job handles or ids, got {value!r}")
+    if len(ids) > 10_000:
+        raise InvalidOption("depends_on takes at most 10,000 parents")
+    return tuple(dict.fromkeys(ids))

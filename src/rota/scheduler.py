@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rota.errors import LeaseLost, StoreError
+from rota.limits import RateGate, admit, fair_order, record_placed
 from rota.model import Assignment, Lease, NodeRecord, PendingJob
 from rota.placement import get_policy, place
+from rota.scheduler_periodic import PeriodicRunner
 from rota.store import SCHEDULER_LEASE, Store, open_store
 
 log = logging.getLogger("rota.scheduler")
 STATS_NAME = "scheduler"
+RATES_NAME = "rate_limits"  # the rate-limit state, handed from leader to leader
 
 
 @dataclass(slots=True)
@@ -38,6 +41,9 @@ class SchedulerConfig:
     retention: float = 7 * 86400.0  # finished jobs older than this are pruned
     prune_every: float = 60.0
     stats_every: float = 1.0
+    resolve_every: float = 0.02  # workflow steps whose parents finished are released
+    periodic_every: float = 0.1  # due periodic ticks are fired
+    schedules_every: float = 2.0  # the schedule list is re-read from the store
 
 
 @dataclass(slots=True)
@@ -74,12 +80,21 @@ class Scheduler:
         self.cycles = 0
         self.unplaceable: Counter[str] = Counter()
         self.waiting = 0
+        # Cumulative across leaders: a new leader carries on from the published stats.
+        self.totals: Counter[str] = Counter(
+            {"leader_changes": 0, "nodes_reaped": 0, "lease_expiries": 0, "jobs_requeued": 0}
+        )
         self._window = _Window()
         self._renewed = 0.0
         self._reaped = 0.0
         self._pruned = 0.0
         self._published = 0.0
         self._census = 0.0
+        self._resolved = 0.0
+        self.held: Counter[str] = Counter()  # jobs held back by concurrency or rate limits
+        self.rates = RateGate()
+        self._rates_saved: dict[str, float] = {}
+        self.periodic = PeriodicRunner()
 
     # ---- loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -128,6 +143,11 @@ class Scheduler:
                 return
             if self.lease is None or lease.token != self.lease.token:
                 log.info("became leader (token %d, holder %s)", lease.token, self.holder)
+                prior = store.get_stats(STATS_NAME) or {}
+                for key in self.totals:
+                    self.totals[key] = max(self.totals[key], int(prior.get(key) or 0))
+                self.totals["leader_changes"] += 1
+                self._take_over(store)
             self.lease = lease
             self._renewed = mono
         lease = self.lease
@@ -138,9 +158,18 @@ class Scheduler:
             snapshot = store.placement_snapshot(lease, 10000, cfg.page, cfg.min_page, census)
             promoted, nodes, first, size = snapshot
             did = promoted + self.place_pending(store, lease, nodes, first, size, census)
+            if mono - self._resolved >= cfg.resolve_every:
+                moved = store.resolve_dependencies(lease, cfg.page)
+                # Moved jobs may have children of their own: look again at once.
+                self._resolved = 0.0 if moved else mono
+                did += moved
+            did += self.periodic.run_due(store, lease, cfg)
             if mono - self._reaped >= cfg.reap_every:
                 report = store.reap(lease, cfg.failure_timeout)
                 self._reaped = mono
+                self.totals["nodes_reaped"] += len(report.dead_nodes)
+                self.totals["lease_expiries"] += report.retried + report.dead_jobs
+                self.totals["jobs_requeued"] += report.requeued
                 if report.dead_nodes:
                     log.warning(
                         "nodes dead (missed heartbeats for %.1f s): %s; requeued %d assigned, "
@@ -159,6 +188,7 @@ class Scheduler:
                     log.info("pruned %d finished jobs older than %.0f s", pruned, cfg.retention)
             if mono - self._published >= cfg.stats_every:
                 store.put_stats(STATS_NAME, self.stats())
+                self._save_rates(store)
                 self._published = mono
         except LeaseLost:
             log.warning("lost leadership (token %d): fenced out", lease.token)
@@ -207,6 +237,8 @@ class Scheduler:
         scanned = 0
         size = min(cfg.page, max(cfg.min_page, free))
         by_node = {n.id: n for n in nodes}
+        usage: dict[str, int] = {}  # concurrency keys: assigned + running, this cycle
+        held: Counter[str] = Counter()
         while scanned < cfg.max_scan:
             if free <= 0 or not nodes:
                 if not census:
@@ -228,23 +260,69 @@ class Scheduler:
                 if result.assignments:  # cannot happen with no room, but never drop work
                     placed += self._assign(store, lease, result.assignments, page, by_node)
                 break
-            result = place(page, nodes, self.policy)
+            admitted = self._admit(store, page, usage, held)
+            result = place(admitted, nodes, self.policy)
             unplaceable.update(result.never.values())
             waiting += result.waiting
             if result.assignments:
-                n = self._assign(store, lease, result.assignments, page, by_node)
+                n = self._assign(store, lease, result.assignments, admitted, by_node)
                 placed += n
                 free -= n
+                if admitted is not page:  # some jobs have limits: count these placements
+                    chosen = {a.job_id for a in result.assignments}
+                    now = time.monotonic()
+                    record_placed([j for j in admitted if j.id in chosen], usage, self.rates, now)
             if len(page) < size:
                 break
             size = min(cfg.page, size * 2)
         if census:
             self.unplaceable = unplaceable
             self.waiting = waiting
+            self.held = held
         if placed:
             self.placed_total += placed
             self._window.add(time.monotonic(), placed)
         return placed
+
+    def _admit(
+        self, store: Store, page: list[PendingJob], usage: dict[str, int], held: Counter[str]
+    ) -> list[PendingJob]:
+        """The jobs of ``page`` their concurrency and rate limits allow, keyed jobs taking
+        fair turns (see ``rota.limits``); ``page`` itself when no job has a limit."""
+        if all(j.concurrency_key is None and j.rate_limit is None for j in page):
+            return page
+        ordered = fair_order(page)
+        unknown = sorted(
+            {
+                j.concurrency_key
+                for j in ordered
+                if j.concurrency_key is not None
+                and j.concurrency_limit > 0
+                and j.concurrency_key not in usage
+            }
+        )
+        if unknown:
+            usage.update(dict.fromkeys(unknown, 0))
+            usage.update(store.concurrency_usage(unknown))
+        admission = admit(ordered, usage, self.rates, time.monotonic())
+        held.update(admission.held)
+        return admission.jobs
+
+    def _take_over(self, store: Store) -> None:
+        """A new leadership: pick up the rate-limit state the last leader left and forget
+        what this process knew of schedules."""
+        saved = store.get_stats(RATES_NAME) or {}
+        offsets = saved.get("offsets")
+        self.rates = RateGate.restore(
+            offsets if isinstance(offsets, dict) else {}, time.monotonic()
+        )
+        self.periodic = PeriodicRunner()
+
+    def _save_rates(self, store: Store) -> None:
+        offsets = self.rates.export(time.monotonic())
+        if offsets or self._rates_saved:
+            store.put_stats(RATES_NAME, {"offsets": offsets})
+            self._rates_saved = offsets
 
     def _assign(
         self,
@@ -275,10 +353,15 @@ class Scheduler:
             "placed_total": self.placed_total,
             "cycles": self.cycles,
             "waiting": self.waiting,
+            **self.totals,  # leader_changes, nodes_reaped, lease_expiries, jobs_requeued
             "unplaceable": [
                 {"reason": reason, "jobs": count}
                 for reason, count in self.unplaceable.most_common(20)
             ],
+            "held": [
+                {"reason": reason, "jobs": count} for reason, count in self.held.most_common(20)
+            ],
+            "schedules": self.periodic.summary(),
         }
 
 

@@ -78,6 +78,11 @@ def collect(store: Store) -> dict[str, Any]:
             "waiting": stats.get("waiting"),
             "unplaceable": stats.get("unplaceable", []),
             "policy": stats.get("policy"),
+            # Cumulative across leaders (the scheduler's ``totals``), for /metrics.
+            "totals": {
+                key: int(stats.get(key) or 0)
+                for key in ("leader_changes", "nodes_reaped", "lease_expiries", "jobs_requeued")
+            },
         },
     }
 
@@ -186,3 +191,42 @@ def render_job(job: JobRecord, console: Console) -> None:
     console.print(table)
     if job.traceback:
         console.print(job.traceback, markup=False, highlight=False)
+
+
+def schedule_rows(store: Store) -> list[dict[str, Any]]:
+    """The store's periodic schedules with their last and next ticks (for the CLI and the
+    dashboard)."""
+    from rota.errors import InvalidOption
+    from rota.periodic import ScheduleSpec, latest_tick, next_tick
+
+    now = store.now()
+    rows: list[dict[str, Any]] = []
+    for rec in store.list_schedules():
+        row: dict[str, Any] = {"name": rec.name, "last_tick": rec.last_tick}
+        try:
+            spec = ScheduleSpec.from_json(rec.name, rec.spec)
+        except InvalidOption as exc:
+            row["error"] = str(exc)
+            rows.append(row)
+            continue
+        after = rec.last_tick if rec.last_tick is not None else latest_tick(spec, now)
+        upcoming = next_tick(spec, max(after, latest_tick(spec, now)))
+        row.update(
+            task=spec.job.get("task"),
+            cron=spec.cron,
+            tz=spec.tz,
+            missed=spec.missed,
+            grace=spec.grace,
+            next_tick=upcoming,
+            next_tick_iso=_iso(upcoming, spec.tz),
+            last_tick_iso=_iso(rec.last_tick, spec.tz) if rec.last_tick is not None else None,
+        )
+        rows.append(row)
+    return rows
+
+
+def _iso(ts: float, tz: str) -> str:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(ts, ZoneInfo(tz)).isoformat(timespec="seconds")

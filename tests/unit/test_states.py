@@ -6,6 +6,7 @@ from rota.states import (
     FINAL_STATES,
     TRANSITIONS,
     JobState,
+    after_parents,
     can_transition,
     outcome_after_failure,
     outcome_after_node_loss,
@@ -15,10 +16,27 @@ from rota.states import (
 
 def test_every_state_has_transitions_and_final_states_are_terminal() -> None:
     assert set(TRANSITIONS) == set(JobState)
-    for state in (JobState.SUCCEEDED, JobState.CANCELLED):
+    for state in (JobState.SUCCEEDED, JobState.CANCELLED, JobState.UPSTREAM_FAILED):
         assert TRANSITIONS[state] == frozenset()
     assert TRANSITIONS[JobState.DEAD] == {JobState.PENDING}  # only a manual retry
-    assert {JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED} == FINAL_STATES
+    assert {
+        JobState.SUCCEEDED,
+        JobState.DEAD,
+        JobState.CANCELLED,
+        JobState.UPSTREAM_FAILED,
+    } == FINAL_STATES
+
+
+def test_waiting_jobs_follow_their_parents() -> None:
+    ok, dead, run = JobState.SUCCEEDED, JobState.DEAD, JobState.RUNNING
+    assert after_parents([ok, ok]) is JobState.PENDING
+    assert after_parents([ok, run]) is None
+    assert after_parents([run, dead]) is JobState.UPSTREAM_FAILED  # no need to wait
+    assert after_parents([JobState.UPSTREAM_FAILED]) is JobState.UPSTREAM_FAILED
+    assert after_parents([JobState.CANCELLED, ok]) is JobState.UPSTREAM_FAILED
+    for nxt in (JobState.PENDING, JobState.UPSTREAM_FAILED, JobState.CANCELLED):
+        assert can_transition(JobState.WAITING, nxt)
+    assert not can_transition(JobState.WAITING, JobState.RUNNING)
 
 
 @pytest.mark.parametrize(

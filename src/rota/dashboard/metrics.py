@@ -112,6 +112,38 @@ def snapshot_metrics(data: dict[str, Any]) -> Iterator[Metric]:
     for u in s.get("unplaceable") or []:
         unplaceable.add_metric([str(u["reason"])], u["jobs"])
     yield unplaceable
+    totals = s.get("totals") or {}
+    for key, name, doc in _SCHEDULER_TOTALS:
+        counter = CounterMetricFamily(name, doc)
+        counter.add_metric([], totals.get(key) or 0)
+        yield counter
+
+
+# Cumulative counts the scheduler publishes (carried from leader to leader, so they only
+# reset when every scheduler restarts); the ``_total`` suffix is added by the exposition.
+_SCHEDULER_TOTALS = (
+    (
+        "leader_changes",
+        "rota_scheduler_leader_changes",
+        "Times a scheduler took the leader lease.",
+    ),
+    (
+        "nodes_reaped",
+        "rota_scheduler_nodes_reaped",
+        "Worker nodes declared dead for missed heartbeats.",
+    ),
+    (
+        "lease_expiries",
+        "rota_scheduler_lease_expiries",
+        "Running jobs whose lease expired (node dead or silent): attempt counted, "
+        "job retried or dead.",
+    ),
+    (
+        "jobs_requeued",
+        "rota_scheduler_jobs_requeued",
+        "Assigned jobs of dead nodes handed back to pending untouched.",
+    ),
+)
 
 
 def _gauge(name: str, doc: str, value: Any) -> GaugeMetricFamily:

@@ -318,6 +318,13 @@ _DOCUMENT: dict[str, Any] = {
                                 },
                             },
                             "policy": {"type": "string", "nullable": True},
+                            "totals": {
+                                "type": "object",
+                                "description": "Cumulative counts carried from leader to "
+                                "leader: leader_changes, nodes_reaped, lease_expiries, "
+                                "jobs_requeued",
+                                "additionalProperties": {"type": "integer"},
+                            },
                         },
                     },
                 },

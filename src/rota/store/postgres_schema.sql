@@ -40,9 +40,18 @@ CREATE TABLE jobs (
     error            text,
     traceback        text,
     cancel_requested boolean          NOT NULL DEFAULT false,
+    -- Workflows: parents that must succeed first (the job starts 'waiting').
+    depends_on       text[]           NOT NULL DEFAULT '{}',
+    pass_results     boolean          NOT NULL DEFAULT false,
+    workflow_id      text,
+    unique_key       text,                       -- see unique_keys
+    concurrency_key  text,
+    concurrency_limit integer         NOT NULL DEFAULT 0,
+    rate_limit       text,                       -- "<count>/<seconds>", read by the scheduler
+    has_children     boolean          NOT NULL DEFAULT false,  -- some job depends on it
     CONSTRAINT jobs_pkey PRIMARY KEY (id),
-    CONSTRAINT jobs_state_check CHECK (state IN ('scheduled', 'pending', 'assigned', 'running',
-        'retrying', 'succeeded', 'dead', 'cancelled'))
+    CONSTRAINT jobs_state_check CHECK (state IN ('waiting', 'scheduled', 'pending', 'assigned',
+        'running', 'retrying', 'succeeded', 'dead', 'cancelled', 'upstream_failed'))
 );
 
 CREATE UNIQUE INDEX jobs_seq_idx ON jobs (seq);
@@ -58,7 +67,58 @@ CREATE INDEX jobs_active_idx ON jobs (node_id) WHERE state IN ('assigned', 'runn
 CREATE INDEX jobs_lease_idx ON jobs (lease_expires_at) WHERE state = 'running';
 -- Final jobs by age (prune).
 CREATE INDEX jobs_finished_idx ON jobs (finished_at)
-    WHERE state IN ('succeeded', 'dead', 'cancelled');
+    WHERE state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed');
+-- Waiting children by parent (``depends_on && parents``): only waiting jobs are in it, so
+-- jobs without parents never touch it.
+CREATE INDEX jobs_children_idx ON jobs USING gin (depends_on) WHERE state = 'waiting';
+-- Assigned/running jobs by concurrency key (concurrency_usage); only keyed jobs are in it.
+CREATE INDEX jobs_concurrency_idx ON jobs (concurrency_key)
+    WHERE concurrency_key IS NOT NULL AND state IN ('assigned', 'running');
+
+-- Workflow settling, in two steps (see resolve_dependencies in postgres_queries.sql):
+-- settle_parents: jobs with children that became final (appended by the trigger below);
+-- settle_children: waiting jobs to look at again (children of those parents not looked at
+-- yet, and children submitted when a parent was final already).
+CREATE TABLE settle_parents (
+    seq       bigserial NOT NULL,
+    parent_id text      NOT NULL,
+    CONSTRAINT settle_parents_pkey PRIMARY KEY (seq)
+);
+
+CREATE TABLE settle_children (
+    job_id text NOT NULL,
+    CONSTRAINT settle_children_pkey PRIMARY KEY (job_id)
+);
+
+-- Every path that makes a job final (complete, cancel, release, reap, resolve) goes through
+-- this trigger; jobs without children only pay the test of has_children.
+CREATE FUNCTION rota_settle_parent() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$ BEGIN INSERT INTO settle_parents (parent_id) VALUES (NEW.id); RETURN NULL; END $$;
+
+CREATE TRIGGER jobs_settle AFTER UPDATE OF state ON jobs
+    FOR EACH ROW
+    WHEN (NEW.has_children AND NEW.state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
+        AND OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION rota_settle_parent();
+
+-- unique_key -> the job holding it (expires_at: its created_at + unique_for). Checked lazily
+-- at submit: a holder that is gone, final or expired is replaced.
+CREATE TABLE unique_keys (
+    key        text             NOT NULL,
+    job_id     text             NOT NULL,
+    expires_at double precision,
+    CONSTRAINT unique_keys_pkey PRIMARY KEY (key)
+);
+
+-- Periodic jobs: spec is JSON text the store does not read; last_tick the last tick handled.
+CREATE TABLE schedules (
+    name      text             NOT NULL,
+    spec      text             NOT NULL,
+    last_tick double precision,
+    CONSTRAINT schedules_pkey PRIMARY KEY (name)
+);
 
 CREATE TABLE nodes (
     id            text             NOT NULL,

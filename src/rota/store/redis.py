@@ -52,6 +52,7 @@ from rota.model import (
     Outcome,
     PendingJob,
     ReapReport,
+    ScheduleRecord,
 )
 from rota.states import FINAL_STATES, JobState
 from rota.store.base import Store
@@ -176,7 +177,7 @@ def _nodes(rows: Any, states: Sequence[NodeState] | None) -> list[NodeRecord]:
 
 
 def _pending(flat: Any) -> list[PendingJob]:
-    """``PendingJob``s from ``pending_jobs`` rows (7 fields each)."""
+    """``PendingJob``s from ``pending_jobs`` rows (11 fields each, "" = none)."""
     loads = orjson.loads
     return [
         PendingJob(
@@ -187,8 +188,12 @@ def _pending(flat: Any) -> list[PendingJob]:
             resources=loads(flat[i + 4]) if flat[i + 4] else {},
             labels=loads(flat[i + 5]) if flat[i + 5] else {},
             affinity=loads(flat[i + 6]) if flat[i + 6] else {},
+            task=flat[i + 7],
+            concurrency_key=flat[i + 8] or None,
+            concurrency_limit=int(flat[i + 9] or 0),
+            rate_limit=flat[i + 10] or None,
         )
-        for i in range(0, len(flat), 7)
+        for i in range(0, len(flat), 11)
     ]
 
 
@@ -224,7 +229,65 @@ def job_from_hash(job_id: str, h: dict[str, str]) -> JobRecord:
         traceback=get("traceback"),
         cancel_requested=get("cancel_requested") == "1",
         seq=int(h["seq"]),
+        depends_on=tuple(orjson.loads(h["depends_on"])) if "depends_on" in h else (),
+        pass_results=get("pass_results") == "1",
+        workflow_id=get("workflow_id"),
+        unique_key=get("unique_key"),
+        concurrency_key=get("concurrency_key"),
+        concurrency_limit=int(get("concurrency_limit", 0)),
+        rate_limit=get("rate_limit"),
     )
+
+
+def _submit_args(jobs: Sequence[NewJob]) -> tuple[bytes, bytes | str]:
+    """``submit``'s arguments: the rows [id, task, queue, payload, priority, delay, eta,
+    then the fields that differ from their default as name, value], and the specials
+    [index (1-based), parents, unique key, unique_for] of the jobs with ``depends_on`` or a
+    ``unique_key`` ("" when there are none), as JSON."""
+    dumps = orjson.dumps
+    rows = []
+    specials: list[list[Any]] = []
+    for i, j in enumerate(jobs, 1):
+        row: list[Any] = [
+            j.id,
+            j.task,
+            j.queue,
+            j.payload,
+            j.priority,
+            _num(j.delay) if j.delay else "",
+            "" if j.eta is None else _num(j.eta),
+        ]
+        if j.max_attempts != 1:
+            row += ("max_attempts", j.max_attempts)
+        if j.timeout is not None:
+            row += ("timeout", _num(j.timeout))
+        if j.resources:
+            row += ("resources", dumps(j.resources).decode())
+        if j.labels:
+            row += ("labels", dumps(j.labels).decode())
+        if j.affinity:
+            row += ("affinity", dumps(j.affinity).decode())
+        if j.backoff_base != DEFAULT_BASE:
+            row += ("backoff_base", _num(j.backoff_base))
+        if j.backoff_max != DEFAULT_MAX:
+            row += ("backoff_max", _num(j.backoff_max))
+        if j.concurrency_key is not None:
+            row += ("concurrency_key", j.concurrency_key)
+        if j.concurrency_limit:
+            row += ("concurrency_limit", j.concurrency_limit)
+        if j.rate_limit is not None:
+            row += ("rate_limit", j.rate_limit)
+        if j.pass_results:
+            row += ("pass_results", "1")
+        if j.workflow_id is not None:
+            row += ("workflow_id", j.workflow_id)
+        if j.unique_key is not None:
+            row += ("unique_key", j.unique_key)
+        if j.depends_on or j.unique_key is not None:
+            unique_for = "" if j.unique_for is None else _num(j.unique_for)
+            specials.append([i, list(j.depends_on), j.unique_key or "", unique_for])
+        rows.append(row)
+    return dumps(rows), dumps(specials) if specials else ""
 
 
 def _lease(name: str, reply: Any) -> Lease | None:
@@ -321,6 +384,8 @@ class RedisStore(Store):
                 raise LeaseLost(message.removeprefix("ROTA_LEASE_LOST ")) from None
             if message.startswith("ROTA_DUPLICATE"):
                 raise SubmitError(message.removeprefix("ROTA_DUPLICATE ")) from None
+            if message.startswith("ROTA_INVALID"):
+                raise InvalidOption(message.removeprefix("ROTA_INVALID ")) from None
             raise StoreError(f"Redis at {self._where} refused an operation: {exc}") from exc
         except RedisError as exc:
             raise StoreError(f"Redis at {self._where}: {exc}") from exc
@@ -383,35 +448,9 @@ class RedisStore(Store):
     def submit(self, jobs: Sequence[NewJob]) -> list[str]:
         if not jobs:
             return []
-        dumps = orjson.dumps
-        rows = []
-        for j in jobs:
-            # [id, task, queue, payload, priority, delay, eta, then non-default fields]
-            row: list[Any] = [
-                j.id,
-                j.task,
-                j.queue,
-                j.payload,
-                j.priority,
-                _num(j.delay) if j.delay else "",
-                "" if j.eta is None else _num(j.eta),
-            ]
-            if j.max_attempts != 1:
-                row += ("max_attempts", j.max_attempts)
-            if j.timeout is not None:
-                row += ("timeout", _num(j.timeout))
-            if j.resources:
-                row += ("resources", dumps(j.resources).decode())
-            if j.labels:
-                row += ("labels", dumps(j.labels).decode())
-            if j.affinity:
-                row += ("affinity", dumps(j.affinity).decode())
-            if j.backoff_base != DEFAULT_BASE:
-                row += ("backoff_base", _num(j.backoff_base))
-            if j.backoff_max != DEFAULT_MAX:
-                row += ("backoff_max", _num(j.backoff_max))
-            rows.append(row)
-        self._run("submit", [dumps(rows)], memo=True)
+        reply = self._run("submit", list(_submit_args(jobs)), memo=True)
+        if isinstance(reply, list):  # a unique key gave some job an existing id
+            return [str(x) for x in reply]
         return [j.id for j in jobs]
 
     def _hashes(self, job_ids: Sequence[str]) -> list[dict[str, str]]:
@@ -663,6 +702,45 @@ class RedisStore(Store):
             return None
         data: dict[str, Any] = orjson.loads(text)
         return data
+
+    # ---- workflows, periodic jobs and flow control --------------------------------
+    def resolve_dependencies(self, lease: Lease, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        return int(self._run("resolve_dependencies", [*self._lease_args(lease), limit], memo=True))
+
+    def concurrency_usage(self, keys: Sequence[str]) -> dict[str, int]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        counts: list[Any] = self._call(partial(self.redis.hmget, self.key("concurrency"), wanted))
+        return {k: int(n) for k, n in zip(wanted, counts, strict=True) if n and int(n) > 0}
+
+    def put_schedules(self, schedules: Sequence[ScheduleRecord]) -> None:
+        if not schedules:
+            return
+        args: list[Any] = []
+        for s in schedules:
+            args += (s.name, s.spec)
+        self._run("put_schedules", args)
+
+    def delete_schedules(self, names: Sequence[str]) -> int:
+        if not names:
+            return 0
+        return int(self._run("delete_schedules", list(names), memo=True))
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        specs, ticks = self._run("list_schedules", [])
+        last = _pairs(ticks)
+        return [
+            ScheduleRecord(name, spec, _f(last.get(name)))
+            for name, spec in sorted(_pairs(specs).items())
+        ]
+
+    def fire_schedule(self, lease: Lease, name: str, tick: float, job: NewJob | None) -> bool:
+        rows, specials = _submit_args([job]) if job is not None else (b"", "")
+        args = [*self._lease_args(lease), name, _num(tick), rows, specials]
+        return bool(self._run("fire_schedule", args, memo=True))
 
     def prune(self, older_than: float) -> int:
         total = 0

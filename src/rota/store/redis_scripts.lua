@@ -15,18 +15,43 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
                                 max_attempts timeout resources labels affinity backoff_base
                                 backoff_max created_at scheduled_at node_id token started_at
                                 finished_at lease_expires_at result error traceback
-                                cancel_requested seq. A missing field has its default:
-                                priority/attempts/token 0, max_attempts 1, backoff_base 1,
-                                backoff_max 300, scheduled_at = created_at, others None/{}.
+                                cancel_requested seq, and the flow fields depends_on (JSON
+                                list of parent ids) pass_results ("1") workflow_id
+                                unique_key concurrency_key concurrency_limit rate_limit
+                                (written by submit), children ("1": some job depends on
+                                this one; submit sets it on the parent). A missing field
+                                has its default: priority/attempts/token/concurrency_limit
+                                0, max_attempts 1, backoff_base 1, backoff_max 300,
+                                scheduled_at = created_at, others None/{}/().
                                 Written by every job script; EXPIRE result TTL once final.
   B.."jobs"             zset    seq -> id: every stored job (submit adds and checks it for
                                 duplicate ids with ZMSCORE, purge removes)
   B.."state:"..st       zset    seq -> id: jobs in state st (every transition moves it)
+  B.."children:"..id    set     ids of the waiting jobs that depend on job id (submit adds;
+                                resolve_dependencies removes the ones it settles, and the
+                                ones no longer waiting; purge deletes it)
+  B.."settle"           zset    enqueue time -> parent id: final jobs whose children
+                                resolve_dependencies must look at. finish() adds a job that
+                                has the "children" field; submit adds a parent that is
+                                already final; resolve_dependencies removes what it is done
+                                with. Jobs without children never touch it.
+  B.."unique:"..key     string  id of the job holding unique_key key (submit sets it, with
+                                PX = unique_for when given; finish() deletes it if it still
+                                names the job). Checked lazily: a holder that is final or
+                                gone does not count.
+  B.."concurrency"      hash    concurrency_key -> number of assigned + running jobs with it
+                                (assign adds; leave_node, i.e. complete/cancel/release/reap,
+                                subtracts; a field at 0 is deleted). Jobs without a
+                                concurrency_key never touch it.
+  B.."schedules"        hash    schedule name -> spec (JSON text; put_schedules,
+                                delete_schedules)
+  B.."schedules:ticks"  hash    schedule name -> last tick handled (fire_schedule sets it,
+                                delete_schedules removes it)
   B.."counts"           hash    "<st>:<q>" -> number of jobs (every transition)
   B.."pending"          zset    all scores 0, member rank..id (rank = 8 hex of
                                 2^31-1-priority, 12 hex of seq): placement order, read
-                                with ZRANGEBYLEX. submit/promote/release/reap/retry add,
-                                assign/cancel remove.
+                                with ZRANGEBYLEX. submit/promote/release/reap/retry and
+                                resolve_dependencies add, assign/cancel remove.
   B.."delayed"          zset    due time -> id: scheduled and retrying jobs
                                 (submit/complete add, promote_due/cancel remove)
   B.."running"          zset    lease_expires_at -> id: running jobs (start_jobs adds,
@@ -97,6 +122,14 @@ local function count(queue, state, delta)
   COUNTS[f] = (COUNTS[f] or 0) + delta
 end
 
+-- Changes to "concurrency" (assigned + running jobs per concurrency key), sent by flush().
+local CONC = {}
+local function conc(key, delta)
+  CONC[key] = (CONC[key] or 0) + delta
+end
+
+local FINALS = { succeeded = true, dead = true, cancelled = true, upstream_failed = true }
+
 local WAKE = {}
 local function wake(key)
   WAKE[key] = true
@@ -153,6 +186,12 @@ local function flush()
     end
   end
   COUNTS = {}
+  for key, d in pairs(CONC) do
+    if d ~= 0 and redis.call('HINCRBY', B .. 'concurrency', key, d) <= 0 then
+      redis.call('HDEL', B .. 'concurrency', key)
+    end
+  end
+  CONC = {}
   for k in pairs(WAKE) do
     redis.call('LPUSH', k, '1')
     redis.call('LTRIM', k, 0, 0)
@@ -188,8 +227,10 @@ local function fence()
 end
 
 -- The fields of a job that transitions read; hot paths ask for fewer (state comes first).
+-- concurrency_key, children and unique_key are read by every load that may lead to
+-- leave_node() or finish(), which keep "concurrency", "settle" and "unique:*" true.
 local FULL = { 'state', 'queue', 'seq', 'priority', 'node_id', 'token', 'attempts',
-  'max_attempts', 'resources', 'cancel_requested' }
+  'max_attempts', 'resources', 'cancel_requested', 'concurrency_key', 'children', 'unique_key' }
 local function load(id, fields)
   fields = fields or FULL
   local v = redis.call('HMGET', jkey(id), unpack(fields))
@@ -246,6 +287,9 @@ local function leave_node(j)
     usage(n, j.resources, -1)
     EMPTIED[n] = true
   end
+  if j.concurrency_key then
+    conc(j.concurrency_key, -1)
+  end
 end
 
 -- Put job j (already off any node and out of "delayed") in pending; `clear` = fields to
@@ -278,6 +322,15 @@ local function finish(j, to, set, clear)
   defer('ZADD', B .. 'finished', NOW, j.id .. '\0' .. to .. ':' .. j.queue)
   if TTL > 0 then
     redis.call('EXPIRE', k, math.ceil(TTL))
+  end
+  if j.children then -- some job depends on it: resolve_dependencies looks at them
+    defer('ZADD', B .. 'settle', NOW, j.id)
+  end
+  if j.unique_key then -- let the key go (unless another job took it meanwhile)
+    local u = B .. 'unique:' .. j.unique_key
+    if redis.call('GET', u) == j.id then
+      redis.call('DEL', u)
+    end
   end
   if redis.call('EXISTS', B .. 'watch:' .. j.id) == 1 then -- someone waits for it
     local d = B .. 'done:' .. j.id -- deleted by retry_dead: never more than one element
@@ -340,7 +393,7 @@ local function purge(member)
     return 0
   end
   local state, queue = string.match(rest, '^([^:]*):(.*)$')
-  redis.call('DEL', jkey(id), B .. 'done:' .. id)
+  redis.call('DEL', jkey(id), B .. 'done:' .. id, B .. 'children:' .. id)
   redis.call('ZREM', B .. 'jobs', id)
   redis.call('ZREM', B .. 'state:' .. state, id)
   count(queue, state, -1)
@@ -356,7 +409,7 @@ end
 local function do_complete(outcomes)
   local acc = {}
   local fields = { 'state', 'token', 'node_id', 'queue', 'seq', 'resources', 'attempts',
-    'max_attempts', 'cancel_requested' }
+    'max_attempts', 'cancel_requested', 'concurrency_key', 'children', 'unique_key' }
   for i, o in ipairs(outcomes) do
     local j = load(o[1], fields)
     if j and j.state == 'running' and j.token == tonumber(o[2]) then
@@ -451,22 +504,28 @@ local function node_rows()
 end
 
 -- Pending jobs from ZRANGEBYLEX `start`: {id, queue, priority, seq, resources, labels,
--- affinity}... ("" = none).
+-- affinity, task, concurrency_key, concurrency_limit, rate_limit}... ("" = none).
 local function pending_rows(start, limit)
   local members = redis.call('ZRANGEBYLEX', B .. 'pending', start, '+', 'LIMIT', 0, limit)
   local out = {}
+  local n = 0
   for _, mem in ipairs(members) do
     local id = string.sub(mem, 21)
     local v = redis.call('HMGET', jkey(id), 'queue', 'priority', 'seq', 'resources', 'labels',
-      'affinity')
+      'affinity', 'task', 'concurrency_key', 'concurrency_limit', 'rate_limit')
     if v[1] then
-      out[#out + 1] = id
-      out[#out + 1] = v[1]
-      out[#out + 1] = v[2] or '0'
-      out[#out + 1] = v[3]
-      out[#out + 1] = v[4] or ''
-      out[#out + 1] = v[5] or ''
-      out[#out + 1] = v[6] or ''
+      out[n + 1] = id
+      out[n + 2] = v[1]
+      out[n + 3] = v[2] or '0'
+      out[n + 4] = v[3]
+      out[n + 5] = v[4] or ''
+      out[n + 6] = v[5] or ''
+      out[n + 7] = v[6] or ''
+      out[n + 8] = v[7] or ''
+      out[n + 9] = v[8] or ''
+      out[n + 10] = v[9] or ''
+      out[n + 11] = v[10] or ''
+      n = n + 11
     end
   end
   return out
@@ -490,93 +549,204 @@ local function do_promote(limit)
   return n
 end
 
+-- Store jobs: rows as submit's ARGV[3], specials as its ARGV[4] (a decoded list, in index
+-- order). Returns the number of jobs or, if a unique key replaced some job by an existing
+-- one, the list of ids; or nil and an error reply, having written nothing. Caller flushes.
+local function do_submit(jobs, specials)
+  local n = #jobs
+  local CHUNK = 1000 -- unpack() has a stack limit: bulk commands go in chunks
+  local index = {}
+  for c = 1, n, CHUNK do
+    local ids = {}
+    for i = c, math.min(c + CHUNK - 1, n) do
+      local id = jobs[i][1]
+      if index[id] then
+        return nil, redis.error_reply('ROTA_DUPLICATE job id ' .. id .. ' appears twice')
+      end
+      index[id] = i
+      ids[#ids + 1] = id
+    end
+    local found = redis.call('ZMSCORE', B .. 'jobs', unpack(ids))
+    for i = 1, #ids do
+      if found[i] then
+        return nil, redis.error_reply('ROTA_DUPLICATE job id ' .. ids[i] .. ' already exists')
+      end
+    end
+  end
+  -- Workflows and unique keys: decided before anything is written.
+  local replaced, parents_of, settle, takes = nil, {}, {}, {}
+  if #specials > 0 then
+    replaced = {}
+    local holders = {} -- unique key -> id, within this batch
+    for _, sp in ipairs(specials) do
+      local i, parents, ukey = sp[1], sp[2], sp[3]
+      local id = jobs[i][1]
+      if ukey ~= '' then
+        local holder = holders[ukey]
+        if not holder then
+          local h = redis.call('GET', B .. 'unique:' .. ukey)
+          if h then
+            local st = redis.call('HGET', jkey(h), 'state')
+            if st and not FINALS[st] then
+              holder = h
+            end
+          end
+        end
+        if holder then
+          replaced[i] = holder
+        else
+          holders[ukey] = id
+          local ms = sp[4] ~= '' and math.ceil(tonumber(sp[4]) * 1000) or nil
+          if not ms or ms > 0 then
+            takes[#takes + 1] = { ukey, id, ms }
+          end
+        end
+      end
+      if not replaced[i] and #parents > 0 then
+        local deps = {}
+        for _, p in ipairs(parents) do
+          local k = index[p]
+          local parent = p
+          if k and k >= i then
+            return nil, redis.error_reply('ROTA_INVALID parent ' .. p .. ' of job ' .. id ..
+              ' comes after it in the batch')
+          elseif k and replaced[k] then
+            parent = replaced[k] -- a parent deduplicated by its unique key
+            k = index[parent] -- its holder may be earlier in this batch
+          end
+          if not k then -- a job already stored
+            local st = redis.call('HGET', jkey(parent), 'state')
+            if not st then
+              return nil, redis.error_reply('ROTA_INVALID parent ' .. p .. ' of job ' .. id ..
+                ' does not exist')
+            elseif FINALS[st] then
+              settle[parent] = true
+            end
+          end
+          deps[#deps + 1] = parent
+        end
+        parents_of[i] = deps
+      end
+    end
+  end
+  local first = redis.call('INCRBY', B .. 'seq', n) - n
+  for c = 1, n, CHUNK do
+    local all, pmem, pend, sched, delayed, waiting = {}, {}, {}, {}, {}, {}
+    for i = c, math.min(c + CHUNK - 1, n) do
+      if not (replaced and replaced[i]) then
+        local a = jobs[i]
+        local id, queue, prio = a[1], a[3], a[5]
+        local seq = first + i
+        local f = { 'task', a[2], 'queue', queue, 'payload', a[4], 'created_at', NOWS,
+          'seq', seq }
+        if prio ~= 0 then
+          f[#f + 1] = 'priority'; f[#f + 1] = prio
+        end
+        local state = 'pending'
+        local deps = parents_of[i]
+        if deps then
+          state = 'waiting'
+          waiting[#waiting + 1] = seq; waiting[#waiting + 1] = id
+          f[#f + 1] = 'depends_on'; f[#f + 1] = cjson.encode(deps)
+        elseif a[6] ~= '' or a[7] ~= '' then
+          local due = NOW + (tonumber(a[6]) or 0)
+          if a[7] ~= '' then
+            due = tonumber(a[7])
+          end
+          f[#f + 1] = 'scheduled_at'; f[#f + 1] = fmt(due)
+          if due > NOW then
+            state = 'scheduled'
+            sched[#sched + 1] = seq; sched[#sched + 1] = id
+            delayed[#delayed + 1] = due; delayed[#delayed + 1] = id
+          end
+        end
+        if state == 'pending' then
+          pend[#pend + 1] = seq; pend[#pend + 1] = id
+          pmem[#pmem + 1] = 0; pmem[#pmem + 1] = rank(prio, seq) .. id
+        end
+        f[#f + 1] = 'state'; f[#f + 1] = state
+        for x = 8, #a do
+          f[#f + 1] = a[x]
+        end
+        redis.call('HSET', jkey(id), unpack(f))
+        all[#all + 1] = seq; all[#all + 1] = id
+        count(queue, state, 1)
+      end
+    end
+    if #all > 0 then
+      redis.call('ZADD', B .. 'jobs', unpack(all))
+    end
+    for key, t in pairs({ pending = pmem, ['state:pending'] = pend,
+      ['state:scheduled'] = sched, delayed = delayed, ['state:waiting'] = waiting }) do
+      if #t > 0 then
+        redis.call('ZADD', B .. key, unpack(t))
+      end
+    end
+  end
+  if not replaced then
+    return n
+  end
+  for i, deps in pairs(parents_of) do
+    local id = jobs[i][1]
+    for _, p in ipairs(deps) do
+      redis.call('SADD', B .. 'children:' .. p, id)
+      redis.call('HSET', jkey(p), 'children', '1')
+    end
+  end
+  for p in pairs(settle) do
+    redis.call('ZADD', B .. 'settle', NOW, p)
+  end
+  for _, t in ipairs(takes) do
+    if t[3] then
+      redis.call('SET', B .. 'unique:' .. t[1], t[2], 'PX', t[3])
+    else
+      redis.call('SET', B .. 'unique:' .. t[1], t[2])
+    end
+  end
+  if next(replaced) == nil then
+    return n
+  end
+  local ids = {}
+  for i = 1, n do
+    ids[i] = replaced[i] or jobs[i][1]
+  end
+  return ids
+end
+
 -- name: submit
 -- ARGV[3] = JSON list of [id, task, queue, payload, priority, delay, eta, field, value...]
--- (delay/eta "" = none; the optional fields are the ones that differ from their default).
--- All or none: a duplicate id refuses the whole batch before anything is written.
-if RID ~= '' and redis.call('EXISTS', B .. 'req:' .. RID) == 1 then
-  return 0 -- replay of a submit that was stored
+-- (delay/eta "" = none; the optional fields are the ones that differ from their default),
+-- ARGV[4] = JSON list of [index, parents, unique key, unique_for] for the jobs that have
+-- depends_on or a unique_key (absent or "" = none). All or none: a duplicate id or an
+-- unknown parent refuses the whole batch before anything is written. Returns the number of
+-- jobs, or (when a unique key gave some job an existing id) the list of ids.
+local m = memo_get()
+if m then
+  return m
 end
-local jobs = cjson.decode(ARGV[3])
-local n = #jobs
-local CHUNK = 1000 -- unpack() has a stack limit: bulk commands go in chunks
-local seen = {}
-for c = 1, n, CHUNK do
-  local ids = {}
-  for i = c, math.min(c + CHUNK - 1, n) do
-    local id = jobs[i][1]
-    if seen[id] then
-      return redis.error_reply('ROTA_DUPLICATE job id ' .. id .. ' appears twice')
-    end
-    seen[id] = true
-    ids[#ids + 1] = id
-  end
-  local found = redis.call('ZMSCORE', B .. 'jobs', unpack(ids))
-  for i = 1, #ids do
-    if found[i] then
-      return redis.error_reply('ROTA_DUPLICATE job id ' .. ids[i] .. ' already exists')
-    end
-  end
+local specials = {}
+if ARGV[4] and ARGV[4] ~= '' then
+  specials = cjson.decode(ARGV[4])
 end
-local first = redis.call('INCRBY', B .. 'seq', n) - n
-for c = 1, n, CHUNK do
-  local all, pmem, pend, sched, delayed = {}, {}, {}, {}, {}
-  for i = c, math.min(c + CHUNK - 1, n) do
-    local a = jobs[i]
-    local id, queue, prio = a[1], a[3], a[5]
-    local seq = first + i
-    local f = { 'task', a[2], 'queue', queue, 'payload', a[4], 'created_at', NOWS, 'seq', seq }
-    if prio ~= 0 then
-      f[#f + 1] = 'priority'; f[#f + 1] = prio
-    end
-    local state = 'pending'
-    if a[6] ~= '' or a[7] ~= '' then
-      local due = NOW + (tonumber(a[6]) or 0)
-      if a[7] ~= '' then
-        due = tonumber(a[7])
-      end
-      f[#f + 1] = 'scheduled_at'; f[#f + 1] = fmt(due)
-      if due > NOW then
-        state = 'scheduled'
-        sched[#sched + 1] = seq; sched[#sched + 1] = id
-        delayed[#delayed + 1] = due; delayed[#delayed + 1] = id
-      end
-    end
-    if state == 'pending' then
-      pend[#pend + 1] = seq; pend[#pend + 1] = id
-      pmem[#pmem + 1] = 0; pmem[#pmem + 1] = rank(prio, seq) .. id
-    end
-    f[#f + 1] = 'state'; f[#f + 1] = state
-    for x = 8, #a do
-      f[#f + 1] = a[x]
-    end
-    redis.call('HSET', jkey(id), unpack(f))
-    all[#all + 1] = seq; all[#all + 1] = id
-    count(queue, state, 1)
-  end
-  redis.call('ZADD', B .. 'jobs', unpack(all))
-  for key, t in pairs({ pending = pmem, ['state:pending'] = pend,
-    ['state:scheduled'] = sched, delayed = delayed }) do
-    if #t > 0 then
-      redis.call('ZADD', B .. key, unpack(t))
-    end
-  end
+local reply, err = do_submit(cjson.decode(ARGV[3]), specials)
+if err then
+  return err
 end
 wake(B .. 'wake:sched')
 flush()
-if RID ~= '' then
-  redis.call('SET', B .. 'req:' .. RID, '1', 'EX', MEMO_TTL)
-end
-return n
+memo_set(reply)
+return reply
 
 -- name: cancel
 -- ARGV[3] = job id. Returns the state after the call, or nil if there is no such job.
+-- A waiting job is cancelled at once (its entries in its parents' "children" sets go
+-- lazily, in resolve_dependencies).
 local j = load(ARGV[3])
 if not j then
   return false
 end
 local s = j.state
-if s == 'succeeded' or s == 'dead' or s == 'cancelled' then
+if FINALS[s] then
   return s
 end
 if s == 'running' then
@@ -937,7 +1107,7 @@ if e then
   return e
 end
 local node_state = {}
-local fields = { 'state', 'queue', 'seq', 'priority', 'token', 'resources' }
+local fields = { 'state', 'queue', 'seq', 'priority', 'token', 'resources', 'concurrency_key' }
 local n = 0
 for i = 6, #ARGV, 2 do
   local id, node = ARGV[i], ARGV[i + 1]
@@ -953,6 +1123,9 @@ for i = 6, #ARGV, 2 do
       defer('ZREM', B .. 'pending', r)
       defer('ZADD', B .. 'nassigned:' .. node, 0, r)
       usage(node, j.resources, 1)
+      if j.concurrency_key then
+        conc(j.concurrency_key, 1)
+      end
       move(j, 'assigned')
       redis.call('HSET', jkey(id), 'state', 'assigned', 'node_id', node, 'token', j.token + 1)
       wake(B .. 'wake:node:' .. node)
@@ -994,3 +1167,147 @@ flush()
 local reply = { n, #old >= limit and 1 or 0 }
 memo_set(reply)
 return reply
+
+-- name: resolve_dependencies
+-- ARGV[3..5] = lease, ARGV[6] = limit. Fenced. Looks at the waiting children of the jobs
+-- in "settle" (oldest first): to pending once every parent succeeded, to upstream_failed
+-- as soon as one is dead, cancelled, upstream_failed or gone. Moves at most `limit` jobs;
+-- a parent stays in "settle" until all its children were looked at. Returns how many moved.
+local m = memo_get()
+if m then
+  return m
+end
+local e = fence()
+if e then
+  return e
+end
+local limit = tonumber(ARGV[6])
+local moved = 0
+local parent_state = {} -- id -> state (false: gone), read once per call
+local function state_of(id)
+  local st = parent_state[id]
+  if st == nil then
+    st = redis.call('HGET', jkey(id), 'state')
+    parent_state[id] = st
+  end
+  return st
+end
+local fields = { 'state', 'queue', 'seq', 'priority', 'depends_on', 'children', 'unique_key' }
+local parents = redis.call('ZRANGE', B .. 'settle', 0, math.max(limit, 1) - 1)
+for _, p in ipairs(parents) do
+  if moved >= limit then
+    break
+  end
+  local ck = B .. 'children:' .. p
+  local all_seen = true
+  for _, c in ipairs(redis.call('SMEMBERS', ck)) do
+    if moved >= limit then
+      all_seen = false
+      break
+    end
+    local j = load(c, fields)
+    if not j or j.state ~= 'waiting' then
+      redis.call('SREM', ck, c)
+    else
+      local deps = cjson.decode(j.depends_on or '[]')
+      local failed, failed_state, ready = nil, nil, true
+      for _, q in ipairs(deps) do
+        local st = state_of(q)
+        if not st or (FINALS[st] and st ~= 'succeeded') then
+          failed, failed_state = q, st or 'gone'
+          break
+        elseif st ~= 'succeeded' then
+          ready = false
+        end
+      end
+      if failed or ready then
+        if failed then
+          finish(j, 'upstream_failed', { 'error', 'upstream failed: parent ' .. failed ..
+            ' is ' .. failed_state })
+          parent_state[c] = 'upstream_failed'
+        else
+          to_pending(j)
+        end
+        for _, q in ipairs(deps) do
+          redis.call('SREM', B .. 'children:' .. q, c)
+        end
+        moved = moved + 1
+      end
+    end
+  end
+  if all_seen then
+    redis.call('ZREM', B .. 'settle', p)
+  end
+end
+flush()
+memo_set(moved)
+return moved
+
+-- name: put_schedules
+-- ARGV[3..] = name, spec pairs. Creates or replaces specs; stored last ticks are kept.
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', B .. 'schedules', ARGV[i], ARGV[i + 1])
+end
+return 1
+
+-- name: delete_schedules
+-- ARGV[3..] = names. Returns how many existed.
+local m = memo_get()
+if m then
+  return m
+end
+local n = 0
+for i = 3, #ARGV do
+  n = n + redis.call('HDEL', B .. 'schedules', ARGV[i])
+  redis.call('HDEL', B .. 'schedules:ticks', ARGV[i])
+end
+memo_set(n)
+return n
+
+-- name: list_schedules
+-- Returns {HGETALL schedules, HGETALL schedules:ticks}.
+return { redis.call('HGETALL', B .. 'schedules'), redis.call('HGETALL', B .. 'schedules:ticks') }
+
+-- name: fire_schedule
+-- ARGV[3..5] = lease, ARGV[6] = name, ARGV[7] = tick, ARGV[8] = rows as submit's ARGV[3]
+-- (one job; "" = skip the tick), ARGV[9] = specials as submit's ARGV[4]. Fenced. If the
+-- schedule exists, its last tick is unset or earlier than tick, and the job's id is new:
+-- sets the last tick and stores the job in one step and returns 1; else changes nothing
+-- and returns 0.
+local m = memo_get()
+if m then
+  return m
+end
+local e = fence()
+if e then
+  return e
+end
+local name, tick = ARGV[6], tonumber(ARGV[7])
+if redis.call('HEXISTS', B .. 'schedules', name) == 0 then
+  return 0
+end
+local last = redis.call('HGET', B .. 'schedules:ticks', name)
+if last and tonumber(last) >= tick then
+  return 0
+end
+if ARGV[8] ~= '' then
+  local jobs = cjson.decode(ARGV[8])
+  for _, a in ipairs(jobs) do
+    if redis.call('ZSCORE', B .. 'jobs', a[1]) or redis.call('EXISTS', jkey(a[1])) == 1 then
+      return 0 -- that tick's job exists: never overwrite it
+    end
+  end
+  local specials = {}
+  if ARGV[9] ~= '' then
+    specials = cjson.decode(ARGV[9])
+  end
+  local _, err = do_submit(jobs, specials)
+  if err then
+    return err
+  end
+  wake(B .. 'wake:sched')
+end
+redis.call('HSET', B .. 'schedules:ticks', name, ARGV[7])
+flush()
+memo_set(1)
+return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,8 +30,9 @@ from rota.model import (
     OutcomeKind,
     PendingJob,
     ReapReport,
+    ScheduleRecord,
 )
-from rota.states import JobState
+from rota.states import FAILED_STATES, FINAL_STATES, JobState, after_parents
 from rota.store.base import Store
 from rota.store.named_queries import load_queries
 from rota.store.sqlite_wal import (
@@ -48,6 +50,7 @@ log = logging.getLogger("rota.store.sqlite")
 _SPEC_CACHE = 16384  # decoded node specs kept for list_nodes
 _AUTOCHECKPOINT = 10000  # WAL pages before a committing writer checkpoints in-line itself
 _WAL_SIZE_LIMIT = 32 * 1024 * 1024  # bytes the WAL file is cut back to when it starts over
+_ADDED_COLUMN = re.compile(r"ADD COLUMN (\w+)")
 
 
 def sqlite_path(url: str) -> str:
@@ -94,7 +97,39 @@ def job_from_row(row: Sequence[Any]) -> JobRecord:
         traceback=row[23],
         cancel_requested=bool(row[24]),
         seq=row[25],
+        depends_on=tuple(orjson.loads(row[26])) if row[26] else (),
+        pass_results=bool(row[27]),
+        workflow_id=row[28],
+        unique_key=row[29],
+        concurrency_key=row[30],
+        concurrency_limit=row[31],
+        rate_limit=row[32],
     )
+
+
+def _uses_flow(job: NewJob) -> bool:
+    """Whether a job sets one of the flow options (then its row has the flow columns)."""
+    return bool(
+        job.depends_on
+        or job.unique_key is not None
+        or job.concurrency_key is not None
+        or job.rate_limit is not None
+        or job.workflow_id is not None
+        or job.pass_results
+    )
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a script, trigger bodies (``BEGIN ... END;``) kept whole."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \n;"):
+        yield pending
 
 
 def _started(rows: list[Any]) -> list[JobRecord]:
@@ -136,6 +171,40 @@ def node_spec_from_json(text: str | bytes) -> NodeSpec:
     )
 
 
+def _job_row(job: NewJob, now: float, parents: tuple[str, ...] | None) -> dict[str, Any]:
+    """The parameters of ``insert_job`` (``parents is None``) or ``insert_flow_job`` for
+    ``job``; a job with parents starts waiting."""
+    due = job.eta if job.eta is not None else now + job.delay
+    row = {
+        "id": job.id,
+        "task": job.task,
+        "queue": job.queue,
+        "payload": job.payload,
+        "priority": job.priority,
+        "state": "scheduled" if due > now else "pending",
+        "max_attempts": job.max_attempts,
+        "timeout": job.timeout,
+        "resources": _json(job.resources),
+        "labels": _json(job.labels),
+        "affinity": _json(job.affinity),
+        "backoff_base": job.backoff_base,
+        "backoff_max": job.backoff_max,
+        "now": now,
+        "scheduled_at": due,
+    }
+    if parents is not None:
+        if parents:
+            row["state"] = "waiting"
+        row["depends_on"] = _json(list(parents)) if parents else None
+        row["pass_results"] = int(job.pass_results)
+        row["workflow_id"] = job.workflow_id
+        row["unique_key"] = job.unique_key
+        row["concurrency_key"] = job.concurrency_key
+        row["concurrency_limit"] = job.concurrency_limit
+        row["rate_limit"] = job.rate_limit
+    return row
+
+
 class SQLiteStore(Store):
     """Store in one SQLite file (``sqlite:///path``)."""
 
@@ -163,9 +232,19 @@ class SQLiteStore(Store):
         self._watch_tried = False
 
     def _create_schema(self) -> None:
-        for statement in Q["schema"].split(";"):
-            if statement.strip():
+        """Create what is missing: tables, then the columns later versions added (a
+        database made by an earlier version gets them here), then what uses them."""
+        for statement in _statements(Q["schema"]):
+            self.db.execute(statement)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+        for statement in _statements(Q["jobs_columns"]):
+            added = _ADDED_COLUMN.search(statement)
+            column = added.group(1) if added else ""
+            if column not in columns:
+                log.info("adding column jobs.%s to %s", column, self.path)
                 self.db.execute(statement)
+        for statement in _statements(Q["schema_after_columns"]):
+            self.db.execute(statement)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:
@@ -226,36 +305,88 @@ class SQLiteStore(Store):
     # ---- producers and operators ---------------------------------------------------
     def submit(self, jobs: Sequence[NewJob]) -> list[str]:
         with self._write() as cur:
-            now = self._now(cur)
-            rows = []
-            for job in jobs:
-                due = job.eta if job.eta is not None else now + job.delay
-                rows.append(
-                    {
-                        "id": job.id,
-                        "task": job.task,
-                        "queue": job.queue,
-                        "payload": job.payload,
-                        "priority": job.priority,
-                        "state": "scheduled" if due > now else "pending",
-                        "max_attempts": job.max_attempts,
-                        "timeout": job.timeout,
-                        "resources": _json(job.resources),
-                        "labels": _json(job.labels),
-                        "affinity": _json(job.affinity),
-                        "backoff_base": job.backoff_base,
-                        "backoff_max": job.backoff_max,
-                        "now": now,
-                        "scheduled_at": due,
-                    }
-                )
-            try:
-                cur.executemany(Q["insert_job"], rows)
-            except sqlite3.IntegrityError as exc:  # rolled back: nothing is stored
-                raise SubmitError(
-                    f"a job with one of these ids is already stored ({exc})"
-                ) from None
+            return self._insert(cur, self._now(cur), jobs)
+
+    def _insert(self, cur: sqlite3.Cursor, now: float, jobs: Sequence[NewJob]) -> list[str]:
+        """Store ``jobs`` inside the caller's write transaction (see ``submit``)."""
+        if any(_uses_flow(job) for job in jobs):
+            return self._insert_flow(cur, now, jobs)
+        rows = [_job_row(job, now, None) for job in jobs]
+        self._insert_rows(cur, Q["insert_job"], rows)
         return [job.id for job in jobs]
+
+    def _insert_rows(self, cur: sqlite3.Cursor, query: str, rows: list[dict[str, Any]]) -> None:
+        try:
+            cur.executemany(query, rows)
+        except sqlite3.IntegrityError as exc:  # the caller rolls back: nothing is stored
+            raise SubmitError(f"a job with one of these ids is already stored ({exc})") from None
+
+    def _insert_flow(self, cur: sqlite3.Cursor, now: float, jobs: Sequence[NewJob]) -> list[str]:
+        """Submit with uniqueness and dependencies: a job whose unique key is held by an
+        unfinished job gives that job's id instead (a child naming it then depends on that
+        job); a child's parents must be stored or earlier in the batch; edges go to
+        ``job_deps``, and a child whose parent is final already is queued to settle."""
+        returned: list[str] = []
+        rows: list[dict[str, Any]] = []
+        batch: set[str] = set()  # ids stored by this batch so far
+        instead: dict[str, str] = {}  # id of a job not stored (unique) -> the id returned
+        keys: dict[str, str] = {}  # unique keys taken by this batch -> job id
+        states: dict[str, str | None] = {}  # stored parents' states (None: not stored)
+        taken: list[dict[str, Any]] = []
+        edges: list[tuple[str, str]] = []
+        settle: list[str] = []
+        for job in jobs:
+            key = job.unique_key
+            if key is not None:
+                holder = keys.get(key)
+                if holder is None:
+                    holder = self._unique_holder(cur, now, key)
+                if holder is not None:
+                    returned.append(holder)
+                    instead[job.id] = holder
+                    continue
+                keys[key] = job.id
+                expires = None if job.unique_for is None else now + job.unique_for
+                taken.append({"key": key, "job_id": job.id, "expires_at": expires})
+            parents = tuple(dict.fromkeys(instead.get(p, p) for p in job.depends_on))
+            final_parent = False
+            for parent in parents:
+                if parent not in batch:
+                    if parent not in states:
+                        row = cur.execute(Q["job_state"], (parent,)).fetchone()
+                        states[parent] = row[0] if row else None
+                    state = states[parent]
+                    if state is None:
+                        raise InvalidOption(
+                            f"job {job.id} depends on unknown job {parent!r}: a parent must "
+                            "be stored already or come earlier in the same submit"
+                        )
+                    final_parent = final_parent or JobState(state) in FINAL_STATES
+                edges.append((parent, job.id))
+            if final_parent:
+                settle.append(job.id)
+            rows.append(_job_row(job, now, parents))
+            batch.add(job.id)
+            returned.append(job.id)
+        self._insert_rows(cur, Q["insert_flow_job"], rows)
+        if taken:
+            cur.executemany(Q["take_unique"], taken)
+        if edges:
+            cur.executemany(Q["insert_edge"], edges)
+            cur.executemany(Q["mark_parent"], [(p,) for p in dict.fromkeys(p for p, _ in edges)])
+        if settle:
+            cur.executemany(Q["queue_settle"], [(c,) for c in settle])
+        return returned
+
+    def _unique_holder(self, cur: sqlite3.Cursor, now: float, key: str) -> str | None:
+        """The unfinished, unexpired job holding ``key``, if any."""
+        row = cur.execute(Q["unique_holder"], (key,)).fetchone()
+        if row is None or row[1] is None or JobState(row[1]) in FINAL_STATES:
+            return None
+        if row[2] is not None and now >= row[2]:
+            return None
+        holder: str = row[0]
+        return holder
 
     def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
         ids = list(job_ids)
@@ -582,6 +713,10 @@ class SQLiteStore(Store):
                 resources=orjson.loads(r[4]),
                 labels=orjson.loads(r[5]),
                 affinity=orjson.loads(r[6]),
+                task=r[7],
+                concurrency_key=r[8],
+                concurrency_limit=r[9],
+                rate_limit=r[10],
             )
             for r in rows
         ]
@@ -611,6 +746,82 @@ class SQLiteStore(Store):
             return None
         data: dict[str, Any] = orjson.loads(row[0])
         return data
+
+    # ---- workflows, periodic jobs and flow control --------------------------------
+    def resolve_dependencies(self, lease: Lease, limit: int) -> int:
+        cur = self.db.cursor()
+        if limit <= 0 or not cur.execute(Q["any_to_settle"]).fetchone()[0]:
+            self._check_lease(cur, lease, self._now(cur))  # fenced, without a write
+            return 0
+        with self._write() as cur:
+            now = self._now(cur)
+            self._check_lease(cur, lease, now)
+            queued: list[int] = []
+            parents: dict[str, list[tuple[str, JobState]]] = {}
+            for r, child, state, parent, parent_state in cur.execute(
+                Q["settle_batch"], {"limit": limit}
+            ):
+                if not queued or queued[-1] != r:
+                    queued.append(r)
+                if state != JobState.WAITING:
+                    continue  # gone, cancelled or settled already
+                # A parent pruned meanwhile had succeeded: a failed one settles its
+                # children when it ends, long before it can be pruned.
+                found = parents.setdefault(child, [])
+                if parent is not None:
+                    found.append((parent, JobState(parent_state or JobState.SUCCEEDED)))
+            # Unqueue first: a job settled below re-queues its own children (trigger), and
+            # one of them may be among those just read.
+            cur.execute(Q["unqueue_settle"], (_json(queued),))
+            ready: list[str] = []
+            failed: list[dict[str, Any]] = []
+            for child, found in parents.items():
+                outcome = after_parents([s for _, s in found])
+                if outcome is JobState.PENDING:
+                    ready.append(child)
+                elif outcome is JobState.UPSTREAM_FAILED:
+                    culprit, st = next((p, s) for p, s in found if s in FAILED_STATES)
+                    error = f"upstream failed: parent {culprit} is {st.value}"
+                    failed.append({"id": child, "now": now, "error": error})
+            moved = 0
+            if ready:
+                moved += cur.execute(Q["parents_succeeded"], (_json(ready),)).rowcount
+            if failed:
+                cur.executemany(Q["upstream_failed"], failed)
+                moved += max(cur.rowcount, 0)
+        return moved
+
+    def concurrency_usage(self, keys: Sequence[str]) -> dict[str, int]:
+        if not keys:
+            return {}
+        rows = self.db.execute(Q["concurrency_usage"], (_json(list(keys)),))
+        return {key: count for key, count in rows}
+
+    def put_schedules(self, schedules: Sequence[ScheduleRecord]) -> None:
+        with self._write() as cur:
+            cur.executemany(
+                Q["put_schedule"], [{"name": s.name, "spec": s.spec} for s in schedules]
+            )
+
+    def delete_schedules(self, names: Sequence[str]) -> int:
+        with self._write() as cur:
+            cur.executemany(Q["delete_schedule"], [(n,) for n in names])
+            return max(cur.rowcount, 0)
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        return [ScheduleRecord(n, s, t) for n, s, t in self.db.execute(Q["list_schedules"])]
+
+    def fire_schedule(self, lease: Lease, name: str, tick: float, job: NewJob | None) -> bool:
+        with self._write() as cur:
+            now = self._now(cur)
+            self._check_lease(cur, lease, now)
+            if job is not None and cur.execute(Q["job_exists"], (job.id,)).fetchone()[0]:
+                return False  # that tick's job is stored already: never overwrite it
+            if cur.execute(Q["fire_schedule"], {"name": name, "tick": tick}).rowcount == 0:
+                return False
+            if job is not None:
+                self._insert(cur, now, [job])
+            return True
 
     def prune(self, older_than: float) -> int:
         with self._write() as cur:

@@ -11,6 +11,20 @@
 --           ANALYZE statistics the planner may prefer a worse one. A partial index
 --           ``WHERE state IN (a, b)`` serves ``state = a`` only when the query also says
 --           ``state IN (a, b)``, hence the redundant terms below.
+--           Flow columns (issue 5): depends_on (JSON array of parent ids, NULL for none),
+--           pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
+--           rate_limit; has_children is set on a job once a child names it as a parent.
+--           Databases made before these columns get them from ``jobs_columns`` (ALTER
+--           TABLE) when a store opens them.
+--   job_deps    (parent, child) edges of workflows, by parent.
+--   job_settle  children to look at again: the trigger ``jobs_settle`` adds the waiting
+--           children of a job that becomes final (only jobs with has_children, so other
+--           jobs pay one test of a flag); submit adds a child whose parent is final
+--           already. resolve_dependencies reads it in FIFO order and empties it.
+--   job_unique  unique_key -> the job that holds it (expires_at = created_at + unique_for);
+--           the holder is checked lazily at submit (gone, final or expired: the key is
+--           taken over).
+--   schedules   periodic jobs: name, spec (JSON text the store does not read), last_tick.
 --   nodes   one row per worker node incarnation; spec is the registered NodeSpec as JSON.
 --   leases  named leases (the scheduler's) with a fencing token.
 --   stats   small JSON documents published by the scheduler.
@@ -42,7 +56,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT,
     error TEXT,
     traceback TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    depends_on TEXT,
+    pass_results INTEGER NOT NULL DEFAULT 0,
+    workflow_id TEXT,
+    unique_key TEXT,
+    concurrency_key TEXT,
+    concurrency_limit INTEGER NOT NULL DEFAULT 0,
+    rate_limit TEXT,
+    has_children INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (priority DESC, seq) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (scheduled_at) WHERE state IN ('scheduled', 'retrying');
@@ -71,6 +93,54 @@ CREATE TABLE IF NOT EXISTS stats (
     data TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS job_deps (
+    parent TEXT NOT NULL,
+    child TEXT NOT NULL,
+    PRIMARY KEY (parent, child)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_settle (
+    child TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS job_unique (
+    key TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    expires_at REAL
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    last_tick REAL
+);
+
+-- name: jobs_columns
+-- Columns added after the first release: each is added when a store opens a database
+-- that lacks it.
+ALTER TABLE jobs ADD COLUMN depends_on TEXT;
+ALTER TABLE jobs ADD COLUMN pass_results INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN workflow_id TEXT;
+ALTER TABLE jobs ADD COLUMN unique_key TEXT;
+ALTER TABLE jobs ADD COLUMN concurrency_key TEXT;
+ALTER TABLE jobs ADD COLUMN concurrency_limit INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN rate_limit TEXT;
+ALTER TABLE jobs ADD COLUMN has_children INTEGER NOT NULL DEFAULT 0;
+
+-- name: schema_after_columns
+-- Indexes and triggers on the added columns (after ``jobs_columns``).
+-- jobs_concurrency holds only jobs with a concurrency key: other jobs' state changes test
+-- the WHERE and write nothing.
+CREATE INDEX IF NOT EXISTS jobs_concurrency ON jobs (concurrency_key)
+WHERE concurrency_key IS NOT NULL AND state IN ('assigned', 'running');
+CREATE TRIGGER IF NOT EXISTS jobs_settle AFTER UPDATE OF state ON jobs
+WHEN NEW.has_children AND NEW.state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
+BEGIN
+    INSERT OR IGNORE INTO job_settle (child) SELECT child FROM job_deps WHERE parent = NEW.id;
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_pruned AFTER DELETE ON jobs
+WHEN OLD.has_children OR OLD.unique_key IS NOT NULL
+BEGIN
+    DELETE FROM job_deps WHERE parent = OLD.id;
+    DELETE FROM job_unique WHERE key = OLD.unique_key AND job_id = OLD.id;
+END;
 
 -- name: now
 SELECT (julianday('now') - 2440587.5) * 86400.0;
@@ -81,16 +151,97 @@ INSERT INTO jobs (id, task, queue, payload, priority, state, max_attempts, timeo
 VALUES (:id, :task, :queue, :payload, :priority, :state, :max_attempts, :timeout, :resources,
         :labels, :affinity, :backoff_base, :backoff_max, :now, :scheduled_at);
 
+-- name: insert_flow_job
+-- A job using one of the flow options (the plain insert leaves their columns at default).
+INSERT INTO jobs (id, task, queue, payload, priority, state, max_attempts, timeout, resources,
+                  labels, affinity, backoff_base, backoff_max, created_at, scheduled_at,
+                  depends_on, pass_results, workflow_id, unique_key, concurrency_key,
+                  concurrency_limit, rate_limit)
+VALUES (:id, :task, :queue, :payload, :priority, :state, :max_attempts, :timeout, :resources,
+        :labels, :affinity, :backoff_base, :backoff_max, :now, :scheduled_at,
+        :depends_on, :pass_results, :workflow_id, :unique_key, :concurrency_key,
+        :concurrency_limit, :rate_limit);
+
+-- name: job_exists
+SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?);
+
+-- name: unique_holder
+-- The job holding a unique key, with its state (NULL: pruned) and the key's expiry.
+SELECT u.job_id, j.state, u.expires_at
+FROM job_unique AS u LEFT JOIN jobs AS j ON j.id = u.job_id
+WHERE u.key = ?;
+
+-- name: take_unique
+INSERT INTO job_unique (key, job_id, expires_at) VALUES (:key, :job_id, :expires_at)
+ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, expires_at = excluded.expires_at;
+
+-- name: insert_edge
+INSERT OR IGNORE INTO job_deps (parent, child) VALUES (?, ?);
+
+-- name: mark_parent
+UPDATE jobs SET has_children = 1 WHERE id = ? AND has_children = 0;
+
+-- name: queue_settle
+INSERT OR IGNORE INTO job_settle (child) VALUES (?);
+
+-- name: any_to_settle
+SELECT EXISTS (SELECT 1 FROM job_settle);
+
+-- name: settle_batch
+-- The next :limit queued children with, for the waiting ones, each parent and its state
+-- (parent NULL: pruned), parents in depends_on order.
+SELECT s.r, s.child, c.state, d.value, p.state
+FROM (SELECT rowid AS r, child FROM job_settle ORDER BY rowid LIMIT :limit) AS s
+LEFT JOIN jobs AS c ON c.id = s.child
+LEFT JOIN json_each(CASE WHEN c.state = 'waiting' THEN c.depends_on END) AS d
+LEFT JOIN jobs AS p ON p.id = d.value
+ORDER BY s.r, d.key;
+
+-- name: unqueue_settle
+DELETE FROM job_settle WHERE rowid IN (SELECT value FROM json_each(?));
+
+-- name: parents_succeeded
+UPDATE jobs SET state = 'pending'
+WHERE id IN (SELECT value FROM json_each(?)) AND state = 'waiting';
+
+-- name: upstream_failed
+UPDATE jobs SET state = 'upstream_failed', finished_at = :now, error = :error
+WHERE id = :id AND state = 'waiting';
+
+-- name: concurrency_usage
+SELECT concurrency_key, count(*) FROM jobs INDEXED BY jobs_concurrency
+WHERE concurrency_key IN (SELECT value FROM json_each(?)) AND concurrency_key IS NOT NULL
+  AND state IN ('assigned', 'running')
+GROUP BY concurrency_key;
+
+-- name: put_schedule
+INSERT INTO schedules (name, spec) VALUES (:name, :spec)
+ON CONFLICT (name) DO UPDATE SET spec = excluded.spec;
+
+-- name: delete_schedule
+DELETE FROM schedules WHERE name = ?;
+
+-- name: list_schedules
+SELECT name, spec, last_tick FROM schedules ORDER BY name;
+
+-- name: fire_schedule
+UPDATE schedules SET last_tick = :tick
+WHERE name = :name AND (last_tick IS NULL OR last_tick < :tick);
+
 -- name: get_jobs
 SELECT id, task, queue, payload, priority, state, attempts, max_attempts, timeout, resources,
        labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
-       started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq
+       started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq,
+       depends_on, pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
+       rate_limit
 FROM jobs WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: list_jobs
 SELECT id, task, queue, payload, priority, state, attempts, max_attempts, timeout, resources,
        labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
-       started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq
+       started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq,
+       depends_on, pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
+       rate_limit
 FROM jobs
 WHERE (:state IS NULL OR state = :state)
   AND (:queue IS NULL OR queue = :queue)
@@ -108,7 +259,7 @@ SELECT state FROM jobs WHERE id = ?;
 -- name: cancel_waiting
 UPDATE jobs SET state = 'cancelled', finished_at = :now, lease_expires_at = NULL,
                 error = 'cancelled'
-WHERE id = :id AND state IN ('scheduled', 'retrying', 'pending', 'assigned');
+WHERE id = :id AND state IN ('waiting', 'scheduled', 'retrying', 'pending', 'assigned');
 
 -- name: cancel_running
 UPDATE jobs SET cancel_requested = 1 WHERE id = :id AND state = 'running';
@@ -165,7 +316,8 @@ WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_active
 RETURNING id, task, queue, payload, priority, state, attempts, max_attempts, timeout, resources,
           labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
           started_at, finished_at, lease_expires_at, result, error, traceback,
-          cancel_requested, seq;
+          cancel_requested, seq, depends_on, pass_results, workflow_id, unique_key,
+          concurrency_key, concurrency_limit, rate_limit;
 
 -- name: has_assigned
 SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_active
@@ -269,12 +421,16 @@ WHERE state IN ('assigned', 'running') AND state = 'running' AND attempts >= max
        OR node_id IN (SELECT id FROM nodes WHERE state IN ('dead', 'stopped')));
 
 -- name: pending_first
-SELECT id, queue, priority, seq, resources, labels, affinity FROM jobs INDEXED BY jobs_pending
+SELECT id, queue, priority, seq, resources, labels, affinity, task, concurrency_key,
+       concurrency_limit, rate_limit
+FROM jobs INDEXED BY jobs_pending
 WHERE state = 'pending'
 ORDER BY priority DESC, seq LIMIT :limit;
 
 -- name: pending_after
-SELECT id, queue, priority, seq, resources, labels, affinity FROM jobs INDEXED BY jobs_pending
+SELECT id, queue, priority, seq, resources, labels, affinity, task, concurrency_key,
+       concurrency_limit, rate_limit
+FROM jobs INDEXED BY jobs_pending
 WHERE state = 'pending' AND (priority < :priority OR (priority = :priority AND seq > :seq))
 ORDER BY priority DESC, seq LIMIT :limit;
 
@@ -299,7 +455,7 @@ SELECT data FROM stats WHERE name = ?;
 -- name: prune_jobs
 DELETE FROM jobs INDEXED BY jobs_finished
 WHERE finished_at IS NOT NULL AND finished_at < :cutoff
-  AND state IN ('succeeded', 'dead', 'cancelled');
+  AND state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed');
 
 -- name: prune_nodes
 DELETE FROM nodes WHERE state IN ('dead', 'stopped') AND gone_at < :cutoff;

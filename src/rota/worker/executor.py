@@ -6,7 +6,9 @@ that runs it. ``async def`` tasks run on the node's own event loop through
 :func:`run_async`. Both paths produce an :class:`ExecResult`.
 
 Wire protocol between the pool and a child (a Unix socket pair): frames of a 4-byte
-big-endian length followed by a JSON array (orjson; no pickle). Parent to child: ``(job_id, task_name, payload)``;
+big-endian length followed by a JSON array (orjson; no pickle). Parent to child: ``(job_id, task_name, payload,
+log_fields)`` (the job's structured log fields, which the child's log records carry while the
+job runs; see :func:`rota.logs.job_context`);
 child to parent: the fields of an ``ExecResult`` plus a "retiring" flag (the child exits
 after this reply). The parent never blocks: it reads with ``loop.add_reader`` and notices a
 child's death through a pidfd (Linux) or the process sentinel.
@@ -34,6 +36,7 @@ import sys
 import threading
 import traceback
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, Literal
@@ -42,6 +45,7 @@ import orjson
 
 from rota.app import Rota, Task
 from rota.errors import Retry
+from rota.logs import job_context
 from rota.payload import decode_arguments, dumps
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "ExecResult",
     "JobCancelled",
     "ProcessPool",
+    "cancel_requested",
     "describe_exception",
     "encode_result",
     "prepare",
@@ -228,6 +233,7 @@ async def run_async(
 # ---- the child process -----------------------------------------------------------------
 class _ChildState:
     running = False  # inside task code: SIGUSR1 raises JobCancelled
+    cancelled = False  # the current job was asked to stop (read by cancel_requested())
     idle = False  # blocked waiting for a job: SIGTERM exits at once
     exit_requested = False  # SIGTERM seen: exit after the current job
 
@@ -250,8 +256,16 @@ def _child_exit(code: int) -> None:
     os._exit(code)
 
 
+def cancel_requested() -> bool:
+    """Inside a sync task run by a worker: whether its job was cancelled. The task also gets
+    :class:`JobCancelled` raised once; a task that catches it (or polls this flag) has the
+    worker's cancel grace period to stop before its process is killed."""
+    return _state.cancelled
+
+
 def _on_sigusr1(signum: int, frame: FrameType | None) -> None:
     if _state.running:
+        _state.cancelled = True
         _state.running = False  # raise once: let the task clean up in peace
         raise JobCancelled("job cancelled")
 
@@ -312,7 +326,7 @@ def _setup_child(app: Rota, inherited_fds: list[int], parent_pid: int) -> None:
 def _call_in_child(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> ExecResult:
     try:
         try:
-            _state.running = True
+            _state.running, _state.cancelled = True, False
             value = task.fn(*args, **kwargs)
             if inspect.iscoroutine(value):
                 value = asyncio.run(value)
@@ -356,8 +370,10 @@ def _child_main(app: Rota, sock: socket.socket, inherited_fds: list[int], parent
             _child_exit(0)
         _state.idle = False
         try:
-            _job_id, task_name, payload = orjson.loads(body)
-            result = _execute(app, task_name, payload)
+            _job_id, task_name, payload, *rest = orjson.loads(body)
+            fields = rest[0] if rest and isinstance(rest[0], dict) else None
+            with job_context(fields):
+                result = _execute(app, task_name, payload)
         except BaseException as exc:  # never die silently
             result = _error_result(exc)
         reply = _encode_frame(
@@ -385,6 +401,7 @@ class _Job:
         "child",
         "fut",
         "id",
+        "log_fields",
         "payload",
         "task_name",
         "timeout",
@@ -398,12 +415,14 @@ class _Job:
         payload: str,
         timeout: float | None,
         fut: asyncio.Future[ExecResult],
+        log_fields: Mapping[str, Any] | None = None,
     ) -> None:
         self.id = job_id
         self.task_name = task_name
         self.payload = payload
         self.timeout = timeout
         self.fut = fut
+        self.log_fields = log_fields
         self.child: _Child | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.cancel_requested = False
@@ -470,11 +489,14 @@ class ProcessPool:
     Every method must be called from the event loop that ran :meth:`start`.
     """
 
-    def __init__(self, app: Rota, size: int) -> None:
+    def __init__(self, app: Rota, size: int, close_fds: Sequence[int] = ()) -> None:
+        """``close_fds``: descriptors of the parent that children must not keep open (a
+        listening socket, say)."""
         if size < 1:
             raise ValueError(f"a process pool needs at least one process, not {size}")
         self.app = app
         self.size = size
+        self.close_fds = tuple(close_fds)
         self._ctx = multiprocessing.get_context("fork")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._children: set[_Child] = set()  # started and not yet reaped
@@ -526,16 +548,23 @@ class ProcessPool:
             self._release(self._spawn())
 
     async def run(
-        self, job_id: str, task_name: str, payload: str, timeout: float | None
+        self,
+        job_id: str,
+        task_name: str,
+        payload: str,
+        timeout: float | None,
+        log_fields: Mapping[str, Any] | None = None,
     ) -> ExecResult:
-        """Run one job in a child and return how it ended. Waits (FIFO) for a free child."""
+        """Run one job in a child and return how it ended. Waits (FIFO) for a free child.
+        ``log_fields`` (``rota.logs.job_log_fields``): carried by the pool's log lines about
+        this job, and by every record the child logs while it runs the job."""
         if not self._started or self._loop is None:
             raise RuntimeError("the process pool is not started")
         if self._closing:
             raise RuntimeError("the process pool is closed")
         if job_id in self._jobs:
             raise ValueError(f"job {job_id} is already running in this pool")
-        job = _Job(job_id, task_name, payload, timeout, self._loop.create_future())
+        job = _Job(job_id, task_name, payload, timeout, self._loop.create_future(), log_fields)
         self._jobs[job_id] = job
         try:
             self._submit(job)
@@ -636,7 +665,7 @@ class ProcessPool:
         assert self._loop is not None
         child.job = job
         job.child = child
-        body = _encode_frame([job.id, job.task_name, job.payload])
+        body = _encode_frame([job.id, job.task_name, job.payload, job.log_fields])
         data = _HEADER.pack(len(body)) + body
         try:
             sent = child.sock.send(data)
@@ -821,7 +850,13 @@ class ProcessPool:
             else:
                 self._resolve(job, ExecResult("crashed", error=_died(code)))
         if code not in (0, None) and not child.killed:
-            log.warning("rota executor: child process %d died (exit code %s)", child.pid, code)
+            log.warning(
+                "rota executor: child process %d died (exit code %s)%s",
+                child.pid,
+                code,
+                "" if job is None else " running a job",
+                extra=None if job is None else job.log_fields,
+            )
         if not child.exited.done():
             child.exited.set_result(None)
         if not self._closing:
@@ -832,7 +867,7 @@ class ProcessPool:
         loop = self._loop
         assert loop is not None
         parent_sock, child_sock = socket.socketpair()
-        inherited = [parent_sock.fileno()]
+        inherited = [parent_sock.fileno(), *self.close_fds]
         for other in self._children:
             for fd in (other.sock.fileno(), other.pidfd):
                 if fd >= 0:

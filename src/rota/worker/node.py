@@ -16,16 +16,24 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar, cast
 
+from rota import tracing
 from rota.app import Rota
 from rota.backoff import retry_delay
 from rota.errors import CorruptPayload
+from rota.logs import job_context, job_log_fields
 from rota.model import JobRecord, NodeSpec, NodeState, Outcome, OutcomeKind
+from rota.payload import decode_arguments
 from rota.resources import Resources
 from rota.scheduler import Scheduler, SchedulerConfig
 from rota.store import Store, open_store
 from rota.worker.executor import ExecResult, ProcessPool, run_async
+from rota.workflow import with_parent_results
+
+if TYPE_CHECKING:
+    from rota.worker.metrics import LeaseLossReason, WorkerMetrics
+    from rota.worker.metrics import Outcome as MetricOutcome
 
 log = logging.getLogger("rota.worker")
 T = TypeVar("T")
@@ -48,7 +56,10 @@ class WorkerConfig:
     heartbeat_interval: float = 1.0
     lease_ttl: float = 5.0  # how long a running job's lease lasts without a heartbeat
     shutdown_grace: float = 10.0
+    cancel_grace: float = 5.0  # a cancelled sync job's time to stop before it is killed
     scheduler: SchedulerConfig | None = None  # also stand for the scheduler role
+    metrics_port: int | None = None  # serve Prometheus metrics here (0: any free port)
+    metrics_host: str = "127.0.0.1"
 
     def spec(self, node_id: str) -> NodeSpec:
         prefetch = self.prefetch if self.prefetch is not None else max(1, self.concurrency // 2)
@@ -93,6 +104,10 @@ class WorkerNode:
         self._scheduler: Scheduler | None = None
         self._scheduler_thread: threading.Thread | None = None
         self._claiming = False  # the claim loop runs (and reports outcomes itself)
+        self._tracing = app.tracing  # OpenTelemetry spans (rota.tracing)
+        self.metrics: WorkerMetrics | None = None  # set by run() when metrics_port is set
+        # Outcomes on their way to the store, by (job id, token): the job and its metric.
+        self._reporting: dict[tuple[str, int], tuple[JobRecord, MetricOutcome]] = {}
 
     # ---- store access off the event loop ----------------------------------------------
     async def _call(
@@ -148,9 +163,12 @@ class WorkerNode:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        if self.config.metrics_port is not None:
+            self._start_metrics(self.config.metrics_port, self.config.metrics_host)
         if any(not t.is_async for t in self.app.tasks.values()):
             size = self.config.processes or self.config.concurrency
-            self._pool = ProcessPool(self.app, size)
+            fd = self.metrics.fileno() if self.metrics is not None else None
+            self._pool = ProcessPool(self.app, size, close_fds=() if fd is None else (fd,))
             await self._pool.start()
         await self._register()
         if self.config.scheduler is not None:
@@ -184,8 +202,18 @@ class WorkerNode:
             if self._pool is not None:
                 await self._pool.close(0)
             await self._call(Store.close)
+            if self.metrics is not None:
+                await loop.run_in_executor(None, self.metrics.close)
             self._io.shutdown(wait=False)
             self._waiter.shutdown(wait=False, cancel_futures=True)
+
+    def _start_metrics(self, port: int, host: str) -> None:
+        from rota.worker.metrics import WorkerMetrics
+
+        self.metrics = WorkerMetrics()
+        self.metrics.track_in_flight(lambda: len(self.running))
+        bound = self.metrics.serve(port, host)
+        log.info("serving Prometheus metrics on http://%s:%d/metrics", host, bound)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stopping:
@@ -199,6 +227,8 @@ class WorkerNode:
         self.node_id = f"{self.config.name or socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         spec = self.config.spec(self.node_id)
         await self._retrying("registering", Store.register_node, spec)
+        if self.metrics is not None:
+            self.metrics.set_node(spec.id, spec.name)
         log.info(
             "node %s registered: %d slots (+%d prefetch), resources %s, labels %s, queues %s",
             spec.id,
@@ -286,24 +316,42 @@ class WorkerNode:
 
     def _launch(self, job: JobRecord) -> None:
         self.stats["started"] += 1
+        if self.metrics is not None:
+            self.metrics.job_started(job.task, job.queue)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s started", job.id, extra=job_log_fields(job, self.node_id))
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self.running[job.id] = _Running(job, task)
 
     async def _execute(self, job: JobRecord) -> None:
-        try:
-            result = await self._run_job(job)
-        except asyncio.CancelledError:
-            result = ExecResult(kind="cancelled", error="cancelled")
-        except Exception as exc:  # never let a job take the node down
-            log.exception("job %s: internal error", job.id)
-            result = ExecResult(kind="error", error=f"internal error: {exc!r}")
+        started = time.monotonic()
+        if self._tracing:
+            result = await tracing.traced_run(self._attempt, job, self.node_id)
+        else:
+            result = await self._attempt(job)
         entry = self.running.pop(job.id, None)
         if entry is not None and not entry.abandoned:
+            if self.metrics is not None:
+                self.metrics.job_ran(job.task, job.queue, time.monotonic() - started)
             # Queue the outcome before waking the claim loop: the flush then reaches the
             # I/O thread ahead of the next start, and the scheduler sees the room sooner.
             self._record(job, result)
         if self._wake is not None:
             self._wake.set()
+
+    async def _attempt(self, job: JobRecord) -> ExecResult:
+        """Run one attempt of ``job``; whatever is logged meanwhile in its context (the
+        task's own lines too) carries the job's fields (``rota.logs.job_context``)."""
+        with job_context(job_log_fields(job, self.node_id)):
+            try:
+                return await self._run_job(job)
+            except asyncio.CancelledError:
+                return ExecResult(kind="cancelled", error="cancelled")
+            except Exception as exc:  # never let a job take the node down
+                log.exception(
+                    "job %s: internal error", job.id, extra=job_log_fields(job, self.node_id)
+                )
+                return ExecResult(kind="error", error=f"internal error: {exc!r}")
 
     async def _run_job(self, job: JobRecord) -> ExecResult:
         task = self.app.tasks.get(job.task)
@@ -311,23 +359,35 @@ class WorkerNode:
             return ExecResult(
                 kind="error", error=f"task {job.task!r} is not registered on node {self.node_id}"
             )
-        if task.is_async:
-            try:
-                args, kwargs = job.arguments()
-            except CorruptPayload as exc:
-                return ExecResult(kind="error", error=f"corrupt payload: {exc}", fatal=True)
-            return await run_async(task, args, kwargs, job.timeout)
+        payload = job.payload
+        try:
+            if job.pass_results and job.depends_on:  # a workflow step: parents' results first
+                parents = await self._call(Store.get_jobs, list(job.depends_on))
+                payload = with_parent_results(payload, job.depends_on, parents)
+            if task.is_async:
+                args, kwargs = decode_arguments(payload)
+                return await run_async(task, args, kwargs, job.timeout)
+        except CorruptPayload as exc:
+            return ExecResult(kind="error", error=f"corrupt payload: {exc}", fatal=True)
         assert self._pool is not None
-        return await self._pool.run(job.id, job.task, job.payload, job.timeout)
+        return await self._pool.run(
+            job.id, job.task, payload, job.timeout, job_log_fields(job, self.node_id)
+        )
 
     def _record(self, job: JobRecord, res: ExecResult) -> None:
+        label: MetricOutcome
         if res.kind == "ok":
             outcome = Outcome(job.id, job.token, OutcomeKind.SUCCEEDED, result=res.result)
             self.stats["succeeded"] += 1
+            label = "succeeded"
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("job %s succeeded", job.id, extra=job_log_fields(job, self.node_id))
         elif res.kind == "cancelled":
             outcome = Outcome(
                 job.id, job.token, OutcomeKind.CANCELLED, error=res.error or "cancelled"
             )
+            label = "cancelled"
+            log.info("job %s cancelled", job.id, extra=job_log_fields(job, self.node_id))
         else:
             self.stats["failed"] += 1
             kind = OutcomeKind.FATAL if res.fatal else OutcomeKind.FAILED
@@ -338,15 +398,19 @@ class WorkerNode:
             outcome = Outcome(
                 job.id, job.token, kind, error=res.error, traceback=res.traceback, retry_delay=delay
             )
+            last = res.fatal or job.attempts >= job.max_attempts
+            label = "dead" if last else "retried" if res.kind == "retry" else "failed"
             log.info(
-                "job %s task=%s attempt=%d/%d failed (%s): %s",
+                "job %s attempt %d/%d failed (%s): %s; %s",
                 job.id,
-                job.task,
                 job.attempts,
                 job.max_attempts,
                 res.kind,
                 res.error,
+                "no attempt left" if last else f"next attempt in {delay:.1f} s",
+                extra=job_log_fields(job, self.node_id),
             )
+        self._reporting[(job.id, job.token)] = (job, label)
         self.outcomes.append(outcome)
         if self._flush_needed is not None:
             self._flush_needed.set()
@@ -370,15 +434,26 @@ class WorkerNode:
             self._count_refused(batch, accepted)
 
     def _count_refused(self, batch: list[Outcome], accepted: list[bool]) -> None:
+        metrics = self.metrics
         for outcome, ok in zip(batch, accepted, strict=True):
-            if not ok:
-                self.stats["refused"] += 1
-                log.warning(
-                    "job %s: outcome %s refused: lease lost (token %d is no longer current)",
-                    outcome.job_id,
-                    outcome.kind.value,
-                    outcome.token,
-                )
+            reported = self._reporting.pop((outcome.job_id, outcome.token), None)
+            if ok:
+                if metrics is not None and reported is not None:
+                    job, label = reported
+                    metrics.job_ended(job.task, job.queue, label)
+                continue
+            self.stats["refused"] += 1
+            log.warning(
+                "job %s: outcome %s refused: lease lost (token %d is no longer current)",
+                outcome.job_id,
+                outcome.kind.value,
+                outcome.token,
+                extra=job_log_fields(reported[0], self.node_id)
+                if reported is not None
+                else {"job": outcome.job_id, "node": self.node_id},
+            )
+            if metrics is not None and reported is not None:
+                metrics.lease_lost(reported[0].task, reported[0].queue, "refused")
 
     async def _heartbeat_loop(self) -> None:
         cfg = self.config
@@ -400,14 +475,27 @@ class WorkerNode:
                     len(self.running),
                 )
                 for job_id in list(self.running):
+                    self._lease_lost(job_id, "node_dead")
                     await self._abandon(job_id)
                 await self._register()
                 continue
             for job_id in reply.lost:
-                log.warning("job %s: lease lost; stopping it", job_id)
+                self._lease_lost(job_id, "heartbeat")
                 await self._abandon(job_id)
             for job_id in reply.cancel:
                 await self._cancel(job_id)
+
+    def _lease_lost(self, job_id: str, reason: LeaseLossReason) -> None:
+        entry = self.running.get(job_id)
+        if entry is None or entry.abandoned:
+            return
+        job = entry.job
+        if reason == "heartbeat":
+            log.warning(
+                "job %s: lease lost; stopping it", job_id, extra=job_log_fields(job, self.node_id)
+            )
+        if self.metrics is not None:
+            self.metrics.lease_lost(job.task, job.queue, reason)
 
     async def _abandon(self, job_id: str) -> None:
         entry = self.running.get(job_id)
@@ -419,13 +507,15 @@ class WorkerNode:
     async def _cancel(self, job_id: str) -> None:
         entry = self.running.get(job_id)
         if entry is not None:
-            log.info("job %s: cancel requested", job_id)
+            log.info(
+                "job %s: cancel requested", job_id, extra=job_log_fields(entry.job, self.node_id)
+            )
             await self._stop_job(entry)
 
     async def _stop_job(self, entry: _Running) -> None:
         task = self.app.tasks.get(entry.job.task)
         if task is not None and not task.is_async and self._pool is not None:
-            await self._pool.cancel(entry.job.id)
+            await self._pool.cancel(entry.job.id, grace=self.config.cancel_grace)
         else:
             entry.task.cancel()
 
@@ -444,6 +534,13 @@ class WorkerNode:
         if left:
             log.warning("grace period over: handing %d running jobs back", len(left))
             for entry in left:
+                log.info(
+                    "job %s: handed back unfinished (grace period over)",
+                    entry.job.id,
+                    extra=job_log_fields(entry.job, self.node_id),
+                )
+                if self.metrics is not None:
+                    self.metrics.job_ended(entry.job.task, entry.job.queue, "released")
                 await self._abandon(entry.job.id)
             handed = [(e.job.id, e.job.token) for e in left]
             node_id = self.node_id
