@@ -85,7 +85,7 @@ def open_store(url: str) -> Any:
 
 
 def catalog(conn: Any, schema: str) -> dict[str, Any]:
-    """Tables, columns (type, nullability, default), indexes, constraints and functions of
+    """Tables, columns (type, nullability, default), indexes, constraints, functions and triggers of
     ``schema``, with the schema's name taken out of definitions."""
 
     def rows(query: str) -> list[tuple[Any, ...]]:
@@ -121,6 +121,12 @@ def catalog(conn: Any, schema: str) -> dict[str, Any]:
             "SELECT sequence_name, data_type FROM information_schema.sequences "
             "WHERE sequence_schema = %(s)s"
         ),
+        "triggers": rows(
+            "SELECT t.tgrelid::regclass::text, t.tgname, pg_get_triggerdef(t.oid) "
+            "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %(s)s AND NOT t.tgisinternal"
+        ),
     }
 
 
@@ -148,7 +154,11 @@ def test_migrations_give_exactly_the_schema_file(store: Any) -> None:
             conn.execute(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(reference))
             )
-    assert expected["tables"] == [("jobs", "BASE TABLE"), ("leases", "BASE TABLE"), ("nodes", "BASE TABLE"), ("stats", "BASE TABLE")]  # fmt: skip
+    assert [name for name, _ in expected["tables"]] == [
+        "jobs", "leases", "nodes", "schedules", "settle_children", "settle_parents", "stats",
+        "unique_keys",
+    ]  # fmt: skip
+    assert [name for _, name, _ in expected["triggers"]] == ["jobs_settle"]
     assert any(name == "jobs_pending_idx" for _, name, _ in expected["indexes"])
     for part in expected:
         assert migrated[part] == expected[part], part
@@ -187,7 +197,7 @@ def test_auto_migrate_off_leaves_the_database_alone(url: str) -> None:
     try:
         with pytest.raises(StoreError):
             off.submit([new_job()])
-        assert off.migrate() == ["0001_initial", "0002_rota_now_double"]
+        assert off.migrate() == ["0001_initial", "0002_rota_now_double", "0003_flows"]
         off.submit([new_job()])
         assert len(off.list_jobs()) == 1
     finally:

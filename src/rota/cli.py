@@ -96,6 +96,12 @@ def cli() -> None:
 )
 @click.option("--grace", default=10.0, show_default=True, help="Shutdown grace period, seconds.")
 @click.option(
+    "--cancel-grace",
+    default=5.0,
+    show_default=True,
+    help="Time a cancelled sync job has to stop before it is killed, seconds.",
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
     default=0,
@@ -119,6 +125,7 @@ def worker(
     heartbeat: float,
     lease_ttl: float,
     grace: float,
+    cancel_grace: float,
     metrics_port: int,
     metrics_host: str,
     log_level: str,
@@ -141,6 +148,7 @@ def worker(
         heartbeat_interval=heartbeat,
         lease_ttl=lease_ttl,
         shutdown_grace=grace,
+        cancel_grace=cancel_grace,
         metrics_port=metrics_port or None,
         metrics_host=metrics_host,
         scheduler=SchedulerConfig(policy=policy, failure_timeout=lease_ttl)

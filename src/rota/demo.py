@@ -21,10 +21,12 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from rota.errors import RotaError
 from rota.model import NodeRecord
 from rota.scheduler import STATS_NAME
 from rota.states import FINAL_STATES, JobState
 from rota.store import Store, open_store
+from rota.workflow import WorkflowHandle
 
 FAILURE_TIMEOUT = 2.0
 
@@ -145,7 +147,16 @@ def run_demo(
             f"submitted {len(ids)} jobs: render (cpu=1, priority 0 and 5), fetch (async), flaky "
             f"(fails 35%, retried), train (gpu=1, priority 9), doomed (always fails), one needing cpu=64"
         )
+        from rota.demo_app import pipeline
+
+        workflow = pipeline().submit()
+        ids += [j.id for j in workflow.jobs]
+        console.print(
+            f"submitted a workflow of {len(workflow.jobs)} jobs: 8 frames rendered in parallel "
+            "-> assemble(frames) -> publish(video); a periodic job demo.heartbeat runs every 2 s"
+        )
         killed_at, rerun = _watch(store, ids, procs, kill, console)
+        _flow_summary(store, workflow, console)
         return _summary(store, ids, killed_at, rerun, console)
     finally:
         for proc in procs.values():
@@ -160,6 +171,19 @@ def run_demo(
         signal.signal(signal.SIGTERM, previous)
         if store_url is None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _flow_summary(store: Store, workflow: WorkflowHandle, console: Console) -> None:
+    """What the workflow returned and how often the periodic job ran."""
+    try:
+        console.print(f"workflow result: [bold]{workflow.result(timeout=10)}[/]")
+    except RotaError as exc:
+        console.print(f"[yellow]workflow did not succeed[/]: {exc}")
+    ticks = store.list_jobs(task="demo.heartbeat", limit=10_000)
+    console.print(
+        f"periodic demo.heartbeat: {len(ticks)} ticks, each run once "
+        f"({sum(r.state is JobState.SUCCEEDED for r in ticks)} succeeded) with two schedulers up"
+    )
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -207,7 +231,9 @@ def _watch(
             counts = Counter[JobState]()
             for (_, state), n in store.count_jobs().items():
                 counts[state] += n
+            ticks = store.list_jobs(task="demo.heartbeat", limit=100_000)  # not in ``ids``
             finished = sum(counts[s] for s in FINAL_STATES)
+            finished -= sum(r.state in FINAL_STATES for r in ticks)
             progress.update(bar, completed=min(finished, total))
             nodes = [n for n in store.list_nodes() if n.state.value != "stopped"]
             line = "  ".join(f"{s.value} {counts[s]}" for s in JobState if counts[s])

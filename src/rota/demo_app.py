@@ -1,12 +1,14 @@
-"""The tasks ``rota demo`` runs: CPU work, GPU work, async I/O, flaky and doomed jobs."""
+"""The tasks ``rota demo`` runs: CPU work, GPU work, async I/O, flaky and doomed jobs, a
+small workflow (render frames in parallel, assemble, publish) and a periodic job."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
+from typing import Any
 
-from rota import Rota
+from rota import Rota, chain, group
 
 app = Rota()  # the store comes from ROTA_STORE, set by the demo
 
@@ -45,3 +47,31 @@ def flaky(i: int, ms: int) -> int:
 def doomed(i: int) -> None:
     """Always fails: ends dead (the dead-letter record keeps the error and traceback)."""
     raise ValueError(f"item {i} is malformed")
+
+
+@app.task(name="demo.assemble")
+def assemble(frames: list[int], title: str) -> str:
+    """A workflow's join step: gets the results of every rendered frame."""
+    return f"{title}: {len(frames)} frames, checksum {sum(frames)}"
+
+
+@app.task(name="demo.publish")
+async def publish(video: str) -> str:
+    """The workflow's last step: gets the assembled video."""
+    await asyncio.sleep(0.01)
+    return f"published {video}"
+
+
+@app.periodic("* * * * * */2", name="demo.heartbeat", missed="skip", grace=1.0)
+def heartbeat() -> float:
+    """A periodic job every two seconds: one run per tick, whichever scheduler leads."""
+    return time.time()
+
+
+def pipeline(frames: int = 8) -> Any:
+    """A small DAG: render ``frames`` frames in parallel, assemble them, publish."""
+    return chain(
+        group(*(render.s(i, 30) for i in range(frames))),
+        assemble.s("trailer"),
+        publish.s(),
+    )

@@ -8,8 +8,8 @@ fleet-wide.
 **Rate limits** are a GCRA (generic cell rate algorithm, a token bucket without timers):
 a limit of ``count`` per ``period`` seconds lets one job through every
 ``T = period / count`` seconds, with a burst tolerance ``tau = max(T, min(0.25,
-period / 10))`` so that a scheduler cycle can place a few at once. In any window of
-``period`` seconds at most ``count + tau / T + 1`` jobs are placed (within 10 % + 1).
+period / 20))`` so that a scheduler cycle can place a few at once. In any window of
+``period`` seconds at most ``count + tau / T + 1`` jobs are placed (within 5 % + 1).
 
 **Concurrency keys**: a job with ``concurrency_key`` and ``concurrency_limit > 0`` is held
 while that many jobs with its key are assigned or running.
@@ -81,7 +81,7 @@ class RateGate:
     def _params(rate: str) -> tuple[float, float]:
         count, period = parse_rate(rate)
         interval = period / count
-        return interval, max(interval, min(0.25, period / 10))
+        return interval, max(interval, min(0.25, period / 20))
 
     def allows(self, key: str, rate: str, now: float) -> bool:
         """Whether one more job under ``key`` may be placed at ``now``."""

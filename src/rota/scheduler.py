@@ -24,6 +24,7 @@ from rota.store import SCHEDULER_LEASE, Store, open_store
 log = logging.getLogger("rota.scheduler")
 STATS_NAME = "scheduler"
 RATES_NAME = "rate_limits"  # the rate-limit state, handed from leader to leader
+RATE_CYCLE = 0.02  # longest idle wait while jobs are held by a rate limit
 
 
 @dataclass(slots=True)
@@ -91,6 +92,7 @@ class Scheduler:
         self._published = 0.0
         self._census = 0.0
         self._resolved = 0.0
+        self._rate_held = False
         self.held: Counter[str] = Counter()  # jobs held back by concurrency or rate limits
         self.rates = RateGate()
         self._rates_saved: dict[str, float] = {}
@@ -199,6 +201,9 @@ class Scheduler:
             wait = min(
                 cfg.idle_wait, max(0.0, cfg.lease_ttl / 3 - (time.monotonic() - self._renewed))
             )
+            if self._rate_held:  # rate-limited jobs wait: cycle often enough to meet the rate
+                wait = min(wait, RATE_CYCLE)
+                self._rate_held = False
             store.wait_for_pending(wait)
 
     # ---- placement ----------------------------------------------------------------------
@@ -306,6 +311,8 @@ class Scheduler:
             usage.update(store.concurrency_usage(unknown))
         admission = admit(ordered, usage, self.rates, time.monotonic())
         held.update(admission.held)
+        if any(j.rate_limit is not None for j in ordered) and len(admission.jobs) < len(page):
+            self._rate_held = True  # look again soon: the next job is due within tau
         return admission.jobs
 
     def _take_over(self, store: Store) -> None:

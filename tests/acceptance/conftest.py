@@ -153,6 +153,7 @@ class Fleet:
         lease_ttl: float = JOB_LEASE_TTL,
         heartbeat: float = HEARTBEAT,
         app: str = APP,
+        extra: Sequence[str] = (),
     ) -> Proc:
         args = [
             "worker",
@@ -177,7 +178,7 @@ class Fleet:
         ):
             if value not in (None, ""):
                 args += [flag, str(value)]
-        return self.start(name, args)
+        return self.start(name, [*args, *extra])
 
     def scheduler(
         self,

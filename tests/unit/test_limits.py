@@ -81,16 +81,16 @@ def test_rate_limit_holds_within_ten_percent_in_every_window(
     times = [i * step for i in range(int(horizon / step))]
     placed = placements(rate, times)
     interval = period / count
-    tau = max(interval, min(0.25, period / 10))
+    tau = max(interval, min(0.25, period / 20))
     bound = count + tau / interval + 1
-    assert bound <= count * 1.1 + 2
+    assert bound <= count * 1.05 + 2
     j = 0
     for i, start in enumerate(placed):  # every window of one period starting at a placement
         while j < len(placed) and placed[j] < start + period:
             j += 1
         assert j - i <= bound
-    # and it does not starve: over the run the rate is (nearly) reached
-    assert len(placed) >= count * (horizon / period) * 0.9 - 1
+    if step <= tau:  # with cycles at least as often as tau, the rate is (nearly) reached
+        assert len(placed) >= count * (horizon / period) * 0.9 - 1
 
 
 def test_rate_gate_export_restore_is_clock_free() -> None:

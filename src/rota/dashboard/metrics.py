@@ -113,9 +113,9 @@ def snapshot_metrics(data: dict[str, Any]) -> Iterator[Metric]:
         unplaceable.add_metric([str(u["reason"])], u["jobs"])
     yield unplaceable
     totals = s.get("totals") or {}
-    for key, name, doc in _SCHEDULER_TOTALS:
+    for stat, name, doc in _SCHEDULER_TOTALS:
         counter = CounterMetricFamily(name, doc)
-        counter.add_metric([], totals.get(key) or 0)
+        counter.add_metric([], totals.get(stat) or 0)
         yield counter
 
 

@@ -58,6 +58,7 @@ from rota.model import (
     Outcome,
     PendingJob,
     ReapReport,
+    ScheduleRecord,
 )
 from rota.states import FINAL_STATES, JobState
 
@@ -166,7 +167,8 @@ def _job(row: Sequence[Any]) -> JobRecord:
     (id_, task, queue, payload, priority, state, attempts, max_attempts, timeout, resources,
      labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
      started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested,
-     seq) = row  # fmt: skip
+     seq, depends_on, pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
+     rate_limit) = row  # fmt: skip
     return JobRecord(
         id=id_,
         task=task,
@@ -194,6 +196,26 @@ def _job(row: Sequence[Any]) -> JobRecord:
         traceback=traceback,
         cancel_requested=cancel_requested,
         seq=seq,
+        depends_on=tuple(depends_on),
+        pass_results=pass_results,
+        workflow_id=workflow_id,
+        unique_key=unique_key,
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit,
+        rate_limit=rate_limit,
+    )
+
+
+def _uses_flow(job: NewJob) -> bool:
+    """Whether ``job`` needs ``submit_flow`` (any issue-5 column set)."""
+    return bool(
+        job.depends_on
+        or job.unique_key is not None
+        or job.concurrency_key is not None
+        or job.rate_limit is not None
+        or job.workflow_id is not None
+        or job.pass_results
+        or job.concurrency_limit != 0
     )
 
 
@@ -390,21 +412,121 @@ class PostgresStore(Store):
             "pending_channel": self.pending_channel,
         }
 
+    def _write_jobs(self, cur: psycopg.Cursor[Any], jobs: Sequence[NewJob]) -> list[str]:
+        """Store ``jobs`` with ``cur``; returns the ids in their place. A batch without flow
+        features is the one ``submit`` statement; otherwise the caller must have opened a
+        transaction (several statements: unique keys, parents, then the insert)."""
+        if not any(_uses_flow(j) for j in jobs):
+            params = self._submit_params(jobs)
+            cur.execute(QUERIES["submit"], params)
+            return list(params["ids"])
+        return self._write_flow(cur, jobs)
+
+    def _claim_unique_keys(
+        self, cur: psycopg.Cursor[Any], jobs: Sequence[NewJob]
+    ) -> dict[str, str]:
+        """Apply ``unique_key``: returns ``{id of a job not to store: id returned instead}``.
+        Within the batch the first job of a key wins; across batches the key's row in
+        ``unique_keys`` is taken (or locked, then taken over if its holder is over)."""
+        alias: dict[str, str] = {}
+        first: dict[str, NewJob] = {}
+        for j in jobs:
+            if j.unique_key is not None:
+                winner = first.setdefault(j.unique_key, j)
+                if winner is not j:
+                    alias[j.id] = winner.id
+        if not first:
+            return alias
+
+        def params(keys: list[str]) -> dict[str, Any]:
+            return {
+                "keys": keys,
+                "job_ids": [first[k].id for k in keys],
+                "unique_fors": [first[k].unique_for for k in keys],
+            }
+
+        rows = cur.execute(QUERIES["claim_unique_keys"], params(sorted(first))).fetchall()
+        held = {key: holder for key, holder in rows if holder != first[key].id}
+        if held:
+            keys = sorted(held)
+            taken = {row[0] for row in cur.execute(QUERIES["take_unique_keys"], params(keys))}
+            for key in keys:
+                if key not in taken:
+                    alias[first[key].id] = held[key]
+        return alias
+
+    def _write_flow(self, cur: psycopg.Cursor[Any], jobs: Sequence[NewJob]) -> list[str]:
+        alias = self._claim_unique_keys(cur, jobs)
+
+        def final(job_id: str) -> str:
+            while job_id in alias:
+                job_id = alias[job_id]
+            return job_id
+
+        stored = [j for j in jobs if j.id not in alias]
+        stored_ids = {j.id for j in stored}
+        earlier: set[str] = set()  # ids of the batch seen so far (stored or not)
+        parents: list[tuple[str, ...]] = []  # per stored job, after aliasing
+        outside: dict[str, list[str]] = {}  # parent not stored by this batch -> children
+        in_batch: set[str] = set()  # stored jobs that later stored jobs depend on
+        for j in jobs:
+            if j.id not in alias:
+                mine = tuple(dict.fromkeys(final(p) if p in earlier else p for p in j.depends_on))
+                for p in mine:
+                    if p in stored_ids and p in earlier:
+                        in_batch.add(p)
+                    else:
+                        outside.setdefault(p, []).append(j.id)
+                parents.append(mine)
+            earlier.add(j.id)
+        settle: list[str] = []
+        if outside:
+            rows = cur.execute(QUERIES["lock_parents"], {"ids": sorted(outside)}).fetchall()
+            states = {job_id: JobState(state) for job_id, state in rows}
+            missing = [p for p in outside if p not in states]
+            if missing:
+                raise InvalidOption(
+                    "depends_on names unknown job(s) (a parent must be stored already or come"
+                    f" earlier in the batch): {', '.join(sorted(missing))}"
+                )
+            for p, children in outside.items():
+                if states[p] in FINAL_STATES:
+                    settle.extend(children)
+        if stored:
+            params = self._submit_params(stored)
+            params.update(
+                depends_on=[orjson.dumps(ps).decode() if ps else None for ps in parents],
+                pass_results=[j.pass_results for j in stored],
+                workflow_ids=[j.workflow_id for j in stored],
+                unique_keys=[j.unique_key for j in stored],
+                concurrency_keys=[j.concurrency_key for j in stored],
+                concurrency_limits=[j.concurrency_limit for j in stored],
+                rate_limits=[j.rate_limit for j in stored],
+                has_children=[j.id in in_batch for j in stored],
+                settle_ids=settle,
+            )
+            cur.execute(QUERIES["submit_flow"], params)
+        return [final(j.id) for j in jobs]
+
     def submit(self, jobs: Sequence[NewJob]) -> list[str]:
         if not jobs:
             return []
-        params = self._submit_params(jobs)
+        flow = any(_uses_flow(j) for j in jobs)
 
-        def op(conn: Conn) -> None:
+        def op(conn: Conn) -> list[str]:
             try:
-                conn.execute(QUERIES["submit"], params)
+                if not flow:
+                    params = self._submit_params(jobs)
+                    conn.execute(QUERIES["submit"], params)
+                    return list(params["ids"])
+                with conn.transaction(), conn.cursor() as cur:
+                    return self._write_flow(cur, jobs)
             except psycopg.errors.UniqueViolation as exc:  # rolled back: nothing is stored
                 raise SubmitError(
                     f"a job with one of these ids is already stored ({exc})"
                 ) from None
 
-        self._run(op)
-        return list(params["ids"])
+        return self._run(op)
 
     def submit_in_transaction(
         self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob]
@@ -413,12 +535,13 @@ class PostgresStore(Store):
         and without committing it: a rollback leaves no job; the commit makes them exist
         and wakes the scheduler (NOTIFY is delivered on commit). An autocommit connection
         outside a transaction gets a transaction of its own. The connection's search_path
-        is left as it was."""
+        is left as it was. Jobs with parents or unique keys are written under a savepoint
+        (an unknown parent leaves the caller's transaction as it was) and lock those
+        parents / keys until the caller's transaction ends; they expect READ COMMITTED."""
         if not jobs:
             return []
         if not self._ready:
             self.migrate()
-        params = self._submit_params(jobs)
         path = sql.Identifier(self.schema).as_string(conn)
         own: AbstractContextManager[Any] = nullcontext()
         if conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
@@ -428,11 +551,19 @@ class PostgresStore(Store):
                 saved = cur.execute(QUERIES["get_search_path"]).fetchone()
                 assert saved is not None
                 cur.execute(QUERIES["set_search_path"], {"search_path": path, "is_local": True})
-                cur.execute(QUERIES["submit"], params)
-                cur.execute(QUERIES["set_search_path"], {"search_path": saved[0], "is_local": True})
+                try:
+                    if any(_uses_flow(j) for j in jobs):
+                        with conn.transaction():  # a savepoint: the caller's is open
+                            ids = self._write_flow(cur, jobs)
+                    else:
+                        ids = self._write_jobs(cur, jobs)
+                finally:
+                    if conn.info.transaction_status == pq.TransactionStatus.INTRANS:
+                        restore = {"search_path": saved[0], "is_local": True}
+                        cur.execute(QUERIES["set_search_path"], restore)
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL store: {exc}") from exc
-        return list(params["ids"])
+        return ids
 
     def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
         if not job_ids:
@@ -695,11 +826,16 @@ class PostgresStore(Store):
                 resources=_floats(resources),
                 labels=dict(labels or {}),
                 affinity=dict(affinity or {}),
+                task=task,
+                concurrency_key=concurrency_key,
+                concurrency_limit=concurrency_limit,
+                rate_limit=rate_limit,
             )
-            for id_, queue, priority, seq, resources, labels, affinity in self._all(
+            for (id_, queue, priority, seq, resources, labels, affinity, task, concurrency_key,
+                 concurrency_limit, rate_limit) in self._all(
                 "pending_jobs", params, idempotent=True
             )
-        ]
+        ]  # fmt: skip
 
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
         placements: dict[str, str] = {}
@@ -730,13 +866,75 @@ class PostgresStore(Store):
         row = self._one("get_stats", {"name": name}, idempotent=True)
         return None if row is None else dict(row[0])
 
+    # ---- workflows, periodic jobs and flow control --------------------------------
+    def _lease_lost(self, lease: Lease) -> LeaseLost:
+        return LeaseLost(f"lease {lease.name!r} (token {lease.token}) is no longer held")
+
+    def resolve_dependencies(self, lease: Lease, limit: int) -> int:
+        params = {
+            **self._fence(lease),
+            "limit": max(0, int(limit)),
+            "pending_channel": self.pending_channel,
+            "done_channel": self.done_channel,
+        }
+        fenced, moved, _ = self._one("resolve_dependencies", params)
+        if not fenced:
+            raise self._lease_lost(lease)
+        return int(moved)
+
+    def concurrency_usage(self, keys: Sequence[str]) -> dict[str, int]:
+        if not keys:
+            return {}
+        rows = self._all("concurrency_usage", {"keys": list(dict.fromkeys(keys))}, idempotent=True)
+        return {key: int(n) for key, n in rows if n}
+
+    def put_schedules(self, schedules: Sequence[ScheduleRecord]) -> None:
+        specs = {s.name: s.spec for s in schedules}  # a name given twice: the last wins
+        if not specs:
+            return
+        params = {"names": list(specs), "specs": list(specs.values())}
+        self._run(lambda conn: conn.execute(QUERIES["put_schedules"], params), idempotent=True)
+
+    def delete_schedules(self, names: Sequence[str]) -> int:
+        if not names:
+            return 0
+        return int(self._one("delete_schedules", {"names": list(dict.fromkeys(names))})[0])
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        return [
+            ScheduleRecord(name=name, spec=spec, last_tick=last_tick)
+            for name, spec, last_tick in self._all("list_schedules", idempotent=True)
+        ]
+
+    def fire_schedule(self, lease: Lease, name: str, tick: float, job: NewJob | None) -> bool:
+        params = {**self._fence(lease), "name": name, "tick": float(tick)}
+
+        def op(conn: Conn) -> bool:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    row = cur.execute(QUERIES["tick_schedule"], params).fetchone()
+                    assert row is not None
+                    fenced, ticked = row
+                    if not fenced:
+                        raise self._lease_lost(lease)
+                    if not ticked:
+                        return False
+                    if job is not None:
+                        self._write_jobs(cur, [job])
+                    return True
+            except psycopg.errors.UniqueViolation:  # the job's id exists: all rolled back
+                return False
+
+        return self._run(op)
+
     def prune(self, older_than: float) -> int:
         params = {"older_than": float(older_than), "batch": _PRUNE_BATCH}
 
         def op(conn: Conn) -> int:
             deleted = 0
             while True:
-                n = conn.execute(QUERIES["prune_jobs"], params).rowcount
+                row = conn.execute(QUERIES["prune_jobs"], params).fetchone()
+                n = int(row[0]) if row else 0
                 deleted += n
                 if n < _PRUNE_BATCH:
                     break

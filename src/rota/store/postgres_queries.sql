@@ -75,19 +75,117 @@ WITH new AS (
 )
 SELECT pg_notify(:pending_channel, '')
 
+-- name: submit_flow
+-- ``submit`` for a batch where some job uses a flow feature (parents, a unique key, a
+-- concurrency key, a rate limit, a workflow id). Run inside the transaction that checked
+-- the parents (``lock_parents``) and the unique keys. A job with parents starts
+-- 'waiting'; its parents come as a JSON array text (``:depends_on``, NULL for none);
+-- ``:has_children`` marks the jobs that later jobs of the batch depend on; ``:settle_ids``
+-- are children with a parent that is final already (resolve_dependencies looks at them).
+WITH new AS (
+    SELECT *
+    FROM unnest(
+        :ids::text[], :tasks::text[], :queues::text[], :payloads::text[],
+        :priorities::integer[], :max_attempts::integer[], :timeouts::double precision[],
+        :resources::jsonb[], :labels::jsonb[], :affinity::jsonb[], :delays::double precision[],
+        :etas::double precision[], :backoff_bases::double precision[],
+        :backoff_maxes::double precision[], :depends_on::text[], :pass_results::boolean[],
+        :workflow_ids::text[], :unique_keys::text[], :concurrency_keys::text[],
+        :concurrency_limits::integer[], :rate_limits::text[], :has_children::boolean[]
+    ) WITH ORDINALITY AS n (id, task, queue, payload, priority, max_attempts, timeout,
+        resources, labels, affinity, delay, eta, backoff_base, backoff_max, depends_on,
+        pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit, rate_limit,
+        has_children, ord)
+), inserted AS (
+    INSERT INTO jobs (id, task, queue, payload, priority, state, max_attempts, timeout,
+        resources, labels, affinity, backoff_base, backoff_max, created_at, scheduled_at,
+        depends_on, pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
+        rate_limit, has_children)
+    SELECT id, task, queue, payload, priority,
+        CASE WHEN depends_on IS NOT NULL THEN 'waiting'
+            WHEN coalesce(eta, rota_now() + delay) > rota_now() THEN 'scheduled'
+            ELSE 'pending' END,
+        max_attempts, timeout, resources, labels, affinity, backoff_base, backoff_max,
+        rota_now(), coalesce(eta, rota_now() + delay),
+        CASE WHEN depends_on IS NULL THEN '{}'::text[] ELSE ARRAY(
+            SELECT d.parent_id
+            FROM jsonb_array_elements_text(depends_on::jsonb) WITH ORDINALITY AS d (parent_id, k)
+            ORDER BY d.k
+        ) END,
+        pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit, rate_limit,
+        has_children
+    FROM new
+    ORDER BY ord
+), settle AS (
+    INSERT INTO settle_children (job_id)
+    SELECT DISTINCT unnest(:settle_ids::text[])
+    ON CONFLICT DO NOTHING
+)
+SELECT pg_notify(:pending_channel, '')
+
+-- name: lock_parents
+-- The parents a batch names outside itself, locked (in id order) so that none becomes
+-- final unseen while the children are written: either it is final now (the caller queues
+-- the child in settle_children) or it is marked has_children first (then the trigger
+-- jobs_settle queues it when it becomes final). Missing ids are missing from the result.
+WITH locked AS (
+    SELECT id, state, has_children FROM jobs
+    WHERE id = ANY(:ids::text[])
+    ORDER BY id
+    FOR UPDATE
+), marked AS (
+    UPDATE jobs j SET has_children = true
+    FROM locked l
+    WHERE j.id = l.id AND NOT l.has_children
+)
+SELECT id, state FROM locked
+
+-- name: claim_unique_keys
+-- Take each unique key for the batch's job, or lock the row of the key held already and
+-- return its holder (job_id differs from the one offered). In key order: concurrent batches
+-- never deadlock, and a concurrent submitter of the same key waits here for this one's
+-- transaction (no serialization error at READ COMMITTED).
+INSERT INTO unique_keys AS u (key, job_id, expires_at)
+SELECT k.key, k.job_id, rota_now() + k.unique_for
+FROM unnest(:keys::text[], :job_ids::text[], :unique_fors::double precision[])
+    AS k (key, job_id, unique_for)
+ORDER BY k.key
+ON CONFLICT (key) DO UPDATE SET job_id = u.job_id
+RETURNING u.key, u.job_id
+
+-- name: take_unique_keys
+-- Of the keys ``claim_unique_keys`` found held (and locked), take over those whose holder
+-- is gone, final or past its unique_for. A statement of its own: its snapshot sees a
+-- holder committed while the claim waited for the key's lock.
+UPDATE unique_keys u
+SET job_id = k.job_id, expires_at = rota_now() + k.unique_for
+FROM unnest(:keys::text[], :job_ids::text[], :unique_fors::double precision[])
+    AS k (key, job_id, unique_for)
+WHERE u.key = k.key
+    AND (u.expires_at <= rota_now() OR NOT EXISTS (
+        SELECT FROM jobs j
+        WHERE j.id = u.job_id
+            AND j.state NOT IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
+    ))
+RETURNING u.key
+
 -- name: get_jobs
 -- Job rows always list their columns in the order of ``JobRecord``'s fields (never ``*``:
 -- a prepared ``*`` would break when a migration adds a column).
 SELECT id, task, queue, payload, priority, state, attempts, max_attempts, timeout, resources,
     labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
-    started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq
+    started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq,
+    depends_on, pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
+    rate_limit
 FROM jobs
 WHERE id = ANY(:ids::text[])
 
 -- name: list_jobs
 SELECT id, task, queue, payload, priority, state, attempts, max_attempts, timeout, resources,
     labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
-    started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq
+    started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq,
+    depends_on, pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
+    rate_limit
 FROM jobs
 WHERE (:state::text IS NULL OR state = :state::text)
     AND (:queue::text IS NULL OR queue = :queue::text)
@@ -231,7 +329,8 @@ WHERE j.id = picked.id
 RETURNING j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts, j.max_attempts,
     j.timeout, j.resources, j.labels, j.affinity, j.backoff_base, j.backoff_max, j.created_at,
     j.scheduled_at, j.node_id, j.token, j.started_at, j.finished_at, j.lease_expires_at,
-    j.result, j.error, j.traceback, j.cancel_requested, j.seq
+    j.result, j.error, j.traceback, j.cancel_requested, j.seq, j.depends_on, j.pass_results,
+    j.workflow_id, j.unique_key, j.concurrency_key, j.concurrency_limit, j.rate_limit
 
 -- name: complete
 -- Accept each outcome only if its job is running with the same token; a failure goes to
@@ -403,7 +502,8 @@ SELECT
 -- name: pending_jobs
 -- Served by jobs_pending_idx: an Index Scan whose condition is the cursor, whatever the
 -- number of finished rows (see tests/test_postgres_store.py::test_pending_query_uses_index).
-SELECT id, queue, priority, seq, resources, labels, affinity
+SELECT id, queue, priority, seq, resources, labels, affinity, task, concurrency_key,
+    concurrency_limit, rate_limit
 FROM jobs
 WHERE state = 'pending' AND (-(priority::bigint), seq) > (:neg_priority::bigint, :seq::bigint)
 ORDER BY -(priority::bigint), seq
@@ -439,6 +539,124 @@ WITH fence AS (
 )
 SELECT (SELECT count(*) FROM fence), (SELECT coalesce(sum(placed), 0) FROM woken)
 
+-- ---- workflows, periodic jobs and flow control ----------------------------------------
+
+-- name: resolve_dependencies
+-- Fenced. Take up to :limit parents that became final (settle_parents, appended by the
+-- trigger jobs_settle) and up to :limit queued children (settle_children); their waiting
+-- children are the candidates (found through jobs_children_idx). The first :limit
+-- candidates are decided now, the others queued in settle_children for the next call: to
+-- pending once every parent succeeded, to upstream_failed (final, error naming the first
+-- failed parent) once one is dead, cancelled, upstream_failed or gone; others stay waiting
+-- until their next parent becomes final. Costs nothing like the number of waiting jobs.
+WITH fence AS (
+    SELECT token FROM leases
+    WHERE name = :lease_name AND holder = :holder AND token = :token
+        AND expires_at > rota_now()
+    FOR SHARE
+), events AS (
+    SELECT seq, parent_id FROM settle_parents
+    WHERE EXISTS (SELECT FROM fence)
+    ORDER BY seq
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), events_taken AS (
+    DELETE FROM settle_parents s USING events e WHERE s.seq = e.seq
+), queued AS (
+    SELECT job_id FROM settle_children
+    WHERE EXISTS (SELECT FROM fence)
+    ORDER BY job_id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), candidates AS (
+    SELECT job_id FROM queued
+    UNION
+    SELECT j.id FROM jobs j
+    WHERE j.state = 'waiting' AND j.depends_on && ARRAY(SELECT parent_id FROM events)
+        AND EXISTS (SELECT FROM events)
+), picked AS (
+    SELECT job_id FROM candidates ORDER BY job_id LIMIT :limit
+), later AS (
+    INSERT INTO settle_children (job_id)
+    SELECT job_id FROM candidates WHERE job_id NOT IN (SELECT job_id FROM picked)
+    ON CONFLICT DO NOTHING
+), dequeued AS (
+    DELETE FROM settle_children s USING picked p WHERE s.job_id = p.job_id
+), children AS (
+    SELECT j.id, j.depends_on
+    FROM jobs j
+    JOIN picked p ON p.job_id = j.id
+    WHERE j.state = 'waiting'
+    ORDER BY j.id
+    FOR UPDATE OF j
+), verdict AS (
+    SELECT c.id,
+        (array_agg(d.parent_id || ' is ' || coalesce(p.state, 'gone') ORDER BY d.k)
+            FILTER (WHERE p.state IS NULL
+                OR p.state IN ('dead', 'cancelled', 'upstream_failed')))[1] AS failed,
+        bool_and(p.state IS NOT DISTINCT FROM 'succeeded') AS ready
+    FROM children c
+    CROSS JOIN LATERAL unnest(c.depends_on) WITH ORDINALITY AS d (parent_id, k)
+    LEFT JOIN jobs p ON p.id = d.parent_id
+    GROUP BY c.id
+), moved AS (
+    UPDATE jobs j
+    SET state = CASE WHEN v.failed IS NULL THEN 'pending' ELSE 'upstream_failed' END,
+        finished_at = CASE WHEN v.failed IS NULL THEN NULL ELSE rota_now() END,
+        error = CASE WHEN v.failed IS NULL THEN NULL
+            ELSE 'upstream failed: parent ' || v.failed END
+    FROM verdict v
+    WHERE j.id = v.id AND (v.failed IS NOT NULL OR v.ready)
+    RETURNING j.state
+), woken AS (
+    SELECT pg_notify(:pending_channel, '')
+    WHERE EXISTS (SELECT FROM moved WHERE state = 'pending')
+    UNION ALL
+    SELECT pg_notify(:done_channel, '')
+    WHERE EXISTS (SELECT FROM moved WHERE state = 'upstream_failed')
+)
+SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM moved), (SELECT count(*) FROM woken)
+
+-- name: concurrency_usage
+-- Served by jobs_concurrency_idx (keyed assigned/running jobs only).
+SELECT concurrency_key, count(*)
+FROM jobs
+WHERE concurrency_key = ANY(:keys::text[]) AND state IN ('assigned', 'running')
+GROUP BY concurrency_key
+
+-- name: put_schedules
+-- Names are distinct (the caller keeps the last of each); a stored last_tick is kept.
+INSERT INTO schedules (name, spec)
+SELECT s.name, s.spec FROM unnest(:names::text[], :specs::text[]) AS s (name, spec)
+ORDER BY s.name
+ON CONFLICT (name) DO UPDATE SET spec = excluded.spec
+
+-- name: delete_schedules
+WITH deleted AS (
+    DELETE FROM schedules WHERE name = ANY(:names::text[]) RETURNING 1
+)
+SELECT count(*) FROM deleted
+
+-- name: list_schedules
+SELECT name, spec, last_tick FROM schedules ORDER BY name COLLATE "C"
+
+-- name: tick_schedule
+-- Fenced: the first step of fire_schedule (its job, if any, is submitted in the same
+-- transaction). A concurrent tick of the same schedule waits for the row and then sees
+-- last_tick moved: each tick is handled once.
+WITH fence AS (
+    SELECT token FROM leases
+    WHERE name = :lease_name AND holder = :holder AND token = :token
+        AND expires_at > rota_now()
+    FOR SHARE
+), ticked AS (
+    UPDATE schedules SET last_tick = :tick
+    WHERE name = :name AND (last_tick IS NULL OR last_tick < :tick)
+        AND EXISTS (SELECT FROM fence)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM ticked)
+
 -- name: put_stats
 INSERT INTO stats (name, data, updated_at) VALUES (:name, :data::jsonb, rota_now())
 ON CONFLICT (name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at
@@ -453,15 +671,24 @@ SELECT EXISTS (SELECT FROM jobs WHERE node_id = :node_id AND state = 'assigned')
 SELECT data FROM stats WHERE name = :name
 
 -- name: prune_jobs
--- One batch of final jobs past retention (the caller repeats until a short batch).
+-- One batch of final jobs past retention (the caller repeats until a short batch), with the
+-- unique keys they still hold. A parent is kept while a child of its still waits (its
+-- state decides the child's).
 WITH doomed AS (
-    SELECT id FROM jobs
-    WHERE state IN ('succeeded', 'dead', 'cancelled')
+    SELECT id FROM jobs j
+    WHERE state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
         AND finished_at < rota_now() - :older_than
+        AND NOT (j.has_children AND EXISTS (
+            SELECT FROM jobs c WHERE c.state = 'waiting' AND c.depends_on @> ARRAY[j.id]
+        ))
     LIMIT :batch
     FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM jobs j USING doomed WHERE j.id = doomed.id RETURNING j.id, j.unique_key
+), released AS (
+    DELETE FROM unique_keys u USING deleted d WHERE u.key = d.unique_key AND u.job_id = d.id
 )
-DELETE FROM jobs j USING doomed WHERE j.id = doomed.id
+SELECT count(*) FROM deleted
 
 -- name: prune_nodes
 DELETE FROM nodes n

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,42 +69,73 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# Rows are turned into records positionally (a third of the cost of keywords, on the
+# path every started job takes), so the queries' column order must be the records' field
+# order: checked once here, on import.
+_JOB_FIELDS = (
+    "id", "task", "queue", "payload", "priority", "state", "attempts", "max_attempts",
+    "timeout", "resources", "labels", "affinity", "backoff_base", "backoff_max",
+    "created_at", "scheduled_at", "node_id", "token", "started_at", "finished_at",
+    "lease_expires_at", "result", "error", "traceback", "cancel_requested", "seq",
+    "depends_on", "pass_results", "workflow_id", "unique_key", "concurrency_key",
+    "concurrency_limit", "rate_limit",
+)  # fmt: skip
+_PENDING_FIELDS = (
+    "id", "queue", "priority", "seq", "resources", "labels", "affinity", "task",
+    "concurrency_key", "concurrency_limit", "rate_limit",
+)  # fmt: skip
+for _record, _names in ((JobRecord, _JOB_FIELDS), (PendingJob, _PENDING_FIELDS)):
+    if tuple(f.name for f in fields(_record))[: len(_names)] != _names:
+        raise RuntimeError(
+            f"rota.store.sqlite reads {_record.__name__} fields in the order {_names}"
+        )
+
+
 def job_from_row(row: Sequence[Any]) -> JobRecord:
     """A ``JobRecord`` from a row in the column order of the ``get_jobs`` query."""
+    r, loads = row, orjson.loads
     return JobRecord(
-        id=row[0],
-        task=row[1],
-        queue=row[2],
-        payload=row[3],
-        priority=row[4],
-        state=JobState(row[5]),
-        attempts=row[6],
-        max_attempts=row[7],
-        timeout=row[8],
-        resources=orjson.loads(row[9]),
-        labels=orjson.loads(row[10]),
-        affinity=orjson.loads(row[11]),
-        backoff_base=row[12],
-        backoff_max=row[13],
-        created_at=row[14],
-        scheduled_at=row[15],
-        node_id=row[16],
-        token=row[17],
-        started_at=row[18],
-        finished_at=row[19],
-        lease_expires_at=row[20],
-        result=row[21],
-        error=row[22],
-        traceback=row[23],
-        cancel_requested=bool(row[24]),
-        seq=row[25],
-        depends_on=tuple(orjson.loads(row[26])) if row[26] else (),
-        pass_results=bool(row[27]),
-        workflow_id=row[28],
-        unique_key=row[29],
-        concurrency_key=row[30],
-        concurrency_limit=row[31],
-        rate_limit=row[32],
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        JobState(r[5]),
+        r[6],
+        r[7],
+        r[8],
+        loads(r[9]),
+        loads(r[10]),
+        loads(r[11]),
+        r[12],
+        r[13],
+        r[14],
+        r[15],
+        r[16],
+        r[17],
+        r[18],
+        r[19],
+        r[20],
+        r[21],
+        r[22],
+        r[23],
+        bool(r[24]),
+        r[25],
+        tuple(loads(r[26])) if r[26] else (),
+        bool(r[27]),
+        r[28],
+        r[29],
+        r[30],
+        r[31],
+        r[32],
+    )
+
+
+def pending_from_row(row: Sequence[Any]) -> PendingJob:
+    """A ``PendingJob`` from a row of the ``pending_first`` / ``pending_after`` queries."""
+    r, loads = row, orjson.loads
+    return PendingJob(
+        r[0], r[1], r[2], r[3], loads(r[4]), loads(r[5]), loads(r[6]), r[7], r[8], r[9], r[10]
     )
 
 
@@ -325,16 +357,16 @@ class SQLiteStore(Store):
         """Submit with uniqueness and dependencies: a job whose unique key is held by an
         unfinished job gives that job's id instead (a child naming it then depends on that
         job); a child's parents must be stored or earlier in the batch; edges go to
-        ``job_deps``, and a child whose parent is final already is queued to settle."""
+        ``job_deps`` and parents are flagged ``has_children = 1`` (one final already is
+        then picked up by the next ``resolve_dependencies``)."""
         returned: list[str] = []
         rows: list[dict[str, Any]] = []
         batch: set[str] = set()  # ids stored by this batch so far
         instead: dict[str, str] = {}  # id of a job not stored (unique) -> the id returned
         keys: dict[str, str] = {}  # unique keys taken by this batch -> job id
-        states: dict[str, str | None] = {}  # stored parents' states (None: not stored)
+        known: dict[str, bool] = {}  # whether a parent not in the batch is stored
         taken: list[dict[str, Any]] = []
         edges: list[tuple[str, str]] = []
-        settle: list[str] = []
         for job in jobs:
             key = job.unique_key
             if key is not None:
@@ -349,22 +381,16 @@ class SQLiteStore(Store):
                 expires = None if job.unique_for is None else now + job.unique_for
                 taken.append({"key": key, "job_id": job.id, "expires_at": expires})
             parents = tuple(dict.fromkeys(instead.get(p, p) for p in job.depends_on))
-            final_parent = False
             for parent in parents:
                 if parent not in batch:
-                    if parent not in states:
-                        row = cur.execute(Q["job_state"], (parent,)).fetchone()
-                        states[parent] = row[0] if row else None
-                    state = states[parent]
-                    if state is None:
+                    if parent not in known:
+                        known[parent] = cur.execute(Q["job_exists"], (parent,)).fetchone()[0]
+                    if not known[parent]:
                         raise InvalidOption(
                             f"job {job.id} depends on unknown job {parent!r}: a parent must "
                             "be stored already or come earlier in the same submit"
                         )
-                    final_parent = final_parent or JobState(state) in FINAL_STATES
                 edges.append((parent, job.id))
-            if final_parent:
-                settle.append(job.id)
             rows.append(_job_row(job, now, parents))
             batch.add(job.id)
             returned.append(job.id)
@@ -374,8 +400,6 @@ class SQLiteStore(Store):
         if edges:
             cur.executemany(Q["insert_edge"], edges)
             cur.executemany(Q["mark_parent"], [(p,) for p in dict.fromkeys(p for p, _ in edges)])
-        if settle:
-            cur.executemany(Q["queue_settle"], [(c,) for c in settle])
         return returned
 
     def _unique_holder(self, cur: sqlite3.Cursor, now: float, key: str) -> str | None:
@@ -704,22 +728,7 @@ class SQLiteStore(Store):
         else:
             params = {"limit": limit, "priority": after[0], "seq": after[1]}
             rows = self.db.execute(Q["pending_after"], params)
-        return [
-            PendingJob(
-                id=r[0],
-                queue=r[1],
-                priority=r[2],
-                seq=r[3],
-                resources=orjson.loads(r[4]),
-                labels=orjson.loads(r[5]),
-                affinity=orjson.loads(r[6]),
-                task=r[7],
-                concurrency_key=r[8],
-                concurrency_limit=r[9],
-                rate_limit=r[10],
-            )
-            for r in rows
-        ]
+        return [pending_from_row(r) for r in rows]
 
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
         with self._write() as cur:
@@ -756,6 +765,10 @@ class SQLiteStore(Store):
         with self._write() as cur:
             now = self._now(cur)
             self._check_lease(cur, lease, now)
+            done = [r[0] for r in cur.execute(Q["parents_done"], {"limit": limit})]
+            if done:  # their children wait in job_settle from now on
+                cur.execute(Q["queue_children"], (_json(done),))
+                cur.execute(Q["parents_queued"], (_json(done),))
             queued: list[int] = []
             parents: dict[str, list[tuple[str, JobState]]] = {}
             for r, child, state, parent, parent_state in cur.execute(
@@ -770,9 +783,8 @@ class SQLiteStore(Store):
                 found = parents.setdefault(child, [])
                 if parent is not None:
                     found.append((parent, JobState(parent_state or JobState.SUCCEEDED)))
-            # Unqueue first: a job settled below re-queues its own children (trigger), and
-            # one of them may be among those just read.
-            cur.execute(Q["unqueue_settle"], (_json(queued),))
+            if queued:
+                cur.execute(Q["unqueue_settle"], (_json(queued),))
             ready: list[str] = []
             failed: list[dict[str, Any]] = []
             for child, found in parents.items():
@@ -826,6 +838,8 @@ class SQLiteStore(Store):
     def prune(self, older_than: float) -> int:
         with self._write() as cur:
             cutoff = self._now(cur) - older_than
+            cur.execute(Q["prune_edges"], {"cutoff": cutoff})
+            cur.execute(Q["prune_unique"], {"cutoff": cutoff})
             deleted = cur.execute(Q["prune_jobs"], {"cutoff": cutoff}).rowcount
             cur.execute(Q["prune_nodes"], {"cutoff": cutoff})
         return deleted

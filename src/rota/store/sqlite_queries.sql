@@ -13,14 +13,14 @@
 --           ``state IN (a, b)``, hence the redundant terms below.
 --           Flow columns (issue 5): depends_on (JSON array of parent ids, NULL for none),
 --           pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
---           rate_limit; has_children is set on a job once a child names it as a parent.
---           Databases made before these columns get them from ``jobs_columns`` (ALTER
---           TABLE) when a store opens them.
+--           rate_limit; has_children: 0 no children, 1 children to settle once the job is
+--           final, 2 its children were queued (jobs_parents_done holds the 1s that are
+--           final: finished_at is set exactly when a job turns final). Databases made
+--           before these columns get them from ``jobs_columns`` (ALTER TABLE) on open.
 --   job_deps    (parent, child) edges of workflows, by parent.
---   job_settle  children to look at again: the trigger ``jobs_settle`` adds the waiting
---           children of a job that becomes final (only jobs with has_children, so other
---           jobs pay one test of a flag); submit adds a child whose parent is final
---           already. resolve_dependencies reads it in FIFO order and empties it.
+--   job_settle  children to look at again: resolve_dependencies moves the children of
+--           finished parents here (so a parent with many children settles over several
+--           calls), then settles them in FIFO order.
 --   job_unique  unique_key -> the job that holds it (expires_at = created_at + unique_for);
 --           the holder is checked lazily at submit (gone, final or expired: the key is
 --           taken over).
@@ -126,21 +126,14 @@ ALTER TABLE jobs ADD COLUMN has_children INTEGER NOT NULL DEFAULT 0;
 
 -- name: schema_after_columns
 -- Indexes and triggers on the added columns (after ``jobs_columns``).
--- jobs_concurrency holds only jobs with a concurrency key: other jobs' state changes test
--- the WHERE and write nothing.
+-- Both are partial indexes that hold only jobs using these features; other jobs' updates
+-- test the WHERE and write nothing (jobs_parents_done is not even tested by assign and
+-- start, which change neither has_children nor finished_at). No triggers: a trigger costs
+-- every row update a sub-program call.
 CREATE INDEX IF NOT EXISTS jobs_concurrency ON jobs (concurrency_key)
 WHERE concurrency_key IS NOT NULL AND state IN ('assigned', 'running');
-CREATE TRIGGER IF NOT EXISTS jobs_settle AFTER UPDATE OF state ON jobs
-WHEN NEW.has_children AND NEW.state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
-BEGIN
-    INSERT OR IGNORE INTO job_settle (child) SELECT child FROM job_deps WHERE parent = NEW.id;
-END;
-CREATE TRIGGER IF NOT EXISTS jobs_pruned AFTER DELETE ON jobs
-WHEN OLD.has_children OR OLD.unique_key IS NOT NULL
-BEGIN
-    DELETE FROM job_deps WHERE parent = OLD.id;
-    DELETE FROM job_unique WHERE key = OLD.unique_key AND job_id = OLD.id;
-END;
+CREATE INDEX IF NOT EXISTS jobs_parents_done ON jobs (seq)
+WHERE has_children = 1 AND finished_at IS NOT NULL;
 
 -- name: now
 SELECT (julianday('now') - 2440587.5) * 86400.0;
@@ -179,13 +172,27 @@ ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, expires_at = excluded.
 INSERT OR IGNORE INTO job_deps (parent, child) VALUES (?, ?);
 
 -- name: mark_parent
-UPDATE jobs SET has_children = 1 WHERE id = ? AND has_children = 0;
-
--- name: queue_settle
-INSERT OR IGNORE INTO job_settle (child) VALUES (?);
+-- A parent that is final already (even one whose children were queued before) enters
+-- jobs_parents_done at once, so its new child is settled too.
+UPDATE jobs SET has_children = 1 WHERE id = ? AND has_children != 1;
 
 -- name: any_to_settle
-SELECT EXISTS (SELECT 1 FROM job_settle);
+SELECT EXISTS (SELECT 1 FROM job_settle)
+    OR EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_parents_done
+               WHERE has_children = 1 AND finished_at IS NOT NULL);
+
+-- name: parents_done
+SELECT id FROM jobs INDEXED BY jobs_parents_done
+WHERE has_children = 1 AND finished_at IS NOT NULL
+ORDER BY seq LIMIT :limit;
+
+-- name: queue_children
+INSERT OR IGNORE INTO job_settle (child)
+SELECT child FROM job_deps WHERE parent IN (SELECT value FROM json_each(?));
+
+-- name: parents_queued
+UPDATE jobs SET has_children = 2
+WHERE id IN (SELECT value FROM json_each(?)) AND has_children = 1;
 
 -- name: settle_batch
 -- The next :limit queued children with, for the waiting ones, each parent and its state
@@ -266,7 +273,8 @@ UPDATE jobs SET cancel_requested = 1 WHERE id = :id AND state = 'running';
 
 -- name: retry_dead
 UPDATE jobs SET state = 'pending', attempts = 0, node_id = NULL, finished_at = NULL,
-                started_at = NULL, scheduled_at = :now, cancel_requested = 0
+                started_at = NULL, scheduled_at = :now, cancel_requested = 0,
+                has_children = min(has_children, 1)
 WHERE id = :id AND state = 'dead';
 
 -- name: register_node
@@ -452,9 +460,23 @@ INSERT OR REPLACE INTO stats (name, data, updated_at) VALUES (:name, :data, :now
 -- name: get_stats
 SELECT data FROM stats WHERE name = ?;
 
+-- name: prune_edges
+-- Before prune_jobs: the edges and unique keys of the jobs it deletes. A parent whose
+-- children were not queued yet (has_children = 1) is kept until they are.
+DELETE FROM job_deps WHERE parent IN (
+    SELECT id FROM jobs INDEXED BY jobs_finished
+    WHERE finished_at IS NOT NULL AND finished_at < :cutoff AND has_children = 2
+      AND state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed'));
+
+-- name: prune_unique
+DELETE FROM job_unique WHERE (key, job_id) IN (
+    SELECT unique_key, id FROM jobs INDEXED BY jobs_finished
+    WHERE finished_at IS NOT NULL AND finished_at < :cutoff AND unique_key IS NOT NULL
+      AND has_children != 1 AND state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed'));
+
 -- name: prune_jobs
 DELETE FROM jobs INDEXED BY jobs_finished
-WHERE finished_at IS NOT NULL AND finished_at < :cutoff
+WHERE finished_at IS NOT NULL AND finished_at < :cutoff AND has_children != 1
   AND state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed');
 
 -- name: prune_nodes

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar, cast
 from rota import tracing
 from rota.app import Rota
 from rota.backoff import retry_delay
-from rota.errors import CorruptPayload
+from rota.errors import CorruptPayload, RotaError
 from rota.logs import job_context, job_log_fields
 from rota.model import JobRecord, NodeSpec, NodeState, Outcome, OutcomeKind
 from rota.payload import decode_arguments
@@ -208,11 +208,19 @@ class WorkerNode:
             self._waiter.shutdown(wait=False, cancel_futures=True)
 
     def _start_metrics(self, port: int, host: str) -> None:
-        from rota.worker.metrics import WorkerMetrics
-
-        self.metrics = WorkerMetrics()
-        self.metrics.track_in_flight(lambda: len(self.running))
-        bound = self.metrics.serve(port, host)
+        try:
+            from rota.worker.metrics import WorkerMetrics
+        except ImportError as exc:
+            raise RotaError(
+                f"worker metrics need prometheus-client: pip install rota[metrics] ({exc})"
+            ) from None
+        metrics = WorkerMetrics()
+        metrics.track_in_flight(lambda: len(self.running))
+        try:
+            bound = metrics.serve(port, host)
+        except OSError as exc:
+            raise RotaError(f"cannot serve worker metrics on {host}:{port}: {exc}") from None
+        self.metrics = metrics
         log.info("serving Prometheus metrics on http://%s:%d/metrics", host, bound)
 
     def _on_signal(self, sig: signal.Signals) -> None:
@@ -407,7 +415,7 @@ class WorkerNode:
                 job.max_attempts,
                 res.kind,
                 res.error,
-                "no attempt left" if last else f"next attempt in {delay:.1f} s",
+                "no attempt left" if last else f"next attempt in {delay:.3g} s",
                 extra=job_log_fields(job, self.node_id),
             )
         self._reporting[(job.id, job.token)] = (job, label)

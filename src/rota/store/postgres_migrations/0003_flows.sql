@@ -1,60 +1,62 @@
 -- 0003: workflows (depends_on, the waiting and upstream_failed states), unique jobs,
--- concurrency keys, rate limits and periodic schedules (issue 5).
+-- concurrency keys, rate limits and periodic schedules (issue 5). Every step can run again
+-- (IF [NOT] EXISTS), so re-applying it after a lost rota_migrations record is harmless.
 
 -- New columns go at the end of jobs (a NOT NULL DEFAULT column is a catalog-only change).
 -- has_children is set on a job once a child names it as a parent.
 ALTER TABLE jobs
-    ADD COLUMN depends_on        text[]  NOT NULL DEFAULT '{}',
-    ADD COLUMN pass_results      boolean NOT NULL DEFAULT false,
-    ADD COLUMN workflow_id       text,
-    ADD COLUMN unique_key        text,
-    ADD COLUMN concurrency_key   text,
-    ADD COLUMN concurrency_limit integer NOT NULL DEFAULT 0,
-    ADD COLUMN rate_limit        text,
-    ADD COLUMN has_children      boolean NOT NULL DEFAULT false;
+    ADD COLUMN IF NOT EXISTS depends_on        text[]  NOT NULL DEFAULT '{}',
+    ADD COLUMN IF NOT EXISTS pass_results      boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS workflow_id       text,
+    ADD COLUMN IF NOT EXISTS unique_key        text,
+    ADD COLUMN IF NOT EXISTS concurrency_key   text,
+    ADD COLUMN IF NOT EXISTS concurrency_limit integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS rate_limit        text,
+    ADD COLUMN IF NOT EXISTS has_children      boolean NOT NULL DEFAULT false;
 
-ALTER TABLE jobs DROP CONSTRAINT jobs_state_check;
+ALTER TABLE jobs DROP CONSTRAINT IF EXISTS jobs_state_check;
 ALTER TABLE jobs ADD CONSTRAINT jobs_state_check CHECK (state IN ('waiting', 'scheduled',
     'pending', 'assigned', 'running', 'retrying', 'succeeded', 'dead', 'cancelled',
     'upstream_failed'));
 
-DROP INDEX jobs_finished_idx;
+DROP INDEX IF EXISTS jobs_finished_idx;
 CREATE INDEX jobs_finished_idx ON jobs (finished_at)
     WHERE state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed');
-CREATE INDEX jobs_children_idx ON jobs USING gin (depends_on) WHERE state = 'waiting';
-CREATE INDEX jobs_concurrency_idx ON jobs (concurrency_key)
+CREATE INDEX IF NOT EXISTS jobs_children_idx ON jobs USING gin (depends_on) WHERE state = 'waiting';
+CREATE INDEX IF NOT EXISTS jobs_concurrency_idx ON jobs (concurrency_key)
     WHERE concurrency_key IS NOT NULL AND state IN ('assigned', 'running');
 
-CREATE TABLE settle_parents (
+CREATE TABLE IF NOT EXISTS settle_parents (
     seq       bigserial NOT NULL,
     parent_id text      NOT NULL,
     CONSTRAINT settle_parents_pkey PRIMARY KEY (seq)
 );
 
-CREATE TABLE settle_children (
+CREATE TABLE IF NOT EXISTS settle_children (
     job_id text NOT NULL,
     CONSTRAINT settle_children_pkey PRIMARY KEY (job_id)
 );
 
-CREATE FUNCTION rota_settle_parent() RETURNS trigger
+CREATE OR REPLACE FUNCTION rota_settle_parent() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
     AS $$ BEGIN INSERT INTO settle_parents (parent_id) VALUES (NEW.id); RETURN NULL; END $$;
 
+DROP TRIGGER IF EXISTS jobs_settle ON jobs;
 CREATE TRIGGER jobs_settle AFTER UPDATE OF state ON jobs
     FOR EACH ROW
     WHEN (NEW.has_children AND NEW.state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
         AND OLD.state IS DISTINCT FROM NEW.state)
     EXECUTE FUNCTION rota_settle_parent();
 
-CREATE TABLE unique_keys (
+CREATE TABLE IF NOT EXISTS unique_keys (
     key        text             NOT NULL,
     job_id     text             NOT NULL,
     expires_at double precision,
     CONSTRAINT unique_keys_pkey PRIMARY KEY (key)
 );
 
-CREATE TABLE schedules (
+CREATE TABLE IF NOT EXISTS schedules (
     name      text             NOT NULL,
     spec      text             NOT NULL,
     last_tick double precision,
