@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import itertools
+import os
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -199,6 +200,7 @@ class Task(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.defaults = options
         self.signature = inspect.signature(fn)
+        self.arity = _simple_arity(self.signature)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -268,12 +270,14 @@ class TaskCall(Generic[P, R]):
             raise InvalidOption("depends_on cannot be combined with delay or eta")
         # With pass_results the parents' results come first (unknown yet: None here).
         call_args = (None, *args) if passing else tuple(args)
+        arity = self.task.arity
         try:
-            self.task.signature.bind(*call_args, **kwargs)
+            if kwargs or arity is None or not arity[0] <= len(call_args) <= arity[1]:
+                self.task.signature.bind(*call_args, **kwargs)
         except TypeError as exc:
             raise InvalidOption(f"bad arguments for task {self.task.name!r}: {exc}") from None
         return NewJob(
-            id=uuid.uuid4().hex,
+            id=new_job_id(),
             task=self.task.name,
             queue=o.queue,
             payload=encode_arguments(args, kwargs, self.task.app.max_payload)
@@ -353,4 +357,42 @@ class TaskCall(Generic[P, R]):
         return self.submit_jobs(jobs) if jobs else []
 
 
-__all__ = ["Rota", "Task", "TaskCall", "validate_options"]
+class _JobIds:
+    """Job ids: a random 64-bit prefix per process (drawn again in a forked child) and a
+    counter, 32 hex digits in all. Unique across processes and machines by the prefix, and
+    about ten times cheaper than ``uuid4`` (no system call per id)."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count(int.from_bytes(os.urandom(4)) << 16)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):016x}"
+
+
+_ids = _JobIds()
+
+
+def new_job_id() -> str:
+    """A new job id (32 hex digits)."""
+    return _ids.next()
+
+
+def _simple_arity(signature: inspect.Signature) -> tuple[int, int] | None:
+    """``(required, total)`` when every parameter can be passed by position and none is
+    ``*args``/``**kwargs``: then a call with only positional arguments fits exactly when
+    their number is in that range (the fast path of argument checking)."""
+    required = 0
+    for param in signature.parameters.values():
+        if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            return None
+        if param.default is param.empty:
+            required += 1
+    return required, len(signature.parameters)
+
+
+__all__ = ["Rota", "Task", "TaskCall", "new_job_id", "validate_options"]

@@ -11,7 +11,7 @@ from rota.resources import Resources
 from rota.states import JobState
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewJob:
     """A validated job as a producer hands it to the store."""
 

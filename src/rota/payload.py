@@ -21,8 +21,38 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
+def _plain(value: JSONValue, depth: int = 0) -> bool:
+    """Whether ``value`` is plain, finite JSON (the fast check; no error message)."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(_INT_MIN <= value <= _INT_MAX)
+    if kind is float:
+        return math.isfinite(value)
+    if depth >= MAX_DEPTH:
+        return False
+    if kind is list or kind is tuple:
+        for item in value:
+            sub = type(item)
+            if sub is not str and item is not None and not _plain(item, depth + 1):
+                return False
+        return True
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            sub = type(item)
+            if sub is not str and item is not None and not _plain(item, depth + 1):
+                return False
+        return True
+    return False
+
+
 def check_json(value: JSONValue, what: str = "value") -> None:
     """Raise ``InvalidPayload`` unless ``value`` is plain, finite JSON."""
+    if _plain(value):
+        return
     stack: list[tuple[Any, int, str]] = [(value, 0, what)]
     while stack:
         item, depth, path = stack.pop()

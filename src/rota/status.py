@@ -77,6 +77,7 @@ def collect(store: Store) -> dict[str, Any]:
             "placed_total": stats.get("placed_total"),
             "waiting": stats.get("waiting"),
             "unplaceable": stats.get("unplaceable", []),
+            "held": stats.get("held", []),
             "policy": stats.get("policy"),
             # Cumulative across leaders (the scheduler's ``totals``), for /metrics.
             "totals": {
@@ -146,6 +147,8 @@ def render(data: dict[str, Any], console: Console) -> None:
         )
     for u in s["unplaceable"]:
         console.print(f"[yellow]unplaceable[/]: {u['jobs']} job(s): {u['reason']}")
+    for u in s.get("held", []):
+        console.print(f"[cyan]held[/]: {u['jobs']} job(s): {u['reason']}")
 
 
 def render_job(job: JobRecord, console: Console) -> None:

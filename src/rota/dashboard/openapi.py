@@ -317,6 +317,18 @@ _DOCUMENT: dict[str, Any] = {
                                     },
                                 },
                             },
+                            "held": {
+                                "type": "array",
+                                "description": "Jobs held back by a concurrency key or a "
+                                "rate limit, by reason",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "reason": {"type": "string"},
+                                        "jobs": {"type": "integer"},
+                                    },
+                                },
+                            },
                             "policy": {"type": "string", "nullable": True},
                             "totals": {
                                 "type": "object",

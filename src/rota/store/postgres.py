@@ -268,6 +268,7 @@ class PostgresStore(Store):
         set_json_loads(orjson.loads, conn)
         path = sql.Identifier(self.schema).as_string(conn)
         conn.execute(QUERIES["set_search_path"], {"search_path": path, "is_local": False})
+        conn.execute(QUERIES["session_settings"])
 
     def _after_fork(self) -> None:
         """In a forked child, forget the parent's connections (without closing them)."""

@@ -37,6 +37,11 @@ INSERT INTO rota_migrations (version, name) VALUES (:version, :name)
 -- name: set_search_path
 SELECT set_config('search_path', :search_path, :is_local)
 
+-- name: session_settings
+-- Every statement of the store is short: JIT compilation (tens of ms) never pays off, and
+-- a statement with a subplan (prune_jobs) can be estimated above jit_above_cost.
+SELECT set_config('jit', 'off', false)
+
 -- name: get_search_path
 SELECT current_setting('search_path')
 
@@ -673,14 +678,16 @@ SELECT data FROM stats WHERE name = :name
 -- name: prune_jobs
 -- One batch of final jobs past retention (the caller repeats until a short batch), with the
 -- unique keys they still hold. A parent is kept while a child of its still waits (its
--- state decides the child's).
+-- state decides the child's): count(*), not EXISTS, so that the planner costs the whole
+-- probe and takes jobs_children_idx (with EXISTS it bets on a Seq Scan finding a row
+-- early); only jobs with has_children run it.
 WITH doomed AS (
     SELECT id FROM jobs j
     WHERE state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
         AND finished_at < rota_now() - :older_than
-        AND NOT (j.has_children AND EXISTS (
-            SELECT FROM jobs c WHERE c.state = 'waiting' AND c.depends_on @> ARRAY[j.id]
-        ))
+        AND NOT (j.has_children AND (
+            SELECT count(*) FROM jobs c WHERE c.state = 'waiting' AND c.depends_on @> ARRAY[j.id]
+        ) > 0)
     LIMIT :batch
     FOR UPDATE SKIP LOCKED
 ), deleted AS (
