@@ -333,7 +333,17 @@ CONFIGS = [
     Config(
         "async2-np", "rota async, no probe, 2 worker procs", "peer.noop", 2, False, False, False
     ),
+    Config(  # opt-in (--only): the probe through redis.asyncio instead of redis-py
+        "async1-aprobe",
+        "rota async, asyncio probe, 1 worker proc",
+        "peer.aprobe",
+        1,
+        True,
+        False,
+        False,
+    ),
 ]
+DEFAULT_CONFIGS = {c.key for c in CONFIGS if c.key != "async1-aprobe"}
 
 
 class RotaBench:
@@ -785,7 +795,7 @@ def summarize_pyspy(path: Path, name: str) -> str:
 # ---- the rota measurements, as bench-peers' bench.py does them -------------------------------
 def run_rota(b: RotaBench, only: set[str] | None) -> dict[str, Any]:
     s = b.s
-    configs = [c for c in CONFIGS if only is None or c.key in only]
+    configs = [c for c in CONFIGS if (c.key in DEFAULT_CONFIGS if only is None else c.key in only)]
     enq: dict[str, list[float]] = {"single": [], "bulk": []}
     res: dict[str, Any] = {"enqueue": enq, "configs": {}}
     for c in configs:

@@ -196,15 +196,21 @@ def test_prune_drops_edges_and_unique_keys_but_keeps_unsettled_parents(tmp_path:
         parent = job("a", unique_key="k")
         child = job("b", depends_on=(parent.id,))
         store.submit([parent, child])
+        others = [job("c", i, depends_on=(parent.id,)) for i in range(2)]
+        store.submit(others)
         finish(store, parent)
         assert store.prune(-1) == 0  # its children are not queued yet: kept
-        assert settle(store) == 1
+        assert store.resolve_dependencies(leader(store), 1) == 1
+        assert store.prune(-1) == 0  # two are still queued: kept
+        assert settle(store) == 2
+        store.cancel(others[0].id)
+        store.cancel(others[1].id)
         spec = node()
         store.register_node(spec)
         store.assign(leader(store), [Assignment(child.id, spec.id)])
         (rec,) = store.start_jobs(spec.id, 1, TTL)
         store.complete([Outcome(rec.id, rec.token, OutcomeKind.SUCCEEDED, '"x"')])
-        assert store.prune(-1) == 2
+        assert store.prune(-1) == 4
         for table in ("job_deps", "job_settle", "job_unique"):
             assert store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
     finally:

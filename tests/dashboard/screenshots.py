@@ -1,7 +1,8 @@
 """Take the documentation screenshots in docs/screenshots/ from a live fleet: runs
 ``rota demo`` (a scheduler and four worker nodes, one killed midway) on a temporary SQLite
 store, serves the dashboard over the same store, and photographs each page once the charts
-have some history. Not a test; run it by hand (about two minutes):
+have some history (the scheduler page shows the demo's periodic schedule, workflow.png the
+demo workflow's join step with its parents). Not a test; run it by hand (about two minutes):
 
     python -m tests.dashboard.screenshots [--seconds 90] [--jobs 20000]
 
@@ -59,6 +60,7 @@ def main() -> None:
         time.sleep(opts.seconds)
         store = open_store(url)
         dead = store.list_jobs(state=JobState.DEAD, limit=1)
+        joins = store.list_jobs(task="demo.assemble", limit=1)  # the workflow's join step
         store.close()
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -84,6 +86,11 @@ def main() -> None:
                 page.wait_for_selector("#job")
                 page.screenshot(path=str(opts.out / "job.png"), full_page=True)
                 print("wrote", opts.out / "job.png")
+            if joins:
+                page.goto(f"{base}/#/job/{joins[0].id}")
+                page.wait_for_selector("#job-parents")
+                page.screenshot(path=str(opts.out / "workflow.png"), full_page=True)
+                print("wrote", opts.out / "workflow.png")
             browser.close()
     finally:
         server.should_exit = True

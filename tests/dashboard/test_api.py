@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from starlette.testclient import TestClient
 
 from rota.dashboard import create_app
 from rota.states import JobState
-from rota.store import Store, open_store
+from rota.store import Store
 from tests.dashboard.conftest import BEARER, TOKEN, XSS, Seed, seed
-from tests.stores import STORE_KINDS, store_url
-
-
-@pytest.fixture(params=STORE_KINDS)
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Store]]:
-    with store_url(request.param, tmp_path) as u:
-        s = open_store(u)
-        try:
-            yield u, s
-        finally:
-            s.close()
 
 
 def test_read_endpoints_on_every_store(any_store: tuple[str, Store]) -> None:

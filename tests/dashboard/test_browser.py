@@ -1,6 +1,9 @@
 """The UI in a real browser (Playwright + Debian's chromium): the fleet shows the node,
 the jobs page shows jobs, a dead job's page shows its traceback, Retry sends it back to
-pending, and HTML in job values is shown as text, never run.
+pending, and HTML in job values is shown as text, never run. Workflows and flow control:
+a waiting job's page lists its parents and turns pending when they succeed, an
+upstream_failed job shows which parent failed, the scheduler page shows held jobs and the
+periodic schedules; HTML in keys, schedule names and held reasons is text.
 
 Skips when Playwright or /usr/bin/chromium is missing, unless ROTA_REQUIRE_SERVICES=1.
 Screenshots go to a temporary directory, or to docs/screenshots/ with
@@ -16,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ import pytest
 from rota.dashboard import create_app
 from rota.model import Assignment, NodeSpec
 from rota.store import SCHEDULER_LEASE, Store
-from tests.dashboard.conftest import TOKEN, XSS, Seed, new_job
+from tests.dashboard.conftest import TOKEN, XSS, Seed, new_job, run_to_end, seed_flows, settle
 from tests.stores import require_services
 
 CHROMIUM = os.environ.get("ROTA_CHROMIUM", "/usr/bin/chromium")
@@ -197,3 +201,105 @@ def test_ui_end_to_end(server: str, store: Store, seeded: Seed, tmp_path: Path) 
             browser.close()
     assert dialogs == [], f"a dialog opened (script ran?): {dialogs}"
     assert errors == [], errors
+
+
+@contextmanager
+def _signed_in(server: str) -> Iterator[tuple[Any, Any, list[str]]]:
+    """A signed-in page on the fleet view, ``expect``, and the page's script errors and
+    dialogs (both must stay empty)."""
+    sync_playwright, expect = _need_browser()
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(10_000)
+
+            def on_dialog(dialog: Any) -> None:
+                problems.append(f"dialog: {dialog.message}")
+                dialog.dismiss()
+
+            page.on("dialog", on_dialog)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.goto(server + "/login")
+            page.fill("#token", TOKEN)
+            page.click("button[type=submit]")
+            page.wait_for_selector("#nodes")
+            yield page, expect, problems
+        finally:
+            browser.close()
+
+
+def test_ui_workflows_flow_control_and_schedules(
+    server: str, store: Store, seeded: Seed, tmp_path: Path
+) -> None:
+    flows = seed_flows(store, seeded.node.id, XSS)  # HTML in keys, schedule, held reasons
+    with _signed_in(server) as (page, expect, problems):
+        cards = page.inner_text(".cards")
+        assert "waiting (workflows)" in cards and "upstream failed" in cards
+        assert "held back" in cards
+
+        # a waiting job: its parents, each a link with its state; it turns pending live
+        page.goto(f"{server}/#/job/{flows.waiting}")
+        expect(page.locator("#job-state")).to_contain_text("waiting")
+        parents = page.locator("#job-parents")
+        expect(parents.locator(f"[data-parent='{flows.done}']")).to_contain_text("succeeded")
+        expect(parents.locator(f"[data-parent='{flows.parent}']")).to_contain_text("pending")
+        assert page.inner_text("#job-workflow") == flows.workflow
+        assert "passed as its first argument" in page.inner_text("#job")
+        assert page.locator("#cancel-job").count() == 1  # not final: can be cancelled
+        page.screenshot(path=str(tmp_path / "waiting.png"), full_page=True)
+        run_to_end(store, seeded.node.id, flows.parent, ok=True)
+        assert settle(store) == 1
+        expect(page.locator("#job-state")).to_contain_text("pending")
+        expect(parents.locator(f"[data-parent='{flows.parent}']")).to_contain_text("succeeded")
+        # a parent link leads to the parent's page
+        page.click(f"#job-parents [data-parent='{flows.parent}'] a")
+        expect(page.locator("#job-id")).to_have_text(flows.parent)
+        expect(page.locator("#job-state")).to_contain_text("succeeded")
+
+        # an upstream_failed job: final, never ran, names its dead parent
+        page.goto(f"{server}/#/job/{flows.upstream_failed}")
+        expect(page.locator("#job-state")).to_contain_text("upstream_failed")
+        assert flows.failed_parent in page.inner_text("#job-error")
+        expect(page.locator(f"[data-parent='{flows.failed_parent}']")).to_contain_text("dead")
+        assert page.locator("#cancel-job").count() == 0 and page.locator("#retry-job").count() == 0
+
+        # flow-control fields, with HTML in them shown as text
+        page.goto(f"{server}/#/job/{flows.keyed}")
+        expect(page.locator("#job-unique-key")).to_have_text(f"report:{XSS}42")
+        expect(page.locator("#job-concurrency")).to_contain_text(f"user:{XSS}7")
+        assert "at most 2 assigned or running" in page.inner_text("#job-concurrency")
+        assert "100 per 60 s" in page.inner_text("#job-rate-limit")
+        assert page.locator("#job-parents").count() == 0  # no parents: no row
+        assert page.locator("main script").count() == 0
+
+        # the new states in the jobs filter
+        page.goto(f"{server}/#/jobs")
+        page.select_option("select[name=state]", "upstream_failed")
+        page.click("#job-filters button[type=submit]")
+        expect(page.locator("#jobs tbody tr")).to_have_count(1)
+        expect(page.locator(f"#jobs tr[data-job='{flows.upstream_failed}']")).to_contain_text(
+            "upstream_failed"
+        )
+
+        # queues: a column per state
+        page.click("#nav a[data-page=queues]")
+        header = page.inner_text("#queues thead")
+        assert "waiting" in header and "upstream failed" in header
+
+        # scheduler: held jobs with their reasons, and the schedules panel
+        page.click("#nav a[data-page=scheduler]")
+        row = page.locator("#schedules tbody tr").filter(has_text=flows.schedule)
+        expect(row).to_have_count(1)
+        text = row.inner_text()
+        for part in (f"reports.{XSS}weekly", "0 7 * * mon", "Europe/Paris", "run once"):
+            assert part in text, part
+        assert "none yet" in text and "(in " in text
+        held = page.inner_text("#held")
+        assert f"concurrency limit 2 on key user:{XSS}7" in held
+        assert "rate limit 100/60s on task flow.sync" in held
+        assert "needs gpu=1" in page.inner_text("#unplaceable")
+        assert page.locator("main script").count() == 0
+        page.screenshot(path=str(tmp_path / "scheduler.png"), full_page=True)
+        assert problems == [], problems

@@ -51,6 +51,21 @@ def test_rates_from_count_deltas() -> None:
     assert third["finished_per_s"] == 0.0 and third["failure_rate"] == 0.0
 
 
+def test_upstream_failed_is_finished_and_a_failure() -> None:
+    first = sample_from(snap(100.0, waiting=6, succeeded=10), None)
+    assert first["depth"]["waiting"] == 6 and first["counts"]["upstream_failed"] == 0
+    # 2 s: 4 succeeded, 2 dead, 2 upstream_failed (never ran), 2 cancelled
+    second = sample_from(
+        snap(102.0, waiting=0, succeeded=14, dead=2, upstream_failed=2, cancelled=2), first
+    )
+    assert second["finished_per_s"] == 5.0 and second["succeeded_per_s"] == 2.0
+    assert second["failed_per_s"] == 2.0  # dead + upstream_failed
+    assert second["failure_rate"] == 0.5  # failed / (succeeded + failed); cancelled in neither
+    assert second["depth"]["waiting"] == 0
+    only_upstream = sample_from(snap(104.0, succeeded=14, dead=2, upstream_failed=5), second)
+    assert only_upstream["failure_rate"] == 1.0 and only_upstream["failed_per_s"] == 1.5
+
+
 class _FakeStore:
     pass
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rota.model import ScheduleRecord
 from rota.store import Store
 from tests.dashboard.conftest import Seed
 
@@ -89,3 +91,22 @@ def test_bulk_retry_ignores_any_body(
         "/api/jobs/retry-dead", content=body, headers={"Content-Type": "application/json"}
     )
     assert r.status_code < 500, (r.status_code, r.text[:300])
+
+
+@FUZZ
+@given(name=TEXT.filter(lambda t: 1 <= len(t) <= 200), cron=st.sampled_from(["*/5 * * * *", "?"]))
+def test_schedules_come_back_verbatim_whatever_their_name(
+    authed: TestClient, store: Store, seeded: Seed, name: str, cron: str
+) -> None:
+    """Any schedule name (HTML, SQL, Lua, control characters), with a valid or a damaged
+    spec, is listed exactly as stored: never a 500."""
+    spec = orjson.dumps({"cron": cron, "tz": "UTC", "job": {"task": "t"}}).decode()
+    store.put_schedules([ScheduleRecord(name, spec)])
+    try:
+        r = authed.get("/api/schedules")
+        assert r.status_code == 200, (r.status_code, r.text[:300])
+        (row,) = r.json()["schedules"]
+        assert row["name"] == name
+        assert ("error" in row) == (cron == "?")
+    finally:
+        store.delete_schedules([name])

@@ -10,8 +10,10 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from rota.dashboard import create_app
+from rota.model import ScheduleRecord
+from rota.states import JobState
 from rota.store import Store, open_store
-from tests.dashboard.conftest import BEARER, TOKEN, Seed
+from tests.dashboard.conftest import BEARER, TOKEN, Seed, seed_flows
 
 
 def test_metrics_series(authed: TestClient, seeded: Seed) -> None:
@@ -96,3 +98,49 @@ def test_store_pool_reuses_connections(url: str, seeded: Seed) -> None:
             assert c.get("/api/status").status_code == 200
             assert c.get("/api/jobs").status_code == 200
     assert len(opened) <= 3  # the sampler's, and one or two for the requests
+
+
+def test_openapi_documents_what_the_api_returns(
+    authed: TestClient, store: Store, seeded: Seed
+) -> None:
+    """Every field of a job (list and detail), a schedule and the scheduler's status is
+    documented, and the state enums hold every state, ``waiting`` and ``upstream_failed``
+    included."""
+    flows = seed_flows(store, seeded.node.id)
+    doc = authed.get("/api/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    summary = schemas["JobSummary"]["properties"]
+    detail = {**summary, **schemas["Job"]["allOf"][1]["properties"]}
+    states = {s.value for s in JobState}
+    assert {"waiting", "upstream_failed"} <= states
+    assert set(summary["state"]["enum"]) == states
+    param = doc["paths"]["/api/jobs"]["get"]["parameters"][0]
+    assert param["name"] == "state" and states <= set(param["schema"]["enum"])
+    assert set(detail["parents"]["items"]["properties"]["state"]["enum"]) == states
+    for job in authed.get("/api/jobs", params={"limit": 1000}).json()["jobs"]:
+        assert set(job) <= set(summary), set(job) - set(summary)
+    for job_id in (flows.waiting, flows.upstream_failed, flows.keyed, seeded.dead):
+        job = authed.get(f"/api/jobs/{job_id}").json()
+        assert set(job) <= set(detail), set(job) - set(detail)
+        for parent in job["parents"]:
+            assert set(parent) == set(detail["parents"]["items"]["properties"])
+    for field in ("depends_on", "workflow_id", "unique_key", "concurrency_key", "rate_limit"):
+        assert field in summary, field
+    store.put_schedules([ScheduleRecord("broken", "{")])
+    rows = authed.get("/api/schedules").json()["schedules"]
+    assert len(rows) == 2
+    documented = schemas["Schedule"]["properties"]
+    for row in rows:
+        assert set(row) <= set(documented), set(row) - set(documented)
+    ok = doc["paths"]["/api/schedules"]["get"]["responses"]["200"]
+    items = ok["content"]["application/json"]["schema"]["properties"]["schedules"]["items"]
+    assert items == {"$ref": "#/components/schemas/Schedule"}
+    scheduler = authed.get("/api/status").json()["scheduler"]
+    props = schemas["Status"]["properties"]["scheduler"]["properties"]
+    assert set(scheduler) <= set(props), set(scheduler) - set(props)
+    assert scheduler["held"] and set(scheduler["held"][0]) == set(
+        props["held"]["items"]["properties"]
+    )
+    sample = schemas["Sample"]["properties"]
+    assert "waiting" in sample["depth"]["description"]
+    assert "upstream_failed" in sample["failure_rate"]["description"]

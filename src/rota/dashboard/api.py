@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from rota.model import JobRecord
 from rota.states import JobState, parse_state
-from rota.status import collect
+from rota.status import collect, schedule_rows
 from rota.store import Store
 
 T = TypeVar("T")
@@ -101,8 +101,19 @@ def job_summary(job: JobRecord) -> dict[str, Any]:
     return d
 
 
-def job_detail(job: JobRecord) -> dict[str, Any]:
+def job_detail(job: JobRecord, parents: list[JobRecord] | None = None) -> dict[str, Any]:
+    """A job for its page; ``parents``: the stored jobs among its ``depends_on``, whose
+    task and state are shown beside each parent (a parent pruned since has state null)."""
     d = job.to_dict()
+    found = {p.id: p for p in parents or ()}
+    d["parents"] = [
+        {
+            "id": pid,
+            "task": found[pid].task if pid in found else None,
+            "state": found[pid].state.value if pid in found else None,
+        }
+        for pid in job.depends_on
+    ]
     created, started, finished = job.created_at, job.started_at, job.finished_at
     d["timings"] = {
         "waited": (started - created) if started is not None else None,
@@ -115,6 +126,12 @@ def job_detail(job: JobRecord) -> dict[str, Any]:
     except Exception:
         d["payload_ok"] = False
     return d
+
+
+def read_detail(store: Store, job: JobRecord) -> dict[str, Any]:
+    """:func:`job_detail` with the job's parents read from ``store`` (one call)."""
+    parents = store.get_jobs(list(job.depends_on)) if job.depends_on else []
+    return job_detail(job, parents)
 
 
 def build_routes(pool: StorePool, history_snapshot: Callable[[float | None], Any]) -> list[Route]:
@@ -154,28 +171,34 @@ def build_routes(pool: StorePool, history_snapshot: Callable[[float | None], Any
 
     async def get_job(request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        found = await pool.run(lambda s: s.get_job(job_id))
+
+        def read(store: Store) -> dict[str, Any] | None:
+            job = store.get_job(job_id)
+            return None if job is None else read_detail(store, job)
+
+        found = await pool.run(read)
         if found is None:
             return error(404, "no such job")
-        return ORJSONResponse(job_detail(found))
+        return ORJSONResponse(found)
 
     async def retry_job(request: Request) -> Response:
         job_id = request.path_params["job_id"]
 
-        def act(store: Store) -> tuple[int, JobRecord | None, JobRecord | None]:
+        def act(store: Store) -> tuple[int, JobRecord | None, dict[str, Any] | None]:
             before = store.get_job(job_id)
             if before is None or before.state is not JobState.DEAD:
-                return 0, before, before
+                return 0, before, None
             n = store.retry_dead([job_id])
-            return n, before, store.get_job(job_id)
+            after = store.get_job(job_id)
+            return n, after or before, None if after is None else read_detail(store, after)
 
-        retried, before, after = await pool.run(act)
-        if before is None:
+        retried, latest, detail = await pool.run(act)
+        if latest is None:
             return error(404, "no such job")
-        if not retried or after is None:
-            state = after.state.value if after else before.state.value
+        if not retried or detail is None:
+            state = latest.state.value
             return error(409, f"only dead jobs can be retried (this one is {state})")
-        return ORJSONResponse({"retried": retried, "job": job_detail(after)})
+        return ORJSONResponse({"retried": retried, "job": detail})
 
     async def cancel_job(request: Request) -> Response:
         job_id = request.path_params["job_id"]
@@ -216,6 +239,9 @@ def build_routes(pool: StorePool, history_snapshot: Callable[[float | None], Any
 
         return ORJSONResponse({"retried": await pool.run(act)})
 
+    async def schedules(request: Request) -> Response:
+        return ORJSONResponse({"schedules": await pool.run(schedule_rows)})
+
     return [
         Route("/api/status", status, methods=["GET"]),
         Route("/api/history", history, methods=["GET"]),
@@ -224,4 +250,5 @@ def build_routes(pool: StorePool, history_snapshot: Callable[[float | None], Any
         Route("/api/jobs/{job_id}", get_job, methods=["GET"]),
         Route("/api/jobs/{job_id}/retry", retry_job, methods=["POST"]),
         Route("/api/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+        Route("/api/schedules", schedules, methods=["GET"]),
     ]

@@ -22,8 +22,17 @@ from rota.store import Store
 
 log = logging.getLogger("rota.dashboard")
 
-FINISHED = (JobState.SUCCEEDED.value, JobState.DEAD.value, JobState.CANCELLED.value)
+# Final states. ``upstream_failed`` (a workflow step whose parent failed) counts as finished
+# and as a failure, like ``dead``; ``cancelled`` counts as finished but not as a failure.
+FINISHED = (
+    JobState.SUCCEEDED.value,
+    JobState.DEAD.value,
+    JobState.CANCELLED.value,
+    JobState.UPSTREAM_FAILED.value,
+)
+FAILED = (JobState.DEAD.value, JobState.UPSTREAM_FAILED.value)
 DEPTH_STATES = (
+    JobState.WAITING.value,
     JobState.SCHEDULED.value,
     JobState.PENDING.value,
     JobState.ASSIGNED.value,
@@ -37,6 +46,8 @@ def sample_from(snapshot: dict[str, Any], previous: dict[str, Any] | None) -> di
 
     Rates are count deltas over the time between the two snapshots (store clock). A count
     that went down (a dead job retried, old jobs pruned) gives a rate of 0, not negative.
+    Failures are ``dead`` and ``upstream_failed`` jobs; the failure rate is failures over
+    failures + successes (cancelled jobs count in neither).
     """
     now = float(snapshot["now"])
     totals: dict[str, int] = snapshot["jobs"]["total"]
@@ -78,11 +89,12 @@ def sample_from(snapshot: dict[str, Any], previous: dict[str, Any] | None) -> di
             def rate(state: str) -> float:
                 return max(0, counts[state] - int(before.get(state, 0))) / dt
 
-            ok, dead, cancelled = (rate(s) for s in FINISHED)
+            ok = rate(JobState.SUCCEEDED.value)
+            failed = sum(rate(s) for s in FAILED)
             point["succeeded_per_s"] = round(ok, 3)
-            point["failed_per_s"] = round(dead, 3)
-            point["finished_per_s"] = round(ok + dead + cancelled, 3)
-            point["failure_rate"] = round(dead / (ok + dead), 4) if ok + dead > 0 else 0.0
+            point["failed_per_s"] = round(failed, 3)
+            point["finished_per_s"] = round(sum(rate(s) for s in FINISHED), 3)
+            point["failure_rate"] = round(failed / (ok + failed), 4) if ok + failed > 0 else 0.0
     return point
 
 

@@ -39,7 +39,11 @@ _DOCUMENT: dict[str, Any] = {
         "title": "rota dashboard API",
         "version": "1",
         "description": (
-            "Read the fleet, jobs and chart history of a rota store; retry and cancel jobs. "
+            "Read the fleet, jobs, periodic schedules and chart history of a rota store; "
+            "retry and cancel jobs. Job states: `waiting` (a workflow step waiting for its "
+            "parents), `scheduled`, `pending`, `assigned`, `running`, `retrying`, and the "
+            "final `succeeded`, `dead`, `cancelled` and `upstream_failed` (a parent ended "
+            "dead, cancelled or upstream_failed: the job never ran). "
             "Authenticate with `Authorization: Bearer <token>` (or the session cookie set by "
             "`POST /login`, in which case every POST also needs the `X-CSRF-Token` header "
             "from `GET /api/session`). Chart history is sampled by the dashboard process "
@@ -162,7 +166,7 @@ _DOCUMENT: dict[str, Any] = {
         },
         "/api/jobs/{job_id}": {
             "get": {
-                "summary": "One job: arguments, attempts, timings, node, error and traceback",
+                "summary": "One job: arguments, attempts, timings, node, error, traceback, parents",
                 "parameters": [_JOB_ID],
                 "responses": {
                     "200": _json(_ref("Job"), "The job"),
@@ -206,6 +210,24 @@ _DOCUMENT: dict[str, Any] = {
                     ),
                     "404": {"$ref": "#/components/responses/NotFound"},
                     **_POST_ERRORS,
+                },
+            }
+        },
+        "/api/schedules": {
+            "get": {
+                "summary": "Periodic schedules stored by `rota worker` / `rota scheduler APP`, "
+                "with their last and next ticks (the same data as `rota schedules`)",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "schedules": {"type": "array", "items": _ref("Schedule")}
+                            },
+                        },
+                        "Schedules, ordered by name",
+                    ),
+                    **_ERRORS,
                 },
             }
         },
@@ -319,7 +341,8 @@ _DOCUMENT: dict[str, Any] = {
                             },
                             "held": {
                                 "type": "array",
-                                "description": "Jobs held back by a concurrency key or a "
+                                "description": "Pending jobs the leader held back in its "
+                                "last cycle because of a concurrency key's limit or a task's "
                                 "rate limit, by reason",
                                 "items": {
                                     "type": "object",
@@ -346,7 +369,12 @@ _DOCUMENT: dict[str, Any] = {
                 "properties": {
                     "t": {"type": "number", "description": "Store clock, unix seconds"},
                     "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-                    "depth": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "depth": {
+                        "type": "object",
+                        "description": "Jobs by unfinished state: waiting, scheduled, pending, "
+                        "assigned, running, retrying",
+                        "additionalProperties": {"type": "integer"},
+                    },
                     "nodes": {"type": "object", "additionalProperties": {"type": "object"}},
                     "slots_total": {"type": "integer"},
                     "slots_used": {"type": "integer"},
@@ -354,11 +382,16 @@ _DOCUMENT: dict[str, Any] = {
                     "placements_per_s": {"type": "number"},
                     "finished_per_s": {"type": "number", "nullable": True},
                     "succeeded_per_s": {"type": "number", "nullable": True},
-                    "failed_per_s": {"type": "number", "nullable": True},
+                    "failed_per_s": {
+                        "type": "number",
+                        "nullable": True,
+                        "description": "Jobs that turned dead or upstream_failed, per second",
+                    },
                     "failure_rate": {
                         "type": "number",
                         "nullable": True,
-                        "description": "Dead / (succeeded + dead) over the sample interval",
+                        "description": "failed / (succeeded + failed) over the sample interval, "
+                        "where failed is dead + upstream_failed (cancelled counts in neither)",
                     },
                 },
             },
@@ -397,6 +430,54 @@ _DOCUMENT: dict[str, Any] = {
                     "lease_expires_at": {"type": "number", "nullable": True},
                     "error": {"type": "string", "nullable": True},
                     "cancel_requested": {"type": "boolean"},
+                    "depends_on": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Ids of the parent jobs that must succeed before this "
+                        "one leaves `waiting`",
+                    },
+                    "pass_results": {
+                        "type": "boolean",
+                        "description": "The parents' results are passed as the first argument",
+                    },
+                    "workflow_id": {"type": "string", "nullable": True},
+                    "unique_key": {"type": "string", "nullable": True},
+                    "concurrency_key": {"type": "string", "nullable": True},
+                    "concurrency_limit": {
+                        "type": "integer",
+                        "description": "At most this many jobs with the concurrency key are "
+                        "assigned or running (0: no limit)",
+                    },
+                    "rate_limit": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "The task's fleet-wide rate limit, `<count>/<seconds>`",
+                    },
+                },
+            },
+            "Schedule": {
+                "type": "object",
+                "description": "A periodic schedule. A schedule whose stored spec cannot be "
+                "read has only `name`, `last_tick` and `error`.",
+                "properties": {
+                    "name": {"type": "string"},
+                    "task": {"type": "string", "nullable": True},
+                    "cron": {"type": "string"},
+                    "tz": {"type": "string", "description": "IANA time zone of the cron"},
+                    "missed": {"type": "string", "enum": ["skip", "run_once"]},
+                    "grace": {
+                        "type": "number",
+                        "description": "With `skip`: how late (seconds) a tick may still run",
+                    },
+                    "last_tick": {
+                        "type": "number",
+                        "nullable": True,
+                        "description": "Last tick handled (run or skipped), unix seconds",
+                    },
+                    "last_tick_iso": {"type": "string", "nullable": True},
+                    "next_tick": {"type": "number", "description": "Unix seconds"},
+                    "next_tick_iso": {"type": "string"},
+                    "error": {"type": "string"},
                 },
             },
             "Job": {
@@ -408,6 +489,23 @@ _DOCUMENT: dict[str, Any] = {
                             "result": {"nullable": True},
                             "traceback": {"type": "string", "nullable": True},
                             "payload_ok": {"type": "boolean"},
+                            "parents": {
+                                "type": "array",
+                                "description": "The jobs of `depends_on`, in order, with their "
+                                "task and state (null for a parent that was pruned)",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "id": {"type": "string"},
+                                        "task": {"type": "string", "nullable": True},
+                                        "state": {
+                                            "type": "string",
+                                            "enum": _STATES,
+                                            "nullable": True,
+                                        },
+                                    },
+                                },
+                            },
                             "timings": {
                                 "type": "object",
                                 "properties": {

@@ -112,7 +112,7 @@ WITH new AS (
             ELSE 'pending' END,
         max_attempts, timeout, resources, labels, affinity, backoff_base, backoff_max,
         rota_now(), coalesce(eta, rota_now() + delay),
-        CASE WHEN depends_on IS NULL THEN '{}'::text[] ELSE ARRAY(
+        CASE WHEN depends_on IS NOT NULL THEN ARRAY(
             SELECT d.parent_id
             FROM jsonb_array_elements_text(depends_on::jsonb) WITH ORDINALITY AS d (parent_id, k)
             ORDER BY d.k
@@ -141,7 +141,7 @@ WITH locked AS (
 ), marked AS (
     UPDATE jobs j SET has_children = true
     FROM locked l
-    WHERE j.id = l.id AND NOT l.has_children
+    WHERE j.id = l.id AND l.has_children IS NOT TRUE
 )
 SELECT id, state FROM locked
 
@@ -553,7 +553,9 @@ SELECT (SELECT count(*) FROM fence), (SELECT coalesce(sum(placed), 0) FROM woken
 -- candidates are decided now, the others queued in settle_children for the next call: to
 -- pending once every parent succeeded, to upstream_failed (final, error naming the first
 -- failed parent) once one is dead, cancelled, upstream_failed or gone; others stay waiting
--- until their next parent becomes final. Costs nothing like the number of waiting jobs.
+-- until their next parent becomes final. Rows are looked up by ``id = ANY(ARRAY(...))``
+-- (index scans whatever the planner guesses of the CTEs' sizes), so a call costs nothing
+-- like the number of waiting jobs (tests/test_postgres_store.py checks the plan).
 WITH fence AS (
     SELECT token FROM leases
     WHERE name = :lease_name AND holder = :holder AND token = :token
@@ -566,7 +568,7 @@ WITH fence AS (
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 ), events_taken AS (
-    DELETE FROM settle_parents s USING events e WHERE s.seq = e.seq
+    DELETE FROM settle_parents WHERE seq = ANY(ARRAY(SELECT seq FROM events))
 ), queued AS (
     SELECT job_id FROM settle_children
     WHERE EXISTS (SELECT FROM fence)
@@ -586,14 +588,15 @@ WITH fence AS (
     SELECT job_id FROM candidates WHERE job_id NOT IN (SELECT job_id FROM picked)
     ON CONFLICT DO NOTHING
 ), dequeued AS (
-    DELETE FROM settle_children s USING picked p WHERE s.job_id = p.job_id
+    DELETE FROM settle_children WHERE job_id = ANY(ARRAY(SELECT job_id FROM picked))
 ), children AS (
-    SELECT j.id, j.depends_on
-    FROM jobs j
-    JOIN picked p ON p.job_id = j.id
-    WHERE j.state = 'waiting'
-    ORDER BY j.id
-    FOR UPDATE OF j
+    SELECT id, depends_on FROM jobs
+    WHERE id = ANY(ARRAY(SELECT job_id FROM picked)) AND state = 'waiting'
+    ORDER BY id
+    FOR UPDATE
+), parents AS (
+    SELECT id, state FROM jobs
+    WHERE id = ANY(ARRAY(SELECT DISTINCT unnest(depends_on) FROM children))
 ), verdict AS (
     SELECT c.id,
         (array_agg(d.parent_id || ' is ' || coalesce(p.state, 'gone') ORDER BY d.k)
@@ -602,7 +605,7 @@ WITH fence AS (
         bool_and(p.state IS NOT DISTINCT FROM 'succeeded') AS ready
     FROM children c
     CROSS JOIN LATERAL unnest(c.depends_on) WITH ORDINALITY AS d (parent_id, k)
-    LEFT JOIN jobs p ON p.id = d.parent_id
+    LEFT JOIN parents p ON p.id = d.parent_id
     GROUP BY c.id
 ), moved AS (
     UPDATE jobs j
@@ -611,7 +614,8 @@ WITH fence AS (
         error = CASE WHEN v.failed IS NULL THEN NULL
             ELSE 'upstream failed: parent ' || v.failed END
     FROM verdict v
-    WHERE j.id = v.id AND (v.failed IS NOT NULL OR v.ready)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM verdict WHERE failed IS NOT NULL OR ready))
+        AND j.id = v.id
     RETURNING j.state
 ), woken AS (
     SELECT pg_notify(:pending_channel, '')
@@ -685,7 +689,7 @@ WITH doomed AS (
     SELECT id FROM jobs j
     WHERE state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
         AND finished_at < rota_now() - :older_than
-        AND NOT (j.has_children AND (
+        AND NOT (j.has_children IS TRUE AND (
             SELECT count(*) FROM jobs c WHERE c.state = 'waiting' AND c.depends_on @> ARRAY[j.id]
         ) > 0)
     LIMIT :batch

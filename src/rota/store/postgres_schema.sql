@@ -40,15 +40,16 @@ CREATE TABLE jobs (
     error            text,
     traceback        text,
     cancel_requested boolean          NOT NULL DEFAULT false,
-    -- Workflows: parents that must succeed first (the job starts 'waiting').
-    depends_on       text[]           NOT NULL DEFAULT '{}',
-    pass_results     boolean          NOT NULL DEFAULT false,
+    -- Issue 5 (migration 0003). NULL means the default (no parents, false, 0), so that a job
+    -- using none of them has a row no wider than before.
+    depends_on       text[],                     -- parents that must succeed first
+    pass_results     boolean,
     workflow_id      text,
     unique_key       text,                       -- see unique_keys
     concurrency_key  text,
-    concurrency_limit integer         NOT NULL DEFAULT 0,
+    concurrency_limit integer,
     rate_limit       text,                       -- "<count>/<seconds>", read by the scheduler
-    has_children     boolean          NOT NULL DEFAULT false,  -- some job depends on it
+    has_children     boolean,                    -- true once some job depends on it
     CONSTRAINT jobs_pkey PRIMARY KEY (id),
     CONSTRAINT jobs_state_check CHECK (state IN ('waiting', 'scheduled', 'pending', 'assigned',
         'running', 'retrying', 'succeeded', 'dead', 'cancelled', 'upstream_failed'))
@@ -99,7 +100,8 @@ CREATE FUNCTION rota_settle_parent() RETURNS trigger
 
 CREATE TRIGGER jobs_settle AFTER UPDATE OF state ON jobs
     FOR EACH ROW
-    WHEN (NEW.has_children AND NEW.state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
+    WHEN (NEW.has_children IS TRUE
+        AND NEW.state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
         AND OLD.state IS DISTINCT FROM NEW.state)
     EXECUTE FUNCTION rota_settle_parent();
 

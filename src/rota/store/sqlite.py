@@ -152,7 +152,8 @@ def _uses_flow(job: NewJob) -> bool:
 
 
 def _statements(script: str) -> Iterator[str]:
-    """The statements of a script, trigger bodies (``BEGIN ... END;``) kept whole."""
+    """The complete statements of a script (a ``;`` inside one, as in a trigger body,
+    does not split it)."""
     pending = ""
     for part in script.split(";"):
         pending += part + ";"
@@ -778,8 +779,8 @@ class SQLiteStore(Store):
                     queued.append(r)
                 if state != JobState.WAITING:
                     continue  # gone, cancelled or settled already
-                # A parent pruned meanwhile had succeeded: a failed one settles its
-                # children when it ends, long before it can be pruned.
+                # A parent that is gone had succeeded: prune keeps parents while children
+                # are queued, and a failed parent fails its children when they are.
                 found = parents.setdefault(child, [])
                 if parent is not None:
                     found.append((parent, JobState(parent_state or JobState.SUCCEEDED)))

@@ -461,22 +461,26 @@ INSERT OR REPLACE INTO stats (name, data, updated_at) VALUES (:name, :data, :now
 SELECT data FROM stats WHERE name = ?;
 
 -- name: prune_edges
--- Before prune_jobs: the edges and unique keys of the jobs it deletes. A parent whose
--- children were not queued yet (has_children = 1) is kept until they are.
+-- Before prune_jobs: the edges and unique keys of the jobs it deletes. A parent is kept
+-- until its children are settled (has_children = 2 and none queued in job_settle), so a
+-- waiting child never misses a parent that failed.
 DELETE FROM job_deps WHERE parent IN (
     SELECT id FROM jobs INDEXED BY jobs_finished
-    WHERE finished_at IS NOT NULL AND finished_at < :cutoff AND has_children = 2
+    WHERE finished_at IS NOT NULL AND finished_at < :cutoff
+      AND has_children = 2 AND NOT EXISTS (SELECT 1 FROM job_settle)
       AND state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed'));
 
 -- name: prune_unique
 DELETE FROM job_unique WHERE (key, job_id) IN (
     SELECT unique_key, id FROM jobs INDEXED BY jobs_finished
     WHERE finished_at IS NOT NULL AND finished_at < :cutoff AND unique_key IS NOT NULL
-      AND has_children != 1 AND state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed'));
+      AND (has_children = 0 OR (has_children = 2 AND NOT EXISTS (SELECT 1 FROM job_settle)))
+      AND state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed'));
 
 -- name: prune_jobs
 DELETE FROM jobs INDEXED BY jobs_finished
-WHERE finished_at IS NOT NULL AND finished_at < :cutoff AND has_children != 1
+WHERE finished_at IS NOT NULL AND finished_at < :cutoff
+  AND (has_children = 0 OR (has_children = 2 AND NOT EXISTS (SELECT 1 FROM job_settle)))
   AND state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed');
 
 -- name: prune_nodes

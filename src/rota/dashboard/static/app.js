@@ -6,13 +6,15 @@
 (function () {
   const REFRESH_MS = 2000;
   const WINDOW_S = 15 * 60; // charts show the last 15 minutes
-  const JOB_STATES = ["scheduled", "pending", "assigned", "running", "retrying",
-    "succeeded", "dead", "cancelled"];
-  const FINAL = new Set(["succeeded", "dead", "cancelled"]);
+  const JOB_STATES = ["waiting", "scheduled", "pending", "assigned", "running", "retrying",
+    "succeeded", "dead", "cancelled", "upstream_failed"];
+  // Final states; upstream_failed (a parent failed, the job never ran) counts as a failure.
+  const FINAL = new Set(["succeeded", "dead", "cancelled", "upstream_failed"]);
+  const MAX_PARENTS_SHOWN = 200;
   const SVG = "http://www.w3.org/2000/svg";
 
   const app = { session: null, status: null, samples: [], historyInfo: null, timer: null,
-    lastOk: 0, route: null, jobLive: false, jobBusy: false };
+    lastOk: 0, route: null, jobLive: false, jobBusy: false, schedules: null, schedulesError: null };
 
   // ---- DOM helpers: text only -------------------------------------------------------
   function h(tag, attrs, ...children) {
@@ -89,6 +91,12 @@
     return Number(v).toFixed(digits === undefined ? 1 : digits);
   }
   function badge(state) { return h("span", { class: "badge " + state }, state); }
+  function stateLabel(state) { return state.replace(/_/g, " "); }
+  function heldTotal(sc) { return (sc.held || []).reduce((a, u) => a + (u.jobs || 0), 0); }
+  function rateText(rate) { // "<count>/<seconds>", as the task declared it
+    const m = /^(\d+)\/(\d+(?:\.\d+)?)$/.exec(rate);
+    return m ? m[1] + " per " + m[2] + " s" : rate;
+  }
   function bar(frac) {
     const fill = h("span");
     fill.style.width = Math.min(100, Math.max(0, frac * 100)).toFixed(1) + "%";
@@ -125,9 +133,12 @@
       h("div", { class: "cards" },
         card("live nodes", live.length + " / " + st.nodes.length),
         card("slots in use", running + " / " + slots),
+        card("waiting (workflows)", t.waiting || 0),
         card("pending", t.pending || 0),
         card("running", t.running || 0),
+        card("held back", heldTotal(st.scheduler)),
         card("dead jobs", t.dead || 0),
+        card("upstream failed", t.upstream_failed || 0),
         card("scheduler", st.scheduler.leader ? "leading" : "none")),
       st.nodes.length === 0 ? h("p", { class: "muted" }, "No worker nodes have registered yet.") :
         h("table", { id: "nodes" },
@@ -149,7 +160,7 @@
       }, String(counts[state])) : "0")));
     replace(el, h("h1", {}, "Queues"),
       h("table", { id: "queues" },
-        h("thead", {}, h("tr", {}, h("th", {}, "queue"), JOB_STATES.map((c) => h("th", { class: "num" }, c)))),
+        h("thead", {}, h("tr", {}, h("th", {}, "queue"), JOB_STATES.map((c) => h("th", { class: "num" }, stateLabel(c))))),
         h("tbody", {}, queues.map((q) => row(q, st.jobs.by_queue[q], false)), row("all queues", st.jobs.total, true))));
   }
 
@@ -163,14 +174,58 @@
       ["policy", sc.policy || "-"], ["placements / s", num(sc.decisions_per_s)],
       ["placed by this leader", sc.placed_total === null ? "-" : sc.placed_total],
       ["pending jobs waiting for room", sc.waiting === null ? "-" : sc.waiting],
+      ["held back by limits", heldTotal(sc)],
     ] : [["leader", "none: start `rota scheduler` or a worker with --scheduler"]];
+    const reasons = (id, list) => h("table", { id },
+      h("thead", {}, h("tr", {}, h("th", {}, "reason"), h("th", { class: "num" }, "jobs"))),
+      h("tbody", {}, list.map((u) => h("tr", {}, h("td", {}, u.reason), h("td", { class: "num" }, u.jobs)))));
     replace(el, h("h1", {}, "Scheduler"),
       h("dl", { class: "kv", id: "scheduler" }, items.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
-      h("h2", {}, "Unplaceable jobs"),
-      sc.unplaceable && sc.unplaceable.length ? h("table", {},
-        h("thead", {}, h("tr", {}, h("th", {}, "reason"), h("th", { class: "num" }, "jobs"))),
-        h("tbody", {}, sc.unplaceable.map((u) => h("tr", {}, h("td", {}, u.reason), h("td", { class: "num" }, u.jobs)))))
-        : h("p", { class: "muted" }, "None: every pending job fits some node."));
+      h("div", { class: "pair" },
+        h("section", {}, h("h2", {}, "Unplaceable jobs"),
+          sc.unplaceable && sc.unplaceable.length ? reasons("unplaceable", sc.unplaceable)
+            : h("p", { class: "muted" }, "None: every pending job fits some node.")),
+        h("section", {}, h("h2", {}, "Held jobs (concurrency keys, rate limits)"),
+          sc.held && sc.held.length ? reasons("held", sc.held)
+            : h("p", { class: "muted" }, "None: no pending job is over its concurrency key's limit or its task's rate limit."))),
+      h("h2", {}, "Periodic schedules"),
+      schedulesPanel(st.now));
+  }
+
+  function schedulesPanel(now) {
+    if (app.schedulesError && !app.schedules) {
+      return h("p", { class: "muted", id: "schedules" }, "Could not load schedules: " + app.schedulesError);
+    }
+    const rows = app.schedules;
+    if (!rows) return h("p", { class: "muted", id: "schedules" }, "Loading…");
+    if (rows.length === 0) {
+      return h("p", { class: "muted", id: "schedules" },
+        "No periodic schedules in the store (`@app.periodic` / `app.schedule`, written by `rota worker` or `rota scheduler APP`).");
+    }
+    const rel = (ts) => (ts === null || ts === undefined ? "" : ts >= now ? " (in " + ago(ts - now) + ")" : " (" + ago(now - ts) + " ago)");
+    return h("table", { id: "schedules" },
+      h("thead", {}, h("tr", {}, ["name", "task", "cron", "time zone", "missed ticks", "last tick", "next tick"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, rows.map((r) => r.error !== undefined && r.error !== null
+        ? h("tr", { "data-schedule": r.name }, h("td", { class: "mono" }, r.name),
+          h("td", { colspan: 6, class: "error" }, "cannot read this schedule: " + r.error))
+        : h("tr", { "data-schedule": r.name },
+          h("td", { class: "mono" }, r.name),
+          h("td", { class: "mono" }, r.task ? h("a", { href: "#/jobs?task=" + encodeURIComponent(r.task) }, r.task) : "-"),
+          h("td", { class: "mono" }, r.cron),
+          h("td", {}, r.tz),
+          h("td", {}, r.missed === "skip" ? "skip (run if ≤ " + r.grace + " s late)" : "run once"),
+          h("td", {}, r.last_tick_iso ? [h("span", { class: "mono" }, r.last_tick_iso), rel(r.last_tick)] : "none yet"),
+          h("td", {}, h("span", { class: "mono" }, r.next_tick_iso), rel(r.next_tick))))));
+  }
+
+  async function loadSchedules() {
+    try {
+      const r = await api("/api/schedules");
+      app.schedules = r.schedules;
+      app.schedulesError = null;
+    } catch (e) {
+      app.schedulesError = e.message;
+    }
   }
 
   // ---- charts (inline SVG) ------------------------------------------------------------
@@ -229,10 +284,10 @@
         info && info.last_error ? " Last sampling error: " + info.last_error : ""),
       h("div", { class: "charts" },
         lineChart("Throughput (jobs finished per second)", [
-          seriesOf("finished", (p) => p.finished_per_s), seriesOf("dead", (p) => p.failed_per_s),
+          seriesOf("finished", (p) => p.finished_per_s), seriesOf("failed", (p) => p.failed_per_s),
           seriesOf("placements", (p) => p.placements_per_s)], { fmt: rate }),
-        lineChart("Failure rate (dead / finished)", [seriesOf("failure rate", (p) => p.failure_rate)], { fmt: pct, max: 0.01 }),
-        lineChart("Queue depth", ["pending", "scheduled", "retrying", "assigned", "running"].map(
+        lineChart("Failure rate (dead + upstream failed, of succeeded + failed)", [seriesOf("failure rate", (p) => p.failure_rate)], { fmt: pct, max: 0.01 }),
+        lineChart("Queue depth", ["pending", "scheduled", "retrying", "assigned", "running", "waiting"].map(
           (st) => seriesOf(st, (p) => p.depth[st])), { fmt: count }),
         lineChart("Node load (running / slots)", nodeSeries, { fmt: pct, max: 1 })));
   }
@@ -247,7 +302,7 @@
     const params = routeParams();
     const field = (name, label, input) => h("label", {}, label, input);
     const stateSel = h("select", { name: "state" }, h("option", { value: "" }, "any"),
-      JOB_STATES.map((st) => h("option", { value: st, selected: params.get("state") === st ? "selected" : null }, st)));
+      JOB_STATES.map((st) => h("option", { value: st, selected: params.get("state") === st ? "selected" : null }, stateLabel(st))));
     const text = (name, ph) => h("input", { name, placeholder: ph, value: params.get(name) || "" });
     const limit = h("input", { name: "limit", type: "number", min: 1, max: 1000, value: params.get("limit") || 100 });
     const form = h("form", { class: "filters", id: "job-filters", onsubmit: (ev) => {
@@ -348,6 +403,7 @@
       ["finished", when(job.finished_at) + (t.ran !== null && t.ran !== undefined ? " (ran " + ago(t.ran) + ")" : "")],
       ["lease expires", when(job.lease_expires_at)],
     ];
+    rows.splice(6, 0, ...flowRows(job));
     replace(el,
       h("p", {}, h("a", { href: "#/jobs" }, "← Jobs")),
       h("h1", {}, "Job ", h("span", { class: "mono" }, job.id)),
@@ -360,11 +416,40 @@
       job.traceback ? [h("h2", {}, "Traceback"), h("pre", { id: "job-traceback" }, job.traceback)] : null);
   }
 
+  // Workflow and flow-control fields, only those that are set.
+  function flowRows(job) {
+    const rows = [];
+    const deps = job.depends_on || [];
+    if (deps.length) {
+      const known = new Map((job.parents || []).map((p) => [p.id, p]));
+      const shown = deps.slice(0, MAX_PARENTS_SHOWN).map((pid) => {
+        const p = known.get(pid);
+        return h("div", { class: "parent", "data-parent": pid }, jobLink(pid), " ",
+          p && p.state ? badge(p.state) : h("span", { class: "muted" }, "(no longer stored)"),
+          p && p.task ? h("span", { class: "muted mono" }, " " + p.task) : null);
+      });
+      if (deps.length > MAX_PARENTS_SHOWN) shown.push(h("div", { class: "muted" }, "and " + (deps.length - MAX_PARENTS_SHOWN) + " more"));
+      rows.push(["parents (" + deps.length + ")", h("div", { id: "job-parents" }, shown)]);
+      if (job.pass_results) rows.push(["parents' results", "passed as its first argument"]);
+    }
+    if (job.workflow_id) rows.push(["workflow", h("span", { class: "mono", id: "job-workflow" }, job.workflow_id)]);
+    if (job.unique_key) rows.push(["unique key", h("span", { class: "mono", id: "job-unique-key" }, job.unique_key)]);
+    if (job.concurrency_key) {
+      rows.push(["concurrency key", h("span", { id: "job-concurrency" }, h("span", { class: "mono" }, job.concurrency_key),
+        job.concurrency_limit ? " (at most " + job.concurrency_limit + " assigned or running)" : " (no limit)")]);
+    }
+    if (job.rate_limit) rows.push(["rate limit", h("span", { id: "job-rate-limit" }, rateText(job.rate_limit), " (task-wide, across the fleet)")]);
+    return rows;
+  }
+
   // ---- router and refresh -------------------------------------------------------------
   const LIVE_PAGES = { fleet: fleetPage, queues: queuesPage, charts: chartsPage, scheduler: schedulerPage };
 
+  function currentRoute() { return (window.location.hash || "#/fleet").replace(/^#\/?/, "") || "fleet"; }
+  function currentPage() { return currentRoute().split("?")[0].split("/")[0]; }
+
   function render() {
-    const route = (window.location.hash || "#/fleet").replace(/^#\/?/, "") || "fleet";
+    const route = currentRoute();
     const changed = route !== app.route;
     app.route = route;
     const page = route.split("?")[0].split("/")[0];
@@ -384,6 +469,7 @@
       const [status, history] = await Promise.all([
         api("/api/status"),
         api("/api/history" + (last !== null ? "?since=" + last : "")),
+        currentPage() === "scheduler" ? loadSchedules() : null,
       ]);
       app.status = status;
       app.historyInfo = history;
@@ -407,7 +493,11 @@
     logout.addEventListener("click", async () => {
       try { await post("/logout"); } finally { window.location.assign("/login"); }
     });
-    window.addEventListener("hashchange", () => { notice(""); render(); });
+    window.addEventListener("hashchange", () => {
+      notice("");
+      render();
+      if (currentPage() === "scheduler") loadSchedules().then(() => { if (currentPage() === "scheduler") render(); });
+    });
     await refresh();
     app.timer = window.setInterval(refresh, REFRESH_MS);
   }

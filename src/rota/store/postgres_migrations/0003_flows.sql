@@ -2,17 +2,19 @@
 -- concurrency keys, rate limits and periodic schedules (issue 5). Every step can run again
 -- (IF [NOT] EXISTS), so re-applying it after a lost rota_migrations record is harmless.
 
--- New columns go at the end of jobs (a NOT NULL DEFAULT column is a catalog-only change).
+-- New columns go at the end of jobs. All nullable without a default, NULL meaning the
+-- default (no parents, false, 0): adding them is a catalog-only change, and the row of a job
+-- that uses none of them is no wider than before (a few bits of the null bitmap).
 -- has_children is set on a job once a child names it as a parent.
 ALTER TABLE jobs
-    ADD COLUMN IF NOT EXISTS depends_on        text[]  NOT NULL DEFAULT '{}',
-    ADD COLUMN IF NOT EXISTS pass_results      boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS depends_on        text[],
+    ADD COLUMN IF NOT EXISTS pass_results      boolean,
     ADD COLUMN IF NOT EXISTS workflow_id       text,
     ADD COLUMN IF NOT EXISTS unique_key        text,
     ADD COLUMN IF NOT EXISTS concurrency_key   text,
-    ADD COLUMN IF NOT EXISTS concurrency_limit integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS concurrency_limit integer,
     ADD COLUMN IF NOT EXISTS rate_limit        text,
-    ADD COLUMN IF NOT EXISTS has_children      boolean NOT NULL DEFAULT false;
+    ADD COLUMN IF NOT EXISTS has_children      boolean;
 
 ALTER TABLE jobs DROP CONSTRAINT IF EXISTS jobs_state_check;
 ALTER TABLE jobs ADD CONSTRAINT jobs_state_check CHECK (state IN ('waiting', 'scheduled',
@@ -45,7 +47,8 @@ CREATE OR REPLACE FUNCTION rota_settle_parent() RETURNS trigger
 DROP TRIGGER IF EXISTS jobs_settle ON jobs;
 CREATE TRIGGER jobs_settle AFTER UPDATE OF state ON jobs
     FOR EACH ROW
-    WHEN (NEW.has_children AND NEW.state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
+    WHEN (NEW.has_children IS TRUE
+        AND NEW.state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
         AND OLD.state IS DISTINCT FROM NEW.state)
     EXECUTE FUNCTION rota_settle_parent();
 
