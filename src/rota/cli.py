@@ -457,17 +457,23 @@ def schedules(store_url: str | None, app_spec: str | None, as_json: bool) -> Non
         _print_json(rows)
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("name", "task", "cron", "tz", "missed", "last tick", "next tick")
-    for row in rows:
+    for row in rows:  # Text: names and crons are shown as typed, never as rich markup
         table.add_row(
-            row["name"],
-            str(row.get("task") or ""),
-            str(row.get("cron") or ""),
-            str(row.get("tz") or ""),
-            str(row.get("missed") or ""),
-            str(row.get("last_tick_iso") or "-"),
-            str(row.get("next_tick_iso") or row.get("error") or "-"),
+            *(
+                Text(str(value))
+                for value in (
+                    row["name"],
+                    row.get("task") or "",
+                    row.get("cron") or "",
+                    row.get("tz") or "",
+                    row.get("missed") or "",
+                    row.get("last_tick_iso") or "-",
+                    row.get("next_tick_iso") or row.get("error") or "-",
+                )
+            )
         )
     console.print(table if rows else "no periodic schedules in this store")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rota.model import JobRecord, NodeState
@@ -146,9 +147,9 @@ def render(data: dict[str, Any], console: Console) -> None:
             "[red]No scheduler is leading[/]: start `rota scheduler` or a worker with --scheduler"
         )
     for u in s["unplaceable"]:
-        console.print(f"[yellow]unplaceable[/]: {u['jobs']} job(s): {u['reason']}")
+        console.print(f"[yellow]unplaceable[/]: {u['jobs']} job(s): {escape(str(u['reason']))}")
     for u in s.get("held", []):
-        console.print(f"[cyan]held[/]: {u['jobs']} job(s): {u['reason']}")
+        console.print(f"[cyan]held[/]: {u['jobs']} job(s): {escape(str(u['reason']))}")
 
 
 def render_job(job: JobRecord, console: Console) -> None:

@@ -41,3 +41,30 @@ def test_cancel_and_retry_dead(tmp_path: Path) -> None:
     jobs = {j.id: j.state for j in store.get_jobs([waiting.id, failing.id])}
     assert jobs == {waiting.id: JobState.CANCELLED, failing.id: JobState.PENDING}
     store.close()
+
+
+def test_schedules_lists_the_store_schedules(tmp_path: Path) -> None:
+    from rota import Rota
+
+    url = f"sqlite:///{tmp_path / 'cron.db'}"
+    app = Rota(url)
+
+    @app.periodic("*/5 * * * *", tz="Europe/Paris", name="r[b]x")
+    def report() -> None: ...
+
+    assert app.sync_schedules() == 1
+    runner = CliRunner()
+    out = runner.invoke(cli, ["schedules", "--store", url])
+    assert out.exit_code == 0, out.output
+    assert "r[b]x" in out.output and "*/5 * * * *" in out.output  # not read as markup
+    out = runner.invoke(cli, ["schedules", "--store", url, "--json"])
+    assert out.exit_code == 0, out.output
+    import orjson
+
+    (row,) = orjson.loads(out.output)
+    assert row["tz"] == "Europe/Paris" and row["last_tick"] is None
+    assert row["next_tick"] % 300 == 0  # on a 5-minute boundary (Paris is whole hours off)
+    empty = f"sqlite:///{tmp_path / 'none.db'}"
+    out = runner.invoke(cli, ["schedules", "--store", empty])
+    assert "no periodic schedules" in out.output
+    app.close()

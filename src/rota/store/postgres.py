@@ -27,8 +27,9 @@
   submitters of a key queue up instead of racing; a holder that is final, gone or past its
   ``unique_for`` is replaced), locks the parents it names outside itself (``lock_parents``:
   a parent final already queues the child in ``settle_children``, any other is marked
-  ``has_children``), then inserts (``submit_flow``). A job with children that becomes
-  final, by any path, is appended to ``settle_parents`` by the trigger ``jobs_settle``;
+  ``has_children``), then inserts (``submit_flow``). Every statement that ends jobs
+  (complete, cancel_now, release_jobs, reap_jobs, resolve_dependencies) appends those with
+  ``has_children`` to ``settle_parents`` (a CTE; assign and start_jobs pay nothing);
   :meth:`PostgresStore.resolve_dependencies` is one statement that turns those into
   waiting children (the partial GIN index ``jobs_children_idx``) and settles up to
   ``limit`` of them. ``fire_schedule`` is one transaction: compare-and-set ``last_tick``,

@@ -131,8 +131,8 @@ SELECT pg_notify(:pending_channel, '')
 -- name: lock_parents
 -- The parents a batch names outside itself, locked (in id order) so that none becomes
 -- final unseen while the children are written: either it is final now (the caller queues
--- the child in settle_children) or it is marked has_children first (then the trigger
--- jobs_settle queues it when it becomes final). Missing ids are missing from the result.
+-- the child in settle_children) or it is marked has_children first (then the statement
+-- that ends it queues it in settle_parents). Missing ids are missing from the result.
 WITH locked AS (
     SELECT id, state, has_children FROM jobs
     WHERE id = ANY(:ids::text[])
@@ -206,9 +206,15 @@ SELECT queue, state, count(*) FROM jobs GROUP BY queue, state
 SELECT state, node_id FROM jobs WHERE id = :id FOR UPDATE
 
 -- name: cancel_now
-UPDATE jobs
-SET state = 'cancelled', finished_at = rota_now(), lease_expires_at = NULL, error = 'cancelled'
-WHERE id = :id
+-- (After lock_job.) A job with children is queued for resolve_dependencies.
+WITH cancelled AS (
+    UPDATE jobs
+    SET state = 'cancelled', finished_at = rota_now(), lease_expires_at = NULL,
+        error = 'cancelled'
+    WHERE id = :id
+    RETURNING id, has_children
+)
+INSERT INTO settle_parents (parent_id) SELECT id FROM cancelled WHERE has_children IS TRUE
 
 -- name: request_cancel
 UPDATE jobs SET cancel_requested = true WHERE id = :id
@@ -339,7 +345,9 @@ RETURNING j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts, j.m
 
 -- name: complete
 -- Accept each outcome only if its job is running with the same token; a failure goes to
--- retrying (due after its delay) while attempts are left, else dead.
+-- retrying (due after its delay) while attempts are left, else dead. Jobs with children
+-- that ended are queued for resolve_dependencies (has_children as of the row lock: a child
+-- submitted meanwhile marked it first, or saw it final).
 WITH outcome AS (
     SELECT *
     FROM unnest(:ids::text[], :tokens::bigint[], :kinds::text[], :results::text[],
@@ -371,7 +379,10 @@ WITH outcome AS (
         finished_at = CASE WHEN d.state = 'retrying' THEN NULL ELSE rota_now() END
     FROM decided d
     WHERE j.id = d.id
-    RETURNING j.id, j.state
+    RETURNING j.id, j.state, j.has_children
+), settled AS (
+    INSERT INTO settle_parents (parent_id)
+    SELECT id FROM done WHERE has_children IS TRUE AND state <> 'retrying'
 ), woken AS (
     SELECT pg_notify(:pending_channel, ''), pg_notify(:done_channel, '')
     WHERE EXISTS (SELECT FROM done)
@@ -399,7 +410,10 @@ WITH held AS (
         attempts = CASE WHEN j.state = 'running' THEN greatest(j.attempts - 1, 0)
             ELSE j.attempts END
     FROM locked WHERE j.id = locked.id
-    RETURNING 1
+    RETURNING j.id, j.state, j.has_children
+), settled AS (
+    INSERT INTO settle_parents (parent_id)
+    SELECT id FROM released WHERE has_children IS TRUE AND state = 'cancelled'
 ), woken AS (
     SELECT pg_notify(:pending_channel, '') WHERE EXISTS (SELECT FROM released)
 )
@@ -494,7 +508,10 @@ WITH lost AS (
         END
     FROM lost
     WHERE j.id = lost.id
-    RETURNING lost.old_state, j.state
+    RETURNING j.id, lost.old_state, j.state, j.has_children
+), settled AS (
+    INSERT INTO settle_parents (parent_id)
+    SELECT id FROM taken WHERE has_children IS TRUE AND state IN ('dead', 'cancelled')
 ), woken AS (
     SELECT pg_notify(:done_channel, '') WHERE EXISTS (SELECT FROM taken WHERE state = 'dead')
 )
@@ -548,7 +565,7 @@ SELECT (SELECT count(*) FROM fence), (SELECT coalesce(sum(placed), 0) FROM woken
 
 -- name: resolve_dependencies
 -- Fenced. Take up to :limit parents that became final (settle_parents, appended by the
--- trigger jobs_settle) and up to :limit queued children (settle_children); their waiting
+-- statements that end jobs with has_children) and up to :limit queued children (settle_children); their waiting
 -- children are the candidates (found through jobs_children_idx). The first :limit
 -- candidates are decided now, the others queued in settle_children for the next call: to
 -- pending once every parent succeeded, to upstream_failed (final, error naming the first
@@ -616,7 +633,10 @@ WITH fence AS (
     FROM verdict v
     WHERE j.id = ANY(ARRAY(SELECT id FROM verdict WHERE failed IS NOT NULL OR ready))
         AND j.id = v.id
-    RETURNING j.state
+    RETURNING j.id, j.state, j.has_children
+), settled AS (
+    INSERT INTO settle_parents (parent_id)
+    SELECT id FROM moved WHERE has_children IS TRUE AND state = 'upstream_failed'
 ), woken AS (
     SELECT pg_notify(:pending_channel, '')
     WHERE EXISTS (SELECT FROM moved WHERE state = 'pending')

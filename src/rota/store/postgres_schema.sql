@@ -77,7 +77,10 @@ CREATE INDEX jobs_concurrency_idx ON jobs (concurrency_key)
     WHERE concurrency_key IS NOT NULL AND state IN ('assigned', 'running');
 
 -- Workflow settling, in two steps (see resolve_dependencies in postgres_queries.sql):
--- settle_parents: jobs with children that became final (appended by the trigger below);
+-- settle_parents: jobs with children that became final, appended by each statement that
+-- ends jobs (complete, cancel_now, release_jobs, reap_jobs, resolve_dependencies) for the
+-- rows it ended with has_children (a CTE, not a trigger: a trigger's WHEN is parsed again
+-- by every statement that changes a state, assign and start_jobs included);
 -- settle_children: waiting jobs to look at again (children of those parents not looked at
 -- yet, and children submitted when a parent was final already).
 CREATE TABLE settle_parents (
@@ -90,20 +93,6 @@ CREATE TABLE settle_children (
     job_id text NOT NULL,
     CONSTRAINT settle_children_pkey PRIMARY KEY (job_id)
 );
-
--- Every path that makes a job final (complete, cancel, release, reap, resolve) goes through
--- this trigger; jobs without children only pay the test of has_children.
-CREATE FUNCTION rota_settle_parent() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path FROM CURRENT
-    AS $$ BEGIN INSERT INTO settle_parents (parent_id) VALUES (NEW.id); RETURN NULL; END $$;
-
-CREATE TRIGGER jobs_settle AFTER UPDATE OF state ON jobs
-    FOR EACH ROW
-    WHEN (NEW.has_children IS TRUE
-        AND NEW.state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
-        AND OLD.state IS DISTINCT FROM NEW.state)
-    EXECUTE FUNCTION rota_settle_parent();
 
 -- unique_key -> the job holding it (expires_at: its created_at + unique_for). Checked lazily
 -- at submit: a holder that is gone, final or expired is replaced.

@@ -26,7 +26,13 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
                                 Written by every job script; EXPIRE result TTL once final.
   B.."jobs"             zset    seq -> id: every stored job (submit adds and checks it for
                                 duplicate ids with ZMSCORE, purge removes)
-  B.."state:"..st       zset    seq -> id: jobs in state st (every transition moves it)
+  B.."state:"..st       zset    seq -> id: jobs in state st, for st = pending, scheduled,
+                                retrying, waiting and the final states (every transition
+                                moves it). Assigned and running jobs have no such index:
+                                they are listed from "nassigned:*" and "running", which
+                                the fleet's capacity bounds (script active_ids).
+  B.."token"            string  last fencing token handed out (INCRBY by assign: a job's
+                                token is new and higher at each assignment)
   B.."children:"..id    set     ids of the waiting jobs that depend on job id (submit adds;
                                 resolve_dependencies pops them once job id is final, and
                                 removes a job it settles from its other parents' sets;
@@ -49,10 +55,16 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
   B.."schedules:ticks"  hash    schedule name -> last tick handled (fire_schedule sets it,
                                 delete_schedules removes it)
   B.."counts"           hash    "<st>:<q>" -> number of jobs (every transition)
-  B.."pending"          zset    all scores 0, member rank..id (rank = 8 hex of
-                                2^31-1-priority, 12 hex of seq): placement order, read
-                                with ZRANGEBYLEX. submit/promote/release/reap/retry and
-                                resolve_dependencies add, assign/cancel remove.
+  B.."pending"          zset    all scores 0, member rank..id.."\0"..queue.."\0"..x.."\0"..task
+                                (rank = 8 hex of 2^31-1-priority, 12 hex of seq; x = "" or
+                                the JSON list [resources, labels, affinity,
+                                concurrency_key, concurrency_limit, rate_limit]): placement
+                                order, read with ZRANGEBYLEX, and everything placement
+                                needs, so the scheduler never reads job hashes. Built by
+                                pmember() from the job's fields, which never change while
+                                it is pending. submit/promote/release/reap/retry and
+                                resolve_dependencies add, assign (given the member the
+                                scheduler read) and cancel remove.
   B.."delayed"          zset    due time -> id: scheduled and retrying jobs
                                 (submit/complete add, promote_due/cancel remove)
   B.."running"          zset    lease_expires_at -> id: running jobs (start_jobs adds,
@@ -117,6 +129,32 @@ local function rank(priority, seq)
   return string.format('%08x%012x', 2147483647 - p, tonumber(seq))
 end
 
+-- A pending job's member in "pending" (see the header): everything placement reads.
+local function pmember(priority, seq, id, queue, task, res, labels, aff, ck, cl, rl)
+  local x = ''
+  if res or labels or aff or ck or rl or (tonumber(cl) or 0) ~= 0 then
+    x = '[' .. (res or 'null') .. ',' .. (labels or 'null') .. ',' .. (aff or 'null') .. ','
+      .. (ck and cjson.encode(ck) or 'null') .. ',' .. tostring(tonumber(cl) or 0) .. ','
+      .. (rl and cjson.encode(rl) or 'null') .. ']'
+  end
+  return rank(priority, seq) .. id .. '\0' .. queue .. '\0' .. x .. '\0' .. task
+end
+
+local PFIELDS = { 'priority', 'seq', 'queue', 'task', 'resources', 'labels', 'affinity',
+  'concurrency_key', 'concurrency_limit', 'rate_limit' }
+-- The member of job `id` built from its hash (nil if it is gone).
+local function pmember_of(id)
+  local v = redis.call('HMGET', jkey(id), unpack(PFIELDS))
+  if not v[2] then
+    return nil
+  end
+  return pmember(v[1], v[2], id, v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10])
+end
+
+-- States with a "state:<st>" index (assigned and running jobs have none).
+local INDEXED = { pending = true, scheduled = true, retrying = true, waiting = true,
+  succeeded = true, dead = true, cancelled = true, upstream_failed = true }
+
 local COUNTS = {}
 local function count(queue, state, delta)
   local f = state .. ':' .. queue
@@ -159,15 +197,38 @@ end
 -- in one script ends up in one index only.
 local MOVED = {}
 local EMPTIED = {} -- nodes that released resources: drop their "nused" hash once empty
+local WATCHED = {} -- ids of jobs that became final: flush() signals those someone waits for
 
 local function flush()
   for id, mv in pairs(MOVED) do
     if mv.from ~= mv.to then
-      defer('ZREM', B .. 'state:' .. mv.from, id)
-      defer('ZADD', B .. 'state:' .. mv.to, mv.seq, id)
+      if INDEXED[mv.from] then
+        defer('ZREM', B .. 'state:' .. mv.from, id)
+      end
+      if INDEXED[mv.to] then
+        defer('ZADD', B .. 'state:' .. mv.to, mv.seq, id)
+      end
     end
   end
   MOVED = {}
+  -- One EXISTS for all "watch:" keys of the jobs that became final (usually none is set).
+  for c = 1, #WATCHED, 1000 do
+    local keys = {}
+    for i = c, math.min(c + 999, #WATCHED) do
+      keys[#keys + 1] = B .. 'watch:' .. WATCHED[i]
+    end
+    if redis.call('EXISTS', unpack(keys)) > 0 then
+      for i = c, math.min(c + 999, #WATCHED) do
+        local id = WATCHED[i]
+        if redis.call('EXISTS', B .. 'watch:' .. id) == 1 then -- someone waits for it
+          local d = B .. 'done:' .. id -- deleted by retry_dead: never more than one element
+          redis.call('RPUSH', d, '1')
+          redis.call('EXPIRE', d, DONE_TTL)
+        end
+      end
+    end
+  end
+  WATCHED = {}
   for _, buf in ipairs(BUFS) do
     for i = 1, buf.n, 4000 do
       redis.call(buf.cmd, buf.key, unpack(buf, i, math.min(i + 3999, buf.n)))
@@ -264,11 +325,15 @@ local function move(j, to)
   j.state = to
 end
 
+local function usage_of(node, resources, sign)
+  for name, qty in pairs(resources) do
+    redis.call('HINCRBYFLOAT', B .. 'nused:' .. node, name, sign * qty)
+  end
+end
+
 local function usage(node, resources, sign)
   if resources and resources ~= '' then
-    for name, qty in pairs(cjson.decode(resources)) do
-      redis.call('HINCRBYFLOAT', B .. 'nused:' .. node, name, sign * qty)
-    end
+    usage_of(node, cjson.decode(resources), sign)
   end
 end
 
@@ -296,7 +361,7 @@ end
 -- Put job j (already off any node and out of "delayed") in pending; `clear` = fields to
 -- delete from its hash.
 local function to_pending(j, clear)
-  defer('ZADD', B .. 'pending', 0, rank(j.priority, j.seq) .. j.id)
+  defer('ZADD', B .. 'pending', 0, pmember_of(j.id))
   move(j, 'pending')
   redis.call('HSET', jkey(j.id), 'state', 'pending')
   if clear then
@@ -333,11 +398,7 @@ local function finish(j, to, set, clear)
       redis.call('DEL', u)
     end
   end
-  if redis.call('EXISTS', B .. 'watch:' .. j.id) == 1 then -- someone waits for it
-    local d = B .. 'done:' .. j.id -- deleted by retry_dead: never more than one element
-    redis.call('RPUSH', d, '1')
-    redis.call('EXPIRE', d, DONE_TTL)
-  end
+  WATCHED[#WATCHED + 1] = j.id
   wake(B .. 'wake:sched')
 end
 

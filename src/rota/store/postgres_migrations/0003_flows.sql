@@ -24,7 +24,8 @@ ALTER TABLE jobs ADD CONSTRAINT jobs_state_check CHECK (state IN ('waiting', 'sc
 DROP INDEX IF EXISTS jobs_finished_idx;
 CREATE INDEX jobs_finished_idx ON jobs (finished_at)
     WHERE state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed');
-CREATE INDEX IF NOT EXISTS jobs_children_idx ON jobs USING gin (depends_on) WHERE state = 'waiting';
+CREATE INDEX IF NOT EXISTS jobs_children_idx ON jobs USING gin (depends_on)
+    WHERE state = 'waiting';
 CREATE INDEX IF NOT EXISTS jobs_concurrency_idx ON jobs (concurrency_key)
     WHERE concurrency_key IS NOT NULL AND state IN ('assigned', 'running');
 
@@ -38,19 +39,6 @@ CREATE TABLE IF NOT EXISTS settle_children (
     job_id text NOT NULL,
     CONSTRAINT settle_children_pkey PRIMARY KEY (job_id)
 );
-
-CREATE OR REPLACE FUNCTION rota_settle_parent() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path FROM CURRENT
-    AS $$ BEGIN INSERT INTO settle_parents (parent_id) VALUES (NEW.id); RETURN NULL; END $$;
-
-DROP TRIGGER IF EXISTS jobs_settle ON jobs;
-CREATE TRIGGER jobs_settle AFTER UPDATE OF state ON jobs
-    FOR EACH ROW
-    WHEN (NEW.has_children IS TRUE
-        AND NEW.state IN ('succeeded', 'dead', 'cancelled', 'upstream_failed')
-        AND OLD.state IS DISTINCT FROM NEW.state)
-    EXECUTE FUNCTION rota_settle_parent();
 
 CREATE TABLE IF NOT EXISTS unique_keys (
     key        text             NOT NULL,
