@@ -1070,3 +1070,26 @@ def test_fire_schedule_with_an_existing_job_id_changes_nothing(store: Any) -> No
     assert store.fire_schedule(lease, "s", 180.0, keyed)
     assert store.fire_schedule(lease, "s", 240.0, new_job(unique_key="tick"))  # deduplicated
     assert len(store.list_jobs(limit=10)) == 2
+
+
+def test_every_statement_that_ends_a_parent_queues_its_children(store: Any) -> None:
+    """complete and cancel are in the contract suite; here: reap (lease expired on the last
+    attempt) and release_jobs of a job whose cancellation was requested."""
+    store.register_node(node_spec("n1"))
+    lease = store.acquire_lease("scheduler", "test", 60)
+    reaped, released = new_job(), new_job()
+    kids = [new_job(depends_on=(reaped.id,)), new_job(depends_on=(released.id,))]
+    store.submit([reaped, released, *kids])
+    store.assign(lease, [Assignment(reaped.id, "n1"), Assignment(released.id, "n1")])
+    running = {r.id: r for r in store.start_jobs("n1", 2, 0.2)}
+    store.heartbeat("n1", [(released.id, running[released.id].token)], 60)
+    assert store.cancel(released.id) is JobState.RUNNING  # flagged
+    assert store.release_jobs("n1", [(released.id, running[released.id].token)]) == 1
+    time.sleep(0.3)
+    assert store.reap(lease, 60).dead_jobs == 1
+    assert store.resolve_dependencies(lease, 10) == 2
+    errors = [r.error for r in store.get_jobs([k.id for k in kids])]
+    assert errors == [
+        f"upstream failed: parent {reaped.id} is dead",
+        f"upstream failed: parent {released.id} is cancelled",
+    ]

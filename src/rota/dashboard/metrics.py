@@ -112,6 +112,14 @@ def snapshot_metrics(data: dict[str, Any]) -> Iterator[Metric]:
     for u in s.get("unplaceable") or []:
         unplaceable.add_metric([str(u["reason"])], u["jobs"])
     yield unplaceable
+    held = GaugeMetricFamily(
+        "rota_scheduler_held_jobs",
+        "Pending jobs held back by a concurrency key or a rate limit, by reason.",
+        labels=["reason"],
+    )
+    for h in s.get("held") or []:
+        held.add_metric([str(h["reason"])], h["jobs"])
+    yield held
     totals = s.get("totals") or {}
     for stat, name, doc in _SCHEDULER_TOTALS:
         counter = CounterMetricFamily(name, doc)

@@ -514,39 +514,71 @@ local function do_complete(outcomes)
   return acc
 end
 
--- Move up to `limit` of the node's assigned jobs to running; returns their ids.
--- Caller flushes.
+-- Move up to `limit` of the node's assigned jobs to running. Returns {started_at,
+-- lease_expires_at, id, attempts, HGETALL job as it was before...}: the caller sets state,
+-- attempts, started_at and lease_expires_at on each record itself (the hash is read once,
+-- for the check and the reply). Caller flushes.
 local function do_start(node, limit, ttl)
-  local ids = {}
+  local exp = NOW + ttl
+  local exps = fmt(exp)
+  local out = { NOWS, exps }
   local ns = redis.call('HGET', B .. 'node:' .. node, 'state')
   if (ns ~= 'live' and ns ~= 'draining') or limit <= 0 then
-    return ids
+    return out
   end
   local ak = B .. 'nassigned:' .. node
   local members = redis.call('ZRANGEBYLEX', ak, '-', '+', 'LIMIT', 0, limit)
-  local exp = NOW + ttl
-  local exps = fmt(exp)
-  local fields = { 'state', 'node_id', 'queue', 'seq', 'attempts' }
   for _, mem in ipairs(members) do
     defer('ZREM', ak, mem)
-    local j = load(string.sub(mem, 21), fields)
-    if j and j.state == 'assigned' and j.node == node then
-      defer('SADD', B .. 'nrunning:' .. node, j.id)
-      defer('ZADD', B .. 'running', exp, j.id)
-      move(j, 'running')
-      redis.call('HSET', jkey(j.id), 'state', 'running', 'attempts', j.attempts + 1,
-        'started_at', NOWS, 'lease_expires_at', exps)
-      ids[#ids + 1] = j.id
+    local id = string.sub(mem, 21)
+    local h = redis.call('HGETALL', jkey(id))
+    local st, nd, att, queue
+    for i = 1, #h, 2 do
+      local f = h[i]
+      if f == 'state' then
+        st = h[i + 1]
+      elseif f == 'node_id' then
+        nd = h[i + 1]
+      elseif f == 'attempts' then
+        att = h[i + 1]
+      elseif f == 'queue' then
+        queue = h[i + 1]
+      end
+    end
+    if st == 'assigned' and nd == node then
+      local a = (tonumber(att) or 0) + 1
+      defer('SADD', B .. 'nrunning:' .. node, id)
+      defer('ZADD', B .. 'running', exp, id)
+      count(queue, 'assigned', -1)
+      count(queue, 'running', 1)
+      redis.call('HSET', jkey(id), 'state', 'running', 'attempts', a, 'started_at', NOWS,
+        'lease_expires_at', exps)
+      out[#out + 1] = id
+      out[#out + 1] = a
+      out[#out + 1] = h
     end
   end
-  return ids
+  return out
 end
 
-local function records(ids)
-  local out = {}
-  for _, id in ipairs(ids) do
-    out[#out + 1] = id
-    out[#out + 1] = record(id)
+-- do_start's reply without its hashes ({started_at, lease, id, attempts...}), to memoize.
+local function started_memo(out)
+  local m = { out[1], out[2] }
+  for i = 3, #out, 3 do
+    m[#m + 1] = out[i]
+    m[#m + 1] = out[i + 1]
+  end
+  return m
+end
+
+-- do_start's reply again from its memo: the hashes read now (the caller overrides the same
+-- fields, with the same values).
+local function started_replay(m)
+  local out = { m[1], m[2] }
+  for i = 3, #m, 2 do
+    out[#out + 1] = m[i]
+    out[#out + 1] = m[i + 1]
+    out[#out + 1] = record(m[i])
   end
   return out
 end
@@ -565,32 +597,28 @@ local function node_rows()
   return out
 end
 
--- Pending jobs from ZRANGEBYLEX `start`: {id, queue, priority, seq, resources, labels,
--- affinity, task, concurrency_key, concurrency_limit, rate_limit}... ("" = none).
+-- Pending jobs from ZRANGEBYLEX `start`: their members (which hold what placement needs).
+-- A member written by an older rota (rank..id only) is rewritten on the way.
 local function pending_rows(start, limit)
   local members = redis.call('ZRANGEBYLEX', B .. 'pending', start, '+', 'LIMIT', 0, limit)
-  local out = {}
-  local n = 0
-  for _, mem in ipairs(members) do
-    local id = string.sub(mem, 21)
-    local v = redis.call('HMGET', jkey(id), 'queue', 'priority', 'seq', 'resources', 'labels',
-      'affinity', 'task', 'concurrency_key', 'concurrency_limit', 'rate_limit')
-    if v[1] then
-      out[n + 1] = id
-      out[n + 2] = v[1]
-      out[n + 3] = v[2] or '0'
-      out[n + 4] = v[3]
-      out[n + 5] = v[4] or ''
-      out[n + 6] = v[5] or ''
-      out[n + 7] = v[6] or ''
-      out[n + 8] = v[7] or ''
-      out[n + 9] = v[8] or ''
-      out[n + 10] = v[9] or ''
-      out[n + 11] = v[10] or ''
-      n = n + 11
+  for i, mem in ipairs(members) do
+    if not string.find(mem, '\0', 21, true) then
+      local out = {}
+      for k = 1, #members do
+        local m = members[k]
+        if k >= i and not string.find(m, '\0', 21, true) then
+          redis.call('ZREM', B .. 'pending', m)
+          m = pmember_of(string.sub(m, 21))
+          if m then
+            redis.call('ZADD', B .. 'pending', 0, m)
+          end
+        end
+        out[#out + 1] = m or nil
+      end
+      return out
     end
   end
-  return out
+  return members
 end
 
 -- Move up to `limit` due scheduled/retrying jobs to pending (no scheduler wake-up: the
@@ -724,7 +752,25 @@ local function do_submit(jobs, specials)
         end
         if state == 'pending' then
           pend[#pend + 1] = seq; pend[#pend + 1] = id
-          pmem[#pmem + 1] = 0; pmem[#pmem + 1] = rank(prio, seq) .. id
+          local res, labels, aff, ck, cl, rl
+          for x = 8, #a, 2 do
+            local name = a[x]
+            if name == 'resources' then
+              res = a[x + 1]
+            elseif name == 'labels' then
+              labels = a[x + 1]
+            elseif name == 'affinity' then
+              aff = a[x + 1]
+            elseif name == 'concurrency_key' then
+              ck = a[x + 1]
+            elseif name == 'concurrency_limit' then
+              cl = a[x + 1]
+            elseif name == 'rate_limit' then
+              rl = a[x + 1]
+            end
+          end
+          pmem[#pmem + 1] = 0
+          pmem[#pmem + 1] = pmember(prio, seq, id, queue, a[2], res, labels, aff, ck, cl, rl)
         end
         f[#f + 1] = 'state'; f[#f + 1] = state
         for x = 8, #a do
@@ -822,7 +868,7 @@ end
 if s == 'scheduled' or s == 'retrying' then
   redis.call('ZREM', B .. 'delayed', j.id)
 elseif s == 'pending' then
-  redis.call('ZREM', B .. 'pending', rank(j.priority, j.seq) .. j.id)
+  redis.call('ZREM', B .. 'pending', pmember_of(j.id))
 elseif s == 'assigned' then
   leave_node(j)
   wake(B .. 'wake:node:' .. j.node)
@@ -942,15 +988,16 @@ end
 return { 1, lost, cancel }
 
 -- name: start_jobs
--- ARGV[3] = node id, ARGV[4] = limit, ARGV[5] = lease ttl.
--- Returns {id, HGETALL job}... of the jobs started, highest priority then oldest first.
-local ids = memo_get()
-if not ids then
-  ids = do_start(ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]))
-  flush()
-  memo_set(ids)
+-- ARGV[3] = node id, ARGV[4] = limit, ARGV[5] = lease ttl. Returns do_start's reply for
+-- the jobs started, highest priority then oldest first.
+local m = memo_get()
+if m then
+  return started_replay(m)
 end
-return records(ids)
+local out = do_start(ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]))
+flush()
+memo_set(started_memo(out))
+return out
 
 -- name: complete
 -- ARGV[3] = JSON list of [id, token, kind, result, error, traceback, retry_delay]
@@ -966,17 +1013,17 @@ return acc
 
 -- name: complete_and_start
 -- ARGV[3] = outcomes as for complete, ARGV[4] = node id, ARGV[5] = limit, ARGV[6] = lease
--- ttl: complete, then start_jobs, in one script. Returns {{1/0 per outcome}, {id, HGETALL
--- job}...}.
+-- ttl: complete, then start_jobs, in one script. Returns {{1/0 per outcome}, start_jobs'
+-- reply}.
 local m = memo_get()
-if not m then
-  local acc = do_complete(cjson.decode(ARGV[3]))
-  local ids = do_start(ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
-  flush()
-  m = { acc, ids }
-  memo_set(m)
+if m then
+  return { m[1], started_replay(m[2]) }
 end
-return { m[1], records(m[2]) }
+local acc = do_complete(cjson.decode(ARGV[3]))
+local out = do_start(ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
+flush()
+memo_set({ acc, started_memo(out) })
+return { acc, out }
 
 -- name: release_jobs
 -- ARGV[3] = node id, ARGV[4..] = job id, token pairs. Back to pending, attempt not counted.
@@ -1159,7 +1206,10 @@ end
 return { promoted, nodes, pending, size }
 
 -- name: assign
--- ARGV[3..5] = lease, ARGV[6..] = job id, node id pairs. Fenced.
+-- ARGV[3..5] = lease, ARGV[6..] = job id, node id, pending member triples (the member as
+-- pending_jobs returned it; "" = build it from the job's hash). Fenced. A job is placed
+-- only if its member is still in "pending" (which is what being pending means), so the
+-- job's hash is only written, never read. Tokens come from "token", one INCRBY a call.
 local m = memo_get()
 if m then
   return m
@@ -1169,30 +1219,63 @@ if e then
   return e
 end
 local node_state = {}
-local fields = { 'state', 'queue', 'seq', 'priority', 'token', 'resources', 'concurrency_key' }
-local n = 0
-for i = 6, #ARGV, 2 do
-  local id, node = ARGV[i], ARGV[i + 1]
+local cand, seen = {}, {}
+for i = 6, #ARGV, 3 do
+  local id, node, mem = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local ns = node_state[node]
   if ns == nil then
     ns = redis.call('HGET', B .. 'node:' .. node, 'state')
     node_state[node] = ns
   end
-  if ns == 'live' then
-    local j = load(id, fields)
-    if j and j.state == 'pending' then
-      local r = rank(j.priority, j.seq) .. id
-      defer('ZREM', B .. 'pending', r)
-      defer('ZADD', B .. 'nassigned:' .. node, 0, r)
-      usage(node, j.resources, 1)
-      if j.concurrency_key then
-        conc(j.concurrency_key, 1)
-      end
-      move(j, 'assigned')
-      redis.call('HSET', jkey(id), 'state', 'assigned', 'node_id', node, 'token', j.token + 1)
-      wake(B .. 'wake:node:' .. node)
-      n = n + 1
+  if ns == 'live' and not seen[id] then
+    seen[id] = true
+    if string.sub(mem, 21, 21 + #id) ~= id .. '\0' then
+      mem = pmember_of(id)
     end
+    if mem then
+      cand[#cand + 1] = { id, node, mem }
+    end
+  end
+end
+local placed = {}
+for c = 1, #cand, 1000 do
+  local ms = {}
+  for i = c, math.min(c + 999, #cand) do
+    ms[#ms + 1] = cand[i][3]
+  end
+  local scores = redis.call('ZMSCORE', B .. 'pending', unpack(ms))
+  for i = 1, #ms do
+    if scores[i] then
+      placed[#placed + 1] = cand[c + i - 1]
+    end
+  end
+end
+local n = #placed
+if n > 0 then
+  local token = redis.call('INCRBY', B .. 'token', n) - n
+  for _, p in ipairs(placed) do
+    local id, node, mem = p[1], p[2], p[3]
+    local a = 22 + #id -- queue starts here
+    local b = string.find(mem, '\0', a, true)
+    local queue = string.sub(mem, a, b - 1)
+    local c = string.find(mem, '\0', b + 1, true)
+    defer('ZREM', B .. 'pending', mem)
+    defer('ZREM', B .. 'state:pending', id)
+    defer('ZADD', B .. 'nassigned:' .. node, 0, string.sub(mem, 1, 20) .. id)
+    count(queue, 'pending', -1)
+    count(queue, 'assigned', 1)
+    if c > b + 1 then -- resources, labels, affinity, concurrency key...
+      local x = cjson.decode(string.sub(mem, b + 1, c - 1))
+      if type(x[1]) == 'table' then
+        usage_of(node, x[1], 1)
+      end
+      if type(x[4]) == 'string' then
+        conc(x[4], 1)
+      end
+    end
+    token = token + 1
+    redis.call('HSET', jkey(id), 'state', 'assigned', 'node_id', node, 'token', token)
+    wake(B .. 'wake:node:' .. node)
   end
 end
 flush()
@@ -1386,3 +1469,17 @@ redis.call('HSET', B .. 'schedules:ticks', name, ARGV[7])
 flush()
 memo_set(1)
 return 1
+
+-- name: active_ids
+-- ARGV[3] = assigned | running. The ids of the jobs in that state (states without a
+-- "state:" index): every node's "nassigned:" set, or "running".
+if ARGV[3] == 'running' then
+  return redis.call('ZRANGE', B .. 'running', 0, -1)
+end
+local out = {}
+for _, node in ipairs(redis.call('SMEMBERS', B .. 'nodes')) do
+  for _, mem in ipairs(redis.call('ZRANGE', B .. 'nassigned:' .. node, 0, -1)) do
+    out[#out + 1] = string.sub(mem, 21)
+  end
+end
+return out
