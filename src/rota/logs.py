@@ -13,11 +13,10 @@ event loop and in the process that runs a sync task); :class:`JobContextFilter`,
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -48,14 +47,20 @@ def job_log_fields(job: _JobLike, node_id: str) -> dict[str, Any]:
     return {"job": job.id, "task": job.task, "node": node_id, "attempt": job.attempts}
 
 
-@contextlib.contextmanager
-def job_context(fields: Mapping[str, Any] | None) -> Iterator[None]:
-    """Records logged inside (this thread, this asyncio task) default to ``fields``."""
-    token = _current.set(fields)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+class job_context:
+    """Records logged inside (this thread, this asyncio task) default to ``fields``.
+    A plain class rather than ``contextlib.contextmanager``: it runs once per job."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, fields: Mapping[str, Any] | None) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        self._token = _current.set(self._fields)
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
 
 
 def current_job_fields() -> Mapping[str, Any] | None:

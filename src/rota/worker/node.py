@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from rota import tracing
 from rota.app import Rota
@@ -350,18 +350,17 @@ class WorkerNode:
     async def _attempt(self, job: JobRecord) -> ExecResult:
         """Run one attempt of ``job``; whatever is logged meanwhile in its context (the
         task's own lines too) carries the job's fields (``rota.logs.job_context``)."""
-        with job_context(job_log_fields(job, self.node_id)):
+        fields = job_log_fields(job, self.node_id)
+        with job_context(fields):
             try:
-                return await self._run_job(job)
+                return await self._run_job(job, fields)
             except asyncio.CancelledError:
                 return ExecResult(kind="cancelled", error="cancelled")
             except Exception as exc:  # never let a job take the node down
-                log.exception(
-                    "job %s: internal error", job.id, extra=job_log_fields(job, self.node_id)
-                )
+                log.exception("job %s: internal error", job.id, extra=fields)
                 return ExecResult(kind="error", error=f"internal error: {exc!r}")
 
-    async def _run_job(self, job: JobRecord) -> ExecResult:
+    async def _run_job(self, job: JobRecord, fields: dict[str, Any]) -> ExecResult:
         task = self.app.tasks.get(job.task)
         if task is None:
             return ExecResult(
@@ -378,9 +377,7 @@ class WorkerNode:
         except CorruptPayload as exc:
             return ExecResult(kind="error", error=f"corrupt payload: {exc}", fatal=True)
         assert self._pool is not None
-        return await self._pool.run(
-            job.id, job.task, payload, job.timeout, job_log_fields(job, self.node_id)
-        )
+        return await self._pool.run(job.id, job.task, payload, job.timeout, fields)
 
     def _record(self, job: JobRecord, res: ExecResult) -> None:
         label: MetricOutcome
