@@ -58,7 +58,8 @@ class Store(ABC):
         """Store ``jobs`` in one round trip, all or none; return their ids in order.
 
         A job with ``depends_on`` starts ``waiting`` (every parent must exist in the store
-        or earlier in the same batch, else ``InvalidOption`` and nothing is stored); one
+        or earlier in the same batch, else ``InvalidOption`` and nothing is stored; such a
+        job has no ``delay``/``eta``: the API refuses the combination); one
         with ``eta`` or ``delay > 0`` starts ``scheduled``; any other ``pending``.
 
         A job with a ``unique_key`` is not stored while another job with that key is

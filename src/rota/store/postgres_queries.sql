@@ -565,14 +565,15 @@ SELECT (SELECT count(*) FROM fence), (SELECT coalesce(sum(placed), 0) FROM woken
 
 -- name: resolve_dependencies
 -- Fenced. Take up to :limit parents that became final (settle_parents, appended by the
--- statements that end jobs with has_children) and up to :limit queued children (settle_children); their waiting
--- children are the candidates (found through jobs_children_idx). The first :limit
--- candidates are decided now, the others queued in settle_children for the next call: to
--- pending once every parent succeeded, to upstream_failed (final, error naming the first
--- failed parent) once one is dead, cancelled, upstream_failed or gone; others stay waiting
--- until their next parent becomes final. Rows are looked up by ``id = ANY(ARRAY(...))``
--- (index scans whatever the planner guesses of the CTEs' sizes), so a call costs nothing
--- like the number of waiting jobs (tests/test_postgres_store.py checks the plan).
+-- statements that end jobs with has_children) and up to :limit queued children
+-- (settle_children); their waiting children are the candidates (found through
+-- jobs_children_idx). The first :limit candidates are decided now, the others queued in
+-- settle_children for the next call: to pending once every parent succeeded, to
+-- upstream_failed (final, error naming the first failed parent) once one is dead,
+-- cancelled, upstream_failed or gone; others stay waiting until their next parent ends.
+-- Rows are looked up by ``id = ANY(ARRAY(...))`` (index scans whatever the planner guesses
+-- of the CTEs' sizes), so a call costs nothing like the number of waiting jobs
+-- (tests/test_postgres_store.py checks the plan).
 WITH fence AS (
     SELECT token FROM leases
     WHERE name = :lease_name AND holder = :holder AND token = :token

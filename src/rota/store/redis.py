@@ -68,6 +68,7 @@ WAIT_CHUNK = 10.0
 WATCH_GRACE = 30.0  # seconds a result watch outlives its waiter's timeout
 PURGE_PER_REAP = 2000  # expired final jobs whose index entries one reap removes
 PRUNE_BATCH = 1000
+MEMBERS_KEPT = 100_000  # pending members remembered for assign (see RedisStore.assign)
 _FINAL = frozenset(s.value for s in FINAL_STATES)
 _PREFIX_RE = re.compile(r"^[^{}\s]{1,100}$")
 _MARKER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
@@ -176,25 +177,48 @@ def _nodes(rows: Any, states: Sequence[NodeState] | None) -> list[NodeRecord]:
     return out
 
 
-def _pending(flat: Any) -> list[PendingJob]:
-    """``PendingJob``s from ``pending_jobs`` rows (11 fields each, "" = none)."""
-    loads = orjson.loads
-    return [
-        PendingJob(
-            id=flat[i],
-            queue=flat[i + 1],
-            priority=int(flat[i + 2] or 0),
-            seq=int(flat[i + 3]),
-            resources=loads(flat[i + 4]) if flat[i + 4] else {},
-            labels=loads(flat[i + 5]) if flat[i + 5] else {},
-            affinity=loads(flat[i + 6]) if flat[i + 6] else {},
-            task=flat[i + 7],
-            concurrency_key=flat[i + 8] or None,
-            concurrency_limit=int(flat[i + 9] or 0),
-            rate_limit=flat[i + 10] or None,
-        )
-        for i in range(0, len(flat), 11)
-    ]
+_MAX_RANK = 2**31 - 1
+
+
+def _pending(members: Any, seen: dict[str, str]) -> list[PendingJob]:
+    """``PendingJob``s from members of the ``pending`` sorted set: ``rank`` (8 hex digits of
+    2^31-1-priority, 12 of seq), then ``id \0 queue \0 x \0 task`` where ``x`` is "" or the
+    JSON list [resources, labels, affinity, concurrency_key, concurrency_limit, rate_limit]
+    (see redis_scripts.lua). Each member is also put in ``seen`` by id, for ``assign``."""
+    out = []
+    append = out.append
+    for m in members:
+        job_id, queue, x, task = m[20:].split("\0", 3)
+        seen[job_id] = m
+        if x:
+            res, labels, affinity, ckey, climit, rlimit = orjson.loads(x)
+            append(
+                PendingJob(
+                    job_id,
+                    queue,
+                    _MAX_RANK - int(m[:8], 16),
+                    int(m[8:20], 16),
+                    res or {},
+                    labels or {},
+                    affinity or {},
+                    task,
+                    ckey,
+                    int(climit or 0),
+                    rlimit,
+                )
+            )
+        else:
+            append(
+                PendingJob(
+                    job_id, queue, _MAX_RANK - int(m[:8], 16), int(m[8:20], 16), {}, {}, {}, task
+                )
+            )
+    return out
+
+
+def _started(flat: Any) -> list[JobRecord]:
+    """``JobRecord``s from ``start_jobs`` rows {id, HGETALL job}..."""
+    return [job_from_hash(flat[i], _pairs(flat[i + 1])) for i in range(0, len(flat), 2)]
 
 
 def job_from_hash(job_id: str, h: dict[str, str]) -> JobRecord:
@@ -336,6 +360,7 @@ class RedisStore(Store):
         self.redis = redis.Redis(connection_pool=self._pool)
         self._retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries)
         self._down_since: float | None = None
+        self._members: dict[str, str] = {}  # job id -> its "pending" member, last read
         self._scripts: dict[str, Script] = {
             name: self.redis.register_script(body) for name, body in load_scripts().items()
         }
@@ -477,6 +502,20 @@ class RedisStore(Store):
     ) -> list[JobRecord]:
         if limit <= 0:
             return []
+        if state in (JobState.ASSIGNED, JobState.RUNNING):
+            # no index by seq: these are bounded by the fleet's capacity
+            assert state is not None
+            ids = self._run("active_ids", [state.value])
+            found = [
+                r
+                for r in self.get_jobs(ids)
+                if r.state is state
+                and (queue is None or r.queue == queue)
+                and (task is None or r.task == task)
+                and (node_id is None or r.node_id == node_id)
+            ]
+            found.sort(key=lambda r: r.seq, reverse=True)
+            return found[:limit]
         index = self.key("state", state.value) if state else self.key("jobs")
         filtered = queue is not None or task is not None or node_id is not None
         page = max(limit, 500) if filtered else limit
@@ -599,8 +638,7 @@ class RedisStore(Store):
     def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        flat = self._run("start_jobs", [node_id, limit, _num(lease_ttl)], memo=True)
-        return [job_from_hash(flat[i], _pairs(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return _started(self._run("start_jobs", [node_id, limit, _num(lease_ttl)], memo=True))
 
     def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
         if not outcomes:
@@ -617,9 +655,8 @@ class RedisStore(Store):
         if limit <= 0:
             return self.complete(outcomes), []
         args = [_outcome_rows(outcomes), node_id, limit, _num(lease_ttl)]
-        accepted, flat = self._run("complete_and_start", args, memo=True)
-        jobs = [job_from_hash(flat[i], _pairs(flat[i + 1])) for i in range(0, len(flat), 2)]
-        return [bool(a) for a in accepted], jobs
+        accepted, reply = self._run("complete_and_start", args, memo=True)
+        return [bool(a) for a in accepted], _started(reply)
 
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
         if not jobs:
@@ -669,20 +706,28 @@ class RedisStore(Store):
             return []
         # the smallest key after the cursor: same priority, next seq
         start = "-" if after is None else "[" + _rank(after[0], after[1] + 1)
-        return _pending(self._run("pending_jobs", [start, limit]))
+        return _pending(self._run("pending_jobs", [start, limit]), self._members)
 
     def placement_snapshot(
         self, lease: Lease, promote_limit: int, page: int, min_page: int, census: bool
     ) -> tuple[int, list[NodeRecord], list[PendingJob], int]:
         """:meth:`Store.placement_snapshot` in one script (one round trip)."""
         args = [*self._lease_args(lease), promote_limit, page, min_page, 1 if census else 0]
-        promoted, nodes, flat, size = self._run("placement_snapshot", args)
-        return int(promoted), _nodes(nodes, [NodeState.LIVE]), _pending(flat), int(size)
+        promoted, nodes, members, size = self._run("placement_snapshot", args)
+        self._members = {}  # a new cycle: forget the members read by the last one
+        pending = _pending(members, self._members)
+        return int(promoted), _nodes(nodes, [NodeState.LIVE]), pending, int(size)
 
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
+        """Each job goes with its ``pending`` member as last read here (``pending_jobs``,
+        ``placement_snapshot``), so the script need not read the job's hash; a job not read
+        here (or read in another form) has its member rebuilt by the script."""
         args = self._lease_args(lease)
+        members = self._members
         for a in assignments:
-            args += (a.job_id, a.node_id)
+            args += (a.job_id, a.node_id, members.pop(a.job_id, ""))
+        if len(members) > MEMBERS_KEPT:
+            members.clear()
         return int(self._run("assign", args, memo=True))
 
     def wait_for_pending(self, timeout: float) -> None:

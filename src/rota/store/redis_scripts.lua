@@ -155,10 +155,14 @@ end
 local INDEXED = { pending = true, scheduled = true, retrying = true, waiting = true,
   succeeded = true, dead = true, cancelled = true, upstream_failed = true }
 
-local COUNTS = {}
+local COUNTS = {} -- state -> queue -> change to "counts", sent by flush()
 local function count(queue, state, delta)
-  local f = state .. ':' .. queue
-  COUNTS[f] = (COUNTS[f] or 0) + delta
+  local by = COUNTS[state]
+  if not by then
+    by = {}
+    COUNTS[state] = by
+  end
+  by[queue] = (by[queue] or 0) + delta
 end
 
 -- Changes to "concurrency" (assigned + running jobs per concurrency key), sent by flush().
@@ -176,13 +180,17 @@ end
 
 -- Index writes that no later read in the same script depends on are buffered and sent as
 -- one command per key (in chunks: unpack() has a stack limit) by flush().
-local BUF, BUFS = {}, {}
+local BUF, BUFS = {}, {} -- command -> key -> buffer; the buffers in first-use order
 local function defer(cmd, key, a, b)
-  local id = cmd .. ' ' .. key
-  local buf = BUF[id]
+  local by = BUF[cmd]
+  if not by then
+    by = {}
+    BUF[cmd] = by
+  end
+  local buf = by[key]
   if not buf then
     buf = { cmd = cmd, key = key, n = 0 }
-    BUF[id] = buf
+    by[key] = buf
     BUFS[#BUFS + 1] = buf
   end
   buf.n = buf.n + 1
@@ -242,9 +250,12 @@ local function flush()
     end
   end
   EMPTIED = {}
-  for f, d in pairs(COUNTS) do
-    if d ~= 0 and redis.call('HINCRBY', B .. 'counts', f, d) <= 0 then
-      redis.call('HDEL', B .. 'counts', f)
+  for state, by in pairs(COUNTS) do
+    for queue, d in pairs(by) do
+      local f = state .. ':' .. queue
+      if d ~= 0 and redis.call('HINCRBY', B .. 'counts', f, d) <= 0 then
+        redis.call('HDEL', B .. 'counts', f)
+      end
     end
   end
   COUNTS = {}
@@ -514,75 +525,86 @@ local function do_complete(outcomes)
   return acc
 end
 
--- Move up to `limit` of the node's assigned jobs to running. Returns {started_at,
--- lease_expires_at, id, attempts, HGETALL job as it was before...}: the caller sets state,
--- attempts, started_at and lease_expires_at on each record itself (the hash is read once,
--- for the check and the reply). Caller flushes.
+-- Move up to `limit` of the node's assigned jobs to running. Returns {id, HGETALL job}...
+-- of the jobs started (each hash read once, for the check and the reply, and brought up to
+-- date in Lua) and the list of their ids (to memoize). Caller flushes.
 local function do_start(node, limit, ttl)
-  local exp = NOW + ttl
-  local exps = fmt(exp)
-  local out = { NOWS, exps }
+  local out, ids = {}, {}
   local ns = redis.call('HGET', B .. 'node:' .. node, 'state')
   if (ns ~= 'live' and ns ~= 'draining') or limit <= 0 then
-    return out
+    return out, ids
   end
   local ak = B .. 'nassigned:' .. node
   local members = redis.call('ZRANGEBYLEX', ak, '-', '+', 'LIMIT', 0, limit)
+  if #members == 0 then
+    return out, ids
+  end
+  local exp = NOW + ttl
+  local exps = fmt(exp)
+  local rk, nrk = B .. 'running', B .. 'nrunning:' .. node
   for _, mem in ipairs(members) do
     defer('ZREM', ak, mem)
     local id = string.sub(mem, 21)
     local h = redis.call('HGETALL', jkey(id))
-    local st, nd, att, queue
+    local st, nd, queue, ia, is, il
     for i = 1, #h, 2 do
       local f = h[i]
       if f == 'state' then
-        st = h[i + 1]
+        st = i + 1
       elseif f == 'node_id' then
         nd = h[i + 1]
       elseif f == 'attempts' then
-        att = h[i + 1]
+        ia = i + 1
       elseif f == 'queue' then
         queue = h[i + 1]
+      elseif f == 'started_at' then
+        is = i + 1
+      elseif f == 'lease_expires_at' then
+        il = i + 1
       end
     end
-    if st == 'assigned' and nd == node then
-      local a = (tonumber(att) or 0) + 1
-      defer('SADD', B .. 'nrunning:' .. node, id)
-      defer('ZADD', B .. 'running', exp, id)
+    if st and h[st] == 'assigned' and nd == node then
+      local a = tostring((ia and tonumber(h[ia]) or 0) + 1)
+      defer('SADD', nrk, id)
+      defer('ZADD', rk, exp, id)
       count(queue, 'assigned', -1)
       count(queue, 'running', 1)
       redis.call('HSET', jkey(id), 'state', 'running', 'attempts', a, 'started_at', NOWS,
         'lease_expires_at', exps)
+      -- the reply: the hash as HSET left it (new fields go last, in HSET's order)
+      h[st] = 'running'
+      local n = #h
+      if ia then
+        h[ia] = a
+      else
+        h[n + 1], h[n + 2], n = 'attempts', a, n + 2
+      end
+      if is then
+        h[is] = NOWS
+      else
+        h[n + 1], h[n + 2], n = 'started_at', NOWS, n + 2
+      end
+      if il then
+        h[il] = exps
+      else
+        h[n + 1], h[n + 2] = 'lease_expires_at', exps
+      end
       out[#out + 1] = id
-      out[#out + 1] = a
       out[#out + 1] = h
+      ids[#ids + 1] = id
     end
   end
-  return out
+  return out, ids
 end
 
--- do_start's reply without its hashes ({started_at, lease, id, attempts...}), to memoize.
-local function started_memo(out)
-  local m = { out[1], out[2] }
-  for i = 3, #out, 3 do
-    m[#m + 1] = out[i]
-    m[#m + 1] = out[i + 1]
-  end
-  return m
-end
-
--- do_start's reply again from its memo: the hashes read now (the caller overrides the same
--- fields, with the same values).
-local function started_replay(m)
-  local out = { m[1], m[2] }
-  for i = 3, #m, 2 do
-    out[#out + 1] = m[i]
-    out[#out + 1] = m[i + 1]
-    out[#out + 1] = record(m[i])
+local function records(ids)
+  local out = {}
+  for _, id in ipairs(ids) do
+    out[#out + 1] = id
+    out[#out + 1] = record(id)
   end
   return out
 end
-
 
 -- Every node: {id, HGETALL node, #assigned, #running, HGETALL used}...
 local function node_rows()
@@ -988,15 +1010,15 @@ end
 return { 1, lost, cancel }
 
 -- name: start_jobs
--- ARGV[3] = node id, ARGV[4] = limit, ARGV[5] = lease ttl. Returns do_start's reply for
--- the jobs started, highest priority then oldest first.
+-- ARGV[3] = node id, ARGV[4] = limit, ARGV[5] = lease ttl.
+-- Returns {id, HGETALL job}... of the jobs started, highest priority then oldest first.
 local m = memo_get()
 if m then
-  return started_replay(m)
+  return records(m)
 end
-local out = do_start(ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]))
+local out, ids = do_start(ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]))
 flush()
-memo_set(started_memo(out))
+memo_set(ids)
 return out
 
 -- name: complete
@@ -1013,16 +1035,16 @@ return acc
 
 -- name: complete_and_start
 -- ARGV[3] = outcomes as for complete, ARGV[4] = node id, ARGV[5] = limit, ARGV[6] = lease
--- ttl: complete, then start_jobs, in one script. Returns {{1/0 per outcome}, start_jobs'
--- reply}.
+-- ttl: complete, then start_jobs, in one script. Returns {{1/0 per outcome}, {id, HGETALL
+-- job}...}.
 local m = memo_get()
 if m then
-  return { m[1], started_replay(m[2]) }
+  return { m[1], records(m[2]) }
 end
 local acc = do_complete(cjson.decode(ARGV[3]))
-local out = do_start(ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
+local out, ids = do_start(ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
 flush()
-memo_set({ acc, started_memo(out) })
+memo_set({ acc, ids })
 return { acc, out }
 
 -- name: release_jobs

@@ -279,7 +279,9 @@ class WorkerNode:
                 await self._wake.wait()  # a slot frees up
                 continue
             node_id = self.node_id
-            free = max(free, 0)
+            # Claim at most half the slots a round trip: the jobs of one half run while the
+            # other half's outcomes and next starts are on their way to the store.
+            free = max(min(free, (cfg.concurrency + 1) // 2), 0)
             if self.outcomes:
                 batch, self.outcomes = self.outcomes, []
                 accepted, jobs = await self._retrying(
