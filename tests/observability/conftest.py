@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,7 @@ from rota.model import JobRecord
 from rota.scheduler import SchedulerConfig
 from rota.states import FINAL_STATES
 from rota.worker.node import WorkerConfig, WorkerNode
-from tests.acceptance.conftest import FLEET_KEY, Fleet
-from tests.stores import store_url
+from tests.acceptance.conftest import fleet, kind, url  # noqa: F401 - the same fixtures
 
 
 @pytest.fixture(autouse=True)
@@ -31,20 +29,6 @@ def _no_ambient_store(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ROTA_TRACING", raising=False)
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> Iterator[str]:
-    with store_url("sqlite", tmp_path) as u:
-        yield u
-
-
-@pytest.fixture
-def fleet(url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    f = Fleet(url, tmp_path)
-    request.node.stash[FLEET_KEY] = f
-    try:
-        yield f
-    finally:
-        f.close()
 
 
 # ---- OpenTelemetry ---------------------------------------------------------------------------
