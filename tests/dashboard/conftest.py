@@ -112,6 +112,7 @@ def seed(store: Store) -> Seed:
             "placed_total": 4,
             "waiting": 1,
             "unplaceable": [{"reason": "needs gpu=1, no node has it", "jobs": 3}],
+            "held": [{"reason": "concurrency limit 2 on key user:7", "jobs": 5}],
         },
     )
     return Seed(spec, running.id, dead.id, dead2.id, pending.id, ok.id, xss.id)

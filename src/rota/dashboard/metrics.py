@@ -104,27 +104,29 @@ def snapshot_metrics(data: dict[str, Any]) -> Iterator[Metric]:
     )
     placed.add_metric([], s.get("placed_total") or 0)
     yield placed
-    unplaceable = GaugeMetricFamily(
+    yield _by_reason(
         "rota_scheduler_unplaceable_jobs",
         "Pending jobs no node can take, by reason.",
-        labels=["reason"],
+        s.get("unplaceable"),
     )
-    for u in s.get("unplaceable") or []:
-        unplaceable.add_metric([str(u["reason"])], u["jobs"])
-    yield unplaceable
-    held = GaugeMetricFamily(
+    yield _by_reason(
         "rota_scheduler_held_jobs",
         "Pending jobs held back by a concurrency key or a rate limit, by reason.",
-        labels=["reason"],
+        s.get("held"),
     )
-    for h in s.get("held") or []:
-        held.add_metric([str(h["reason"])], h["jobs"])
-    yield held
     totals = s.get("totals") or {}
     for stat, name, doc in _SCHEDULER_TOTALS:
         counter = CounterMetricFamily(name, doc)
         counter.add_metric([], totals.get(stat) or 0)
         yield counter
+
+
+def _by_reason(name: str, doc: str, rows: list[dict[str, Any]] | None) -> GaugeMetricFamily:
+    """A gauge of job counts by reason from the scheduler's ``[{reason, jobs}]`` lists."""
+    gauge = GaugeMetricFamily(name, doc, labels=["reason"])
+    for row in rows or []:
+        gauge.add_metric([str(row["reason"])], row["jobs"])
+    return gauge
 
 
 # Cumulative counts the scheduler publishes (carried from leader to leader, so they only
