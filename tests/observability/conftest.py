@@ -29,8 +29,6 @@ def _no_ambient_store(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ROTA_TRACING", raising=False)
 
 
-
-
 # ---- OpenTelemetry ---------------------------------------------------------------------------
 _EXPORTER: Any = None
 
