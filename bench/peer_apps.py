@@ -8,14 +8,13 @@ Celery, RQ, Dramatiq and Huey. The probe's Redis is ``BENCH_REDIS_PORT`` (db 0);
 keys live beside it under their prefix (``ROTA_STORE``, set by ``bench.peers`` for every
 process it starts).
 
-* ``peer.probe``: ``async def``, runs on the worker's event loop and calls the peers' sync
-  ``probe`` with their redis-py client, exactly as Celery, RQ, Dramatiq and Huey tasks do:
-  one blocking ``INCR`` round trip in the thread that runs the task (here the event loop,
-  which waits for it like Huey's single worker thread does);
-* ``peer.aprobe``: the same task with the asyncio twin ``aprobe`` (redis.asyncio, as the
-  asyncio peers arq and taskiq run it). Not the default: redis.asyncio costs about 2.5x
-  the CPU of redis-py per call, and 64 tasks in flight each open their own connection, so
-  this row measures the probe's client library more than rota (see bench/README.md);
+* ``peer.probe``: ``async def``, runs on the worker's event loop with the probe's asyncio
+  twin ``aprobe`` (redis.asyncio, one client per worker process): exactly how bench-peers
+  runs the asyncio task queues (taskiq, arq);
+* ``peer.probe_blocking``: the same task calling the sync ``probe`` with the redis-py
+  client, as the thread-based peers (Celery, RQ, Dramatiq, Huey) do; on an event loop that
+  call blocks the loop for the round trip, so it is an opt-in row (``async1-blocking``),
+  not the comparison (see bench/README.md);
 * ``peer.probe_sync``: sync, runs in the worker's process pool (``probe``, redis-py);
 * ``peer.noop`` / ``peer.noop_sync``: the same without the probe (completions are then
   counted from the store);
@@ -69,15 +68,14 @@ def _async_client() -> Any:
 
 @app.task(name="peer.probe")
 async def probe(target: int, t_enq: float) -> None:
-    """Async no-op plus the peers' probe (sync redis-py, as they run it), on the worker's
-    event loop."""
-    common.probe(common.client(), target, t_enq)
-
-
-@app.task(name="peer.aprobe")
-async def aprobe(target: int, t_enq: float) -> None:
-    """Async no-op plus the asyncio twin of the probe (redis.asyncio), on the event loop."""
+    """Async no-op plus the shared probe (its asyncio twin), on the worker's event loop."""
     await common.aprobe(_async_client(), target, t_enq)
+
+
+@app.task(name="peer.probe_blocking")
+async def probe_blocking(target: int, t_enq: float) -> None:
+    """Async no-op plus the sync probe (redis-py, blocking the event loop meanwhile)."""
+    common.probe(common.client(), target, t_enq)
 
 
 @app.task(name="peer.probe_sync")

@@ -17,7 +17,10 @@ Metrics, as bench-peers defines them (N tasks, medians of ``--reps``):
   running), just before the worker(s);
 * **latency p50/p99**: submit -> task start for a trickle of 500 tasks at 100/s to an idle,
   waiting worker (through the scheduler's placement);
-* every task runs the peers' probe (one ``INCR``; one ``RPUSH`` for latency); rota is also
+* every task runs the peers' probe (one ``INCR``; one ``RPUSH`` for latency): rota's
+  ``async def`` task its asyncio twin ``aprobe``, as bench-peers runs taskiq and arq, the
+  sync task in the pool ``probe`` with redis-py (opt-in row ``async1-blocking``: the sync
+  probe on the event loop); rota is also
   run without it (``peer.noop``): drain from the store's ``started_at``/``finished_at``,
   latency from ``started_at - created_at`` (Redis' clock);
 * **failover**: a worker holding running jobs is SIGKILLed; the time until every one of
@@ -333,17 +336,17 @@ CONFIGS = [
     Config(
         "async2-np", "rota async, no probe, 2 worker procs", "peer.noop", 2, False, False, False
     ),
-    Config(  # opt-in (--only): the probe through redis.asyncio instead of redis-py
-        "async1-aprobe",
-        "rota async, asyncio probe, 1 worker proc",
-        "peer.aprobe",
+    Config(  # opt-in (--only): the sync redis-py probe, blocking the event loop
+        "async1-blocking",
+        "rota async, blocking probe, 1 worker proc",
+        "peer.probe_blocking",
         1,
         True,
         False,
         False,
     ),
 ]
-DEFAULT_CONFIGS = {c.key for c in CONFIGS if c.key != "async1-aprobe"}
+DEFAULT_CONFIGS = {c.key for c in CONFIGS if c.key != "async1-blocking"}
 
 
 class RotaBench:
@@ -555,7 +558,7 @@ class RotaBench:
         return st
 
     def started_any(self) -> bool:
-        return int(self.r.zcard(self.key("state", "running"))) > 0
+        return int(self.r.zcard(self.key("running"))) > 0
 
     # ---- latency -------------------------------------------------------------------
     def latency(self, cfg: Config) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
@@ -720,6 +723,9 @@ MARKERS = [
     "EpollSelector.select",
     # store calls (worker's I/O and wait threads, scheduler)
     "RedisStore.start_jobs",
+    "_AsyncClaims.complete_and_start",
+    "_AsyncClaims.wait_and_start",
+    "_AsyncClaims._request",
     "job_from_hash",
     "RedisStore.complete",
     "RedisStore.heartbeat",
@@ -732,6 +738,8 @@ MARKERS = [
     "place",
     "RedisStore.assign",
     "RedisStore.wait_for_pending",
+    "RedisStore.wait_for_pending_snapshot",
+    "RedisStore.placement_snapshot",
     "RedisStore.put_stats",
     # pool children
     "_execute",
@@ -961,8 +969,9 @@ def render(
         "medians. (x) = rota ÷ best peer for throughput, best peer ÷ rota for latency: above 1 "
         "is rota ahead. '*' = drain cut at the cap (rate = tasks done / time). Every peer runs "
         "one worker process; every rota row also runs one `rota scheduler` process (placement "
-        "goes through it), started after the fill, with the worker(s). Probe rows count completion with the "
-        "peers' probe (one INCR per task); 'no probe' rows count it from the store (drain: "
+        "goes through it), started after the fill, with the worker(s). Probe rows count "
+        "completion with the peers' probe (one INCR per task; rota's async task awaits its "
+        "asyncio twin, as taskiq and arq do); 'no probe' rows count it from the store (drain: "
         "first started_at to last finished_at; latency: started_at - created_at, Redis' clock, "
         "of the probe trickle's jobs). '″' = enqueue as in the row above. rota worker: "
         f"--concurrency {a.concurrency} --prefetch {a.prefetch} --processes {a.processes}."

@@ -7,6 +7,7 @@ particular to Redis. Every test talks to loopback only and is bounded in time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -426,6 +427,80 @@ def test_list_jobs_filters_across_pages(store: RedisStore) -> None:
     assert len(store.list_jobs(state=JobState.PENDING, queue="a", limit=2000)) == 1300 - len(b)
 
 
+def test_pending_jobs_are_listed_newest_first_across_priorities(store: RedisStore) -> None:
+    """Pending jobs have no index by seq: list_jobs reads "pending" one priority band at a
+    time (pending_newest) and must still give the newest first, page after page."""
+    prios = [-(2**31), -3, 0, 7, 2**31 - 1]
+    jobs = [job(i, priority=random.choice(prios), queue="a" if i % 4 else "b") for i in range(1200)]
+    for i in range(0, len(jobs), 100):  # several batches: seq order is submission order
+        store.submit(jobs[i : i + 100])
+    newest = [j.id for j in jobs[::-1]]
+    assert [r.id for r in store.list_jobs(state=JobState.PENDING, limit=37)] == newest[:37]
+    assert [r.id for r in store.list_jobs(state=JobState.PENDING, limit=5000)] == newest
+    b = [j.id for j in jobs[::-1] if j.queue == "b"]
+    assert [r.id for r in store.list_jobs(state=JobState.PENDING, queue="b", limit=250)] == b[:250]
+    # once some are assigned and running, the three listings split them between them
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    placed = store.pending_jobs(30)
+    store.assign(lease, [Assignment(p.id, spec.id) for p in placed])
+    running = {r.id for r in store.start_jobs(spec.id, 10, TTL)}
+    assigned = {p.id for p in placed} - running
+    by_state = {
+        st: [r.id for r in store.list_jobs(state=st, limit=5000)]
+        for st in (JobState.PENDING, JobState.ASSIGNED, JobState.RUNNING)
+    }
+    assert (
+        set(by_state[JobState.RUNNING]) == running and set(by_state[JobState.ASSIGNED]) == assigned
+    )
+    assert by_state[JobState.PENDING] == [i for i in newest if i not in running | assigned]
+    for ids in by_state.values():  # newest first in each
+        seqs = [r.seq for r in store.get_jobs(ids)]
+        assert seqs == sorted(seqs, reverse=True)
+    assert [r.id for r in store.list_jobs(state=JobState.RUNNING, node_id="other")] == []
+
+
+def test_the_scheduler_never_reads_job_hashes_to_place(store: RedisStore, raw: redis.Redis) -> None:
+    """Placement reads everything it needs from the "pending" members, and assign takes the
+    member it was given: with the placement fields gone from the job hashes, the snapshot
+    and the assignment still see them (no HMGET per pending job)."""
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    jobs = [
+        job(i, resources={"cpu": 1}, labels={"z": "eu"}, concurrency_key="k") for i in range(50)
+    ]
+    store.submit(jobs)
+    for j in jobs:
+        raw.hdel(store.key("job", j.id), "resources", "labels", "concurrency_key", "queue")
+    _, _, page, _ = store.placement_snapshot(lease, 100, 100, 100, True)
+    assert len(page) == 50 and page[0].resources == {"cpu": 1.0} and page[0].labels == {"z": "eu"}
+    assert page[0].concurrency_key == "k" and page[0].queue == "default"
+    assert store.assign(lease, [Assignment(p.id, spec.id) for p in page]) == 50
+    assert store.list_nodes()[0].used == {"cpu": 50.0}
+    assert store.concurrency_usage(["k"]) == {"k": 50}
+    assert store.count_jobs() == {("default", JobState.ASSIGNED): 50}
+
+
+def test_pending_members_of_an_older_rota_are_rewritten(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    """A store written by an older rota has "pending" members rank..id without the
+    placement fields: they are rewritten as they are read, and a cancelled one is dropped."""
+    a, b = job("a", resources={"cpu": 2}), job("b")
+    store.submit([a, b])
+    key = store.key("pending")
+    for m in raw.zrange(key, 0, -1):
+        raw.zrem(key, m)
+        raw.zadd(key, {m.split("\0")[0]: 0})  # the old form
+    raw.hset(store.key("job", b.id), "state", "cancelled")  # cancelled meanwhile
+    (p,) = store.pending_jobs(10)
+    assert p.id == a.id and p.resources == {"cpu": 2.0}
+    assert [m.split("\0")[0][20:] for m in raw.zrange(key, 0, -1)] == [a.id]
+    assert "\0" in raw.zrange(key, 0, -1)[0]
+
+
 def test_odd_values_survive_the_lua_roundtrip(store: RedisStore) -> None:
     spec = node()
     store.register_node(spec)
@@ -544,6 +619,80 @@ def test_wait_for_assignments_returns_at_once_when_work_is_there(store: RedisSto
     start = time.monotonic()
     store.wait_for_assignments(node().id, 0.2)
     assert 0.15 < time.monotonic() - start < 1.5
+
+
+def test_async_claims_start_what_a_wake_up_brings(store: RedisStore) -> None:
+    """wait_and_start blocks on the node's wake-up list with start_jobs pipelined behind
+    it: an assignment comes back already started, within milliseconds; an idle wait
+    returns nothing once its timeout passes; completions go through complete_and_start."""
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    claims = store.async_claims()
+    other = RedisStore(store.url)
+
+    async def run() -> None:
+        start = time.monotonic()
+        assert await claims.wait_and_start(spec.id, 4, TTL, 0.2) == []
+        assert 0.15 < time.monotonic() - start < 1.5
+        j = job()
+        other.submit([j])
+        waiting = asyncio.ensure_future(claims.wait_and_start(spec.id, 4, TTL, 5))
+        await asyncio.sleep(0.15)  # let it block
+        assert not waiting.done()
+        start = time.monotonic()
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: other.assign(lease, [Assignment(j.id, spec.id)])
+        )
+        (rec,) = await waiting
+        assert time.monotonic() - start < 0.5
+        assert rec.id == j.id and rec.state is JobState.RUNNING and rec.attempts == 1
+        assert rec.lease_expires_at is not None and rec.started_at is not None
+        # work already assigned: no blocking, and no more than the limit
+        more = [job(i) for i in range(3)]
+        other.submit(more)
+        other.assign(lease, [Assignment(m.id, spec.id) for m in more])
+        got = await claims.wait_and_start(spec.id, 2, TTL, 5)
+        assert [r.id for r in got] == [m.id for m in more[:2]]
+        done = [Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, result="1") for r in [rec, *got]]
+        accepted, nxt = await claims.complete_and_start(done, spec.id, 5, TTL)
+        assert accepted == [True] * 3 and [r.id for r in nxt] == [more[2].id]
+        assert await claims.wait_and_start(spec.id, 0, TTL, 0.05) == []
+        await claims.close()
+
+    try:
+        asyncio.run(run())
+        assert store.count_jobs() == {
+            ("default", JobState.SUCCEEDED): 3,
+            ("default", JobState.RUNNING): 1,
+        }
+    finally:
+        other.close()
+
+
+def test_a_woken_scheduler_gets_its_snapshot_with_the_wake_up(
+    store: RedisStore, connect: Callable[..., RedisStore]
+) -> None:
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    store.wait_for_pending(0)  # take the wake-up the registration left
+    producer = connect()
+    j = job()
+    got: list[Any] = []
+
+    def wait() -> None:
+        got.append(store.wait_for_pending_snapshot(5, lease, 100, 100, 10))
+
+    elapsed = _latency(wait, lambda: producer.submit([j]))
+    assert elapsed < 0.5
+    _, nodes, page, _ = got[0]
+    assert [p.id for p in page] == [j.id] and [n.id for n in nodes] == [spec.id]
+    assert store.assign(lease, [Assignment(j.id, spec.id)]) == 1
+    # idle: the snapshot is taken when the wait times out; a stale lease gets none
+    assert store.wait_for_pending_snapshot(0.05, lease, 100, 100, 10) is not None
+    stale = Lease(lease.name, lease.holder, lease.token + 1, lease.expires_at, 0.0)
+    assert store.wait_for_pending_snapshot(0.05, stale, 100, 100, 10) is None
 
 
 def test_many_waiters_on_one_result_all_wake(
@@ -807,6 +956,59 @@ def test_store_survives_a_redis_restart(
         messages = [r.getMessage() for r in caplog.records if r.name == "rota.store.redis"]
         assert len([m for m in messages if "lost the connection" in m]) == 1
         assert len([m for m in messages if "reconnected" in m]) == 1
+    finally:
+        store.close()
+
+
+def test_async_claims_survive_a_redis_restart(
+    private_redis: Callable[[], subprocess.Popen[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's asyncio client reconnects with backoff and loads the scripts again
+    (NOSCRIPT) after a restart, like the store's own connection."""
+    caplog.set_level(logging.INFO, logger="rota.store.redis")
+    proc = private_redis()
+    port = private_redis.port  # type: ignore[attr-defined]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0?prefix=arestart")
+    claims = store.async_claims()
+
+    def place(n: int) -> tuple[NodeSpec, list[NewJob]]:
+        spec = node()
+        store.register_node(spec)
+        jobs = [job(i) for i in range(n)]
+        store.submit(jobs)
+        store.assign(leader(store), [Assignment(j.id, spec.id) for j in jobs])
+        return spec, jobs
+
+    async def run() -> None:
+        spec, jobs = place(3)
+        started = await claims.start_jobs(spec.id, 2, TTL)
+        assert [r.id for r in started] == [j.id for j in jobs[:2]]
+        proc.kill()
+        proc.wait(5)
+
+        def restart() -> None:
+            time.sleep(0.8)
+            private_redis()
+
+        t = threading.Thread(target=restart)
+        t.start()
+        start = time.monotonic()
+        # blocks through the outage; the new Redis knows neither the node nor the scripts
+        assert await claims.wait_and_start(spec.id, 2, TTL, 0.1) == []
+        assert 0.7 < time.monotonic() - start < 8
+        t.join(10)
+        spec, jobs = place(1)
+        accepted, got = await claims.complete_and_start([], spec.id, 5, TTL)
+        assert accepted == [] and [r.id for r in got] == [jobs[0].id]
+        await claims.close()
+
+    try:
+        asyncio.run(run())
+        # one line each way per client: the asyncio one, and the store's own pool when the
+        # test uses it after the restart
+        messages = [r.getMessage() for r in caplog.records if r.name == "rota.store.redis"]
+        assert 1 <= len([m for m in messages if "lost the connection" in m]) <= 2
+        assert 1 <= len([m for m in messages if "reconnected" in m]) <= 2
     finally:
         store.close()
 

@@ -93,6 +93,9 @@ class Scheduler:
         self._census = 0.0
         self._resolved = 0.0
         self._rate_held = False
+        self._placed_all = False
+        # A snapshot taken by the store as the last wait woke up (and under which lease).
+        self._woken: tuple[int, tuple[int, list[NodeRecord], list[PendingJob], int]] | None = None
         self.held: Counter[str] = Counter()  # jobs held back by concurrency or rate limits
         self.rates = RateGate()
         self._rates_saved: dict[str, float] = {}
@@ -157,9 +160,14 @@ class Scheduler:
             # Place first (what is pending now), then reap: a cycle woken by a submit or a
             # finished job answers it before the periodic bookkeeping.
             census = self._census_due()
-            snapshot = store.placement_snapshot(lease, 10000, cfg.page, cfg.min_page, census)
+            woken, self._woken = self._woken, None
+            if woken is not None and woken[0] == lease.token and not census:
+                snapshot = woken[1]
+            else:
+                snapshot = store.placement_snapshot(lease, 10000, cfg.page, cfg.min_page, census)
             promoted, nodes, first, size = snapshot
-            did = promoted + self.place_pending(store, lease, nodes, first, size, census)
+            placed = self.place_pending(store, lease, nodes, first, size, census)
+            did = promoted + placed
             if mono - self._resolved >= cfg.resolve_every:
                 moved = store.resolve_dependencies(lease, cfg.page)
                 # Moved jobs may have children of their own: look again at once.
@@ -197,14 +205,18 @@ class Scheduler:
             self.lease = None
             return
         self.cycles += 1
-        if not did:
+        # Having placed every pending job is no reason to look again at once: whatever
+        # arrives next wakes the wait below.
+        if not did or (did == placed and self._placed_all):
             wait = min(
                 cfg.idle_wait, max(0.0, cfg.lease_ttl / 3 - (time.monotonic() - self._renewed))
             )
             if self._rate_held:  # rate-limited jobs wait: cycle often enough to meet the rate
                 wait = min(wait, RATE_CYCLE)
                 self._rate_held = False
-            store.wait_for_pending(wait)
+            # The store may take the next cycle's snapshot as it wakes (one round trip less).
+            taken = store.wait_for_pending_snapshot(wait, lease, 10000, cfg.page, cfg.min_page)
+            self._woken = None if taken is None else (lease.token, taken)
 
     # ---- placement ----------------------------------------------------------------------
     def _census_due(self) -> bool:
@@ -244,6 +256,7 @@ class Scheduler:
         by_node = {n.id: n for n in nodes}
         usage: dict[str, int] = {}  # concurrency keys: assigned + running, this cycle
         held: Counter[str] = Counter()
+        self._placed_all = False  # every pending job seen and placed
         while scanned < cfg.max_scan:
             if free <= 0 or not nodes:
                 if not census:
@@ -278,6 +291,7 @@ class Scheduler:
                     now = time.monotonic()
                     record_placed([j for j in admitted if j.id in chosen], usage, self.rates, now)
             if len(page) < size:
+                self._placed_all = placed == scanned
                 break
             size = min(cfg.page, size * 2)
         if census:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from rota.errors import InvalidOption
 from rota.model import (
@@ -30,6 +30,28 @@ from rota.model import (
 from rota.states import FINAL_STATES, JobState
 
 SCHEDULER_LEASE = "scheduler"
+
+
+class AsyncClaims(Protocol):
+    """A worker's hot path on its own event loop (see :meth:`Store.async_claims`): the
+    same operations as the :class:`Store` methods of the same names, awaited instead of
+    run on a thread. Each retries dropped connections itself (replayed requests run once)
+    and raises ``StoreError`` when the store stays unreachable."""
+
+    async def complete_and_start(
+        self, outcomes: Sequence[Outcome], node_id: str, limit: int, lease_ttl: float
+    ) -> tuple[list[bool], list[JobRecord]]: ...
+
+    async def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]: ...
+
+    async def wait_and_start(
+        self, node_id: str, limit: int, lease_ttl: float, timeout: float
+    ) -> list[JobRecord]:
+        """``wait_for_assignments(node_id, timeout)``, then ``start_jobs(node_id, limit,
+        lease_ttl)`` in the same round trip as the wake-up."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class Store(ABC):
@@ -167,6 +189,13 @@ class Store(ABC):
         accepted = self.complete(outcomes) if outcomes else []
         return accepted, self.start_jobs(node_id, limit, lease_ttl) if limit > 0 else []
 
+    def async_claims(self) -> AsyncClaims | None:
+        """A client for a worker's claim loop that runs on the caller's event loop (no
+        thread hop per call), or ``None``: the worker then makes these calls through
+        its I/O thread. Only stores with a non-blocking client offer one (Redis); the
+        object is made here and connects on first use, from the event loop that uses it."""
+        return None
+
     @abstractmethod
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
         """Hand jobs ``(id, token)`` held by the node back to pending (graceful shutdown).
@@ -235,6 +264,17 @@ class Store(ABC):
     def wait_for_pending(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when there may be placement
         work (a submit, a finished job, a new node). Spurious early returns are allowed."""
+
+    def wait_for_pending_snapshot(
+        self, timeout: float, lease: Lease, promote_limit: int, page: int, min_page: int
+    ) -> tuple[int, list[NodeRecord], list[PendingJob], int] | None:
+        """``wait_for_pending(timeout)``, then the ``placement_snapshot(lease,
+        promote_limit, page, min_page, False)`` taken the moment the wait ended (stores
+        that can do both in one round trip), so the scheduler's next cycle need not ask
+        for it. ``None``: no snapshot (the default, which only waits); the caller takes its
+        own."""
+        self.wait_for_pending(timeout)
+        return None
 
     @abstractmethod
     def put_stats(self, name: str, data: dict[str, Any]) -> None:

@@ -18,6 +18,8 @@ lost does not run twice.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import math
 import os
@@ -31,6 +33,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 import redis
+import redis.asyncio
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -55,7 +58,7 @@ from rota.model import (
     ScheduleRecord,
 )
 from rota.states import FINAL_STATES, JobState
-from rota.store.base import Store
+from rota.store.base import AsyncClaims, Store
 
 log = logging.getLogger("rota.store.redis")
 
@@ -81,6 +84,19 @@ def load_scripts() -> dict[str, str]:
     bodies = dict(zip(parts[1::2], parts[2::2], strict=True))
     lib = bodies.pop("lib")
     return {name: f"{lib}\n{body}" for name, body in bodies.items()}
+
+
+_BODIES = list(load_scripts().items())
+
+
+class _suppress:
+    """``contextlib.suppress(Exception)`` for cleanup on an event loop."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return exc[0] is not None and issubclass(exc[0], Exception)  # type: ignore[arg-type]
 
 
 def parse_url(url: str) -> tuple[str, str, float]:
@@ -182,10 +198,10 @@ _MAX_RANK = 2**31 - 1
 
 def _pending(members: Any, seen: dict[str, str]) -> list[PendingJob]:
     """``PendingJob``s from members of the ``pending`` sorted set: ``rank`` (8 hex digits of
-    2^31-1-priority, 12 of seq), then ``id \0 queue \0 x \0 task`` where ``x`` is "" or the
+    2^31-1-priority, 12 of seq), then ``id``, ``queue``, ``x`` and ``task`` separated by NUL, where ``x`` is "" or the
     JSON list [resources, labels, affinity, concurrency_key, concurrency_limit, rate_limit]
     (see redis_scripts.lua). Each member is also put in ``seen`` by id, for ``assign``."""
-    out = []
+    out: list[PendingJob] = []
     append = out.append
     for m in members:
         job_id, queue, x, task = m[20:].split("\0", 3)
@@ -221,39 +237,42 @@ def _started(flat: Any) -> list[JobRecord]:
     return [job_from_hash(flat[i], _pairs(flat[i + 1])) for i in range(0, len(flat), 2)]
 
 
+_STATES = {s.value: s for s in JobState}
+
+
 def job_from_hash(job_id: str, h: dict[str, str]) -> JobRecord:
     """A ``JobRecord`` from the fields of a ``job:<id>`` hash (missing: the default)."""
     get = h.get
+    loads = orjson.loads
     created_at = float(h["created_at"])
-    scheduled_at = get("scheduled_at")
     return JobRecord(
         id=job_id,
         task=h["task"],
         queue=h["queue"],
         payload=h["payload"],
         priority=int(get("priority", 0)),
-        state=JobState(h["state"]),
+        state=_STATES[h["state"]],
         attempts=int(get("attempts", 0)),
         max_attempts=int(get("max_attempts", 1)),
-        timeout=_f(get("timeout")),
-        resources=_j(get("resources")),
-        labels=_j(get("labels")),
-        affinity=_j(get("affinity")),
+        timeout=None if (v := get("timeout")) is None else float(v),
+        resources=loads(v) if (v := get("resources")) else {},
+        labels=loads(v) if (v := get("labels")) else {},
+        affinity=loads(v) if (v := get("affinity")) else {},
         backoff_base=float(get("backoff_base", DEFAULT_BASE)),
         backoff_max=float(get("backoff_max", DEFAULT_MAX)),
         created_at=created_at,
-        scheduled_at=created_at if scheduled_at is None else float(scheduled_at),
+        scheduled_at=created_at if (v := get("scheduled_at")) is None else float(v),
         node_id=get("node_id"),
         token=int(get("token", 0)),
-        started_at=_f(get("started_at")),
-        finished_at=_f(get("finished_at")),
-        lease_expires_at=_f(get("lease_expires_at")),
+        started_at=None if (v := get("started_at")) is None else float(v),
+        finished_at=None if (v := get("finished_at")) is None else float(v),
+        lease_expires_at=None if (v := get("lease_expires_at")) is None else float(v),
         result=get("result"),
         error=get("error"),
         traceback=get("traceback"),
         cancel_requested=get("cancel_requested") == "1",
         seq=int(h["seq"]),
-        depends_on=tuple(orjson.loads(h["depends_on"])) if "depends_on" in h else (),
+        depends_on=tuple(loads(v)) if (v := get("depends_on")) is not None else (),
         pass_results=get("pass_results") == "1",
         workflow_id=get("workflow_id"),
         unique_key=get("unique_key"),
@@ -358,7 +377,9 @@ class RedisStore(Store):
         )
         self._where = self._describe(self._pool)
         self.redis = redis.Redis(connection_pool=self._pool)
-        self._retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries)
+        self._retries = retries
+        self._backoff = ExponentialBackoff(cap=2.0, base=0.05)
+        self._retry = Retry(self._backoff, retries)
         self._down_since: float | None = None
         self._members: dict[str, str] = {}  # job id -> its "pending" member, last read
         self._scripts: dict[str, Script] = {
@@ -523,17 +544,23 @@ class RedisStore(Store):
         top = "+inf"
         while len(out) < limit:
             # newest first: ids with their seq, a page at a time from the top seq down
-            pairs: list[Any] = self._call(
-                partial(
-                    self.redis.zrevrangebyscore,
-                    index,
-                    top,
-                    "-inf",
-                    start=0,
-                    num=page,
-                    withscores=True,
+            pairs: list[Any]
+            if state is JobState.PENDING:  # no index by seq: read "pending" band by band
+                bound = "" if top == "+inf" else top[1:]  # "(seq": below seq
+                flat = self._run("pending_newest", [bound, page])
+                pairs = [(flat[i], int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            else:
+                pairs = self._call(
+                    partial(
+                        self.redis.zrevrangebyscore,
+                        index,
+                        top,
+                        "-inf",
+                        start=0,
+                        num=page,
+                        withscores=True,
+                    )
                 )
-            )
             if not pairs:
                 break
             for rec in self.get_jobs([p[0] for p in pairs]):
@@ -658,6 +685,9 @@ class RedisStore(Store):
         accepted, reply = self._run("complete_and_start", args, memo=True)
         return [bool(a) for a in accepted], _started(reply)
 
+    def async_claims(self) -> AsyncClaims:
+        return _AsyncClaims(self)
+
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
         if not jobs:
             return 0
@@ -713,10 +743,39 @@ class RedisStore(Store):
     ) -> tuple[int, list[NodeRecord], list[PendingJob], int]:
         """:meth:`Store.placement_snapshot` in one script (one round trip)."""
         args = [*self._lease_args(lease), promote_limit, page, min_page, 1 if census else 0]
-        promoted, nodes, members, size = self._run("placement_snapshot", args)
+        return self._snapshot(self._run("placement_snapshot", args))
+
+    def _snapshot(self, reply: Any) -> tuple[int, list[NodeRecord], list[PendingJob], int]:
+        promoted, nodes, members, size = reply
         self._members = {}  # a new cycle: forget the members read by the last one
         pending = _pending(members, self._members)
         return int(promoted), _nodes(nodes, [NodeState.LIVE]), pending, int(size)
+
+    def wait_for_pending_snapshot(
+        self, timeout: float, lease: Lease, promote_limit: int, page: int, min_page: int
+    ) -> tuple[int, list[NodeRecord], list[PendingJob], int] | None:
+        """The ``BLPOP`` on ``wake:sched`` with ``placement_snapshot`` pipelined behind it:
+        Redis takes the snapshot the moment the wait ends, woken or not (one round trip
+        from a submit to the scheduler's placement, not two)."""
+        if timeout <= 0 or timeout > WAIT_CHUNK:
+            self.wait_for_pending(timeout)
+            return None
+        wake = self.key("wake", "sched")
+        sha = self._scripts["placement_snapshot"].sha
+        args = [*self._lease_args(lease), promote_limit, page, min_page, 0]
+
+        def both() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.execute_command("BLPOP", wake, timeout)  # type: ignore[no-untyped-call]
+            pipe.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", sha, 1, self._base, "", self._ttl_arg, *args
+            )
+            return pipe.execute(raise_on_error=False)
+
+        _, reply = self._call(both)
+        if isinstance(reply, Exception):  # a missing script, a lost lease...: the next
+            return None  # cycle takes its own snapshot (and raises what it must)
+        return self._snapshot(reply)
 
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
         """Each job goes with its ``pending`` member as last read here (``pending_jobs``,
@@ -794,3 +853,177 @@ class RedisStore(Store):
             total += int(deleted)
             if not more:
                 return total
+
+
+class _AsyncClaims:
+    """:meth:`RedisStore.async_claims`: the worker's claim loop on its own event loop, over
+    two redis.asyncio connections (one for scripts, one for the blocking wait), so a claim
+    costs no thread hop and the loop runs jobs while a script is on its way. Connection
+    errors are retried with the store's backoff, the request id unchanged (a script whose
+    reply was lost runs once); scripts missing after a Redis restart are loaded again."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._pool: redis.asyncio.ConnectionPool | None = None
+        self._conns: dict[str, Any] = {}
+        self._shas = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in _BODIES}
+        self._down_since: float | None = None
+        self._missing = True  # scripts to load (first use; Redis restarted)
+
+    def _connection(self, kind: str) -> Any:
+        conn = self._conns.get(kind)
+        if conn is None:
+            if self._pool is None:
+                conn_url, _, _ = parse_url(self._store.url)
+                self._pool = redis.asyncio.ConnectionPool.from_url(
+                    conn_url,
+                    decode_responses=True,
+                    encoding_errors="backslashreplace",
+                    socket_connect_timeout=5.0,
+                    socket_keepalive=True,
+                    client_name=f"rota:{self._store.prefix}:{os.getpid()}:async",
+                )
+            conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
+            self._conns[kind] = conn
+        return conn
+
+    async def _drop(self, kind: str) -> None:
+        conn = self._conns.pop(kind, None)
+        if conn is not None:
+            with _suppress():
+                await conn.disconnect(nowait=True)
+
+    async def _request(self, kind: str, commands: list[tuple[Any, ...]], timeout: float) -> Any:
+        """Send ``commands`` (pipelined) on connection ``kind``; their replies, retrying
+        connection errors with backoff (``StoreError`` once the retries are spent)."""
+        store = self._store
+        attempt = 0
+        loads: list[tuple[Any, ...]] = []  # after a reconnection: load the scripts first
+        while True:
+            conn = self._connection(kind)
+            try:
+                async with asyncio.timeout(timeout):
+                    sent = loads + commands
+                    await conn.send_packed_command(conn.pack_commands(sent), check_health=False)
+                    replies: list[Any] = []
+                    for _ in sent:
+                        try:
+                            replies.append(await conn.read_response())
+                        except ResponseError as err:  # an error reply, in its place
+                            replies.append(err)
+                    replies = replies[len(loads) :]
+            except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+                loads = [("SCRIPT", "LOAD", body) for _, body in _BODIES]
+                await self._drop(kind)
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.warning(
+                        "lost the connection to Redis at %s (%s); reconnecting with backoff",
+                        store._where,
+                        exc,
+                    )
+                if attempt >= store._retries:
+                    raise StoreError(f"Redis at {store._where} is unreachable: {exc}") from exc
+                await asyncio.sleep(store._backoff.compute(attempt))
+                attempt += 1
+                continue
+            except BaseException:  # cancelled mid-request: the reply would be out of step
+                await self._drop(kind)
+                raise
+            if self._down_since is not None:
+                log.info(
+                    "reconnected to Redis at %s after %.1f s",
+                    store._where,
+                    time.monotonic() - self._down_since,
+                )
+                self._down_since = None
+            return replies
+
+    def _call(self, name: str, args: Sequence[Any]) -> tuple[Any, ...]:
+        """The ``EVALSHA`` of script ``name`` as :meth:`RedisStore._run` sends it (with a
+        new request id: its reply is memoized)."""
+        store = self._store
+        return (
+            "EVALSHA",
+            self._shas[name],
+            1,
+            store._base,
+            os.urandom(8).hex(),
+            store._ttl_arg,
+            *args,
+        )
+
+    def _reply(self, name: str, reply: Any) -> Any:
+        if isinstance(reply, ResponseError):
+            if str(reply).startswith("NOSCRIPT"):  # Redis restarted: load them for next time
+                self._missing = True
+            raise StoreError(f"Redis at {self._store._where} refused {name}: {reply}")
+        return reply
+
+    async def _load_scripts(self) -> None:
+        if self._missing:
+            bodies = [("SCRIPT", "LOAD", body) for _, body in _BODIES]
+            await self._request("rpc", bodies, SOCKET_TIMEOUT)
+            self._missing = False
+
+    async def _run(self, name: str, args: Sequence[Any]) -> Any:
+        """Script ``name`` as :meth:`RedisStore._run` runs it (memoized under a request id;
+        loaded again first if Redis lost its scripts)."""
+        await self._load_scripts()
+        call = self._call(name, args)
+        (reply,) = await self._request("rpc", [call], SOCKET_TIMEOUT)
+        if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
+            self._missing = True
+            await self._load_scripts()
+            (reply,) = await self._request("rpc", [call], SOCKET_TIMEOUT)
+        return self._reply(name, reply)
+
+    async def complete_and_start(
+        self, outcomes: Sequence[Outcome], node_id: str, limit: int, lease_ttl: float
+    ) -> tuple[list[bool], list[JobRecord]]:
+        if not outcomes:
+            return [], await self.start_jobs(node_id, limit, lease_ttl)
+        args = [_outcome_rows(outcomes), node_id, max(limit, 0), _num(lease_ttl)]
+        accepted, flat = await self._run("complete_and_start", args)
+        return [bool(a) for a in accepted], _started(flat)
+
+    async def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
+        if limit <= 0:
+            return []
+        return _started(await self._run("start_jobs", [node_id, limit, _num(lease_ttl)]))
+
+    async def wait_and_start(
+        self, node_id: str, limit: int, lease_ttl: float, timeout: float
+    ) -> list[JobRecord]:
+        """Take a waiting wake-up and start what is assigned; if nothing was, block on the
+        node's wake-up list with ``start_jobs`` pipelined behind the ``BLPOP``: Redis runs
+        it the moment the wake-up arrives, so a job assigned to an idle node starts one
+        round trip after the scheduler's ``assign``. Replies of the scripts are memoized
+        as for the other scripts (a retried request starts nothing twice)."""
+        store = self._store
+        await self._load_scripts()
+        wake = store.key("wake", "node", node_id)
+        args = [node_id, limit, _num(lease_ttl)]
+        if limit <= 0:  # no room: only wait
+            (woken,) = await self._request("wait", [("LPOP", wake)], SOCKET_TIMEOUT)
+            if woken is None and timeout > 0:
+                step = max(min(timeout, WAIT_CHUNK), 0.001)
+                await self._request("wait", [("BLPOP", wake, step)], step + SOCKET_TIMEOUT)
+            return []
+        first = [("LPOP", wake), self._call("start_jobs", args)]
+        woken, flat = await self._request("wait", first, SOCKET_TIMEOUT)
+        jobs = _started(self._reply("start_jobs", flat))
+        if jobs or woken is not None or timeout <= 0:
+            return jobs
+        step = max(min(timeout, WAIT_CHUNK), 0.001)
+        then = [("BLPOP", wake, step), self._call("start_jobs", args)]
+        _, flat = await self._request("wait", then, step + SOCKET_TIMEOUT)
+        return _started(self._reply("start_jobs", flat))
+
+    async def close(self) -> None:
+        for kind in list(self._conns):
+            await self._drop(kind)
+        if self._pool is not None:
+            with _suppress():
+                await self._pool.disconnect()
+            self._pool = None

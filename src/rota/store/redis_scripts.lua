@@ -26,11 +26,13 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
                                 Written by every job script; EXPIRE result TTL once final.
   B.."jobs"             zset    seq -> id: every stored job (submit adds and checks it for
                                 duplicate ids with ZMSCORE, purge removes)
-  B.."state:"..st       zset    seq -> id: jobs in state st, for st = pending, scheduled,
-                                retrying, waiting and the final states (every transition
-                                moves it). Assigned and running jobs have no such index:
-                                they are listed from "nassigned:*" and "running", which
-                                the fleet's capacity bounds (script active_ids).
+  B.."state:"..st       zset    seq -> id: jobs in state st, for st = scheduled, retrying,
+                                waiting and the final states (every transition moves it).
+                                Pending jobs are listed from "pending" (script
+                                pending_newest reads each priority band from its top);
+                                assigned and running ones from "nassigned:*" and
+                                "running", which the fleet's capacity bounds (script
+                                active_ids).
   B.."token"            string  last fencing token handed out (INCRBY by assign: a job's
                                 token is new and higher at each assignment)
   B.."children:"..id    set     ids of the waiting jobs that depend on job id (submit adds;
@@ -91,9 +93,11 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
   B.."nused:"..id       hash    resource -> quantity held by the node's assigned + running
                                 jobs (HINCRBYFLOAT; deleted when the node holds nothing)
   B.."wake:sched"       list    <= 1 element: LPUSH+LTRIM by scripts that create placement
-                                work; wait_for_pending BLPOPs it
+                                work; wait_for_pending BLPOPs it (wait_for_pending_snapshot
+                                with placement_snapshot pipelined behind the BLPOP)
   B.."wake:node:"..id   list    <= 1 element: LPUSH+LTRIM by assign and cancel;
-                                wait_for_assignments BLPOPs it
+                                wait_for_assignments BLPOPs it (the worker's asyncio
+                                wait_and_start with start_jobs pipelined behind the BLPOP)
   B.."lease:"..name     hash    holder token expires_at acquired_at (token survives
                                 release and expiry so the next holder gets a higher one)
   B.."stats:"..name     string  JSON document (put_stats)
@@ -117,6 +121,25 @@ local NOWS = fmt(NOW)
 local function jkey(id)
   return B .. 'job:' .. id
 end
+
+-- Keys built once per script: fixed ones, and per node / per state on first use.
+local K_RUNNING, K_FINISHED, K_PENDING = B .. 'running', B .. 'finished', B .. 'pending'
+local K_WAKE_SCHED = B .. 'wake:sched'
+local KEYS_OF = {}
+local function key_of(family, name)
+  local by = KEYS_OF[family]
+  if not by then
+    by = {}
+    KEYS_OF[family] = by
+  end
+  local k = by[name]
+  if not k then
+    k = B .. family .. name
+    by[name] = k
+  end
+  return k
+end
+local CEIL_TTL = math.ceil(TTL)
 
 -- Sort key of a job in "pending" and "nassigned:*": priority descending, then seq.
 local function rank(priority, seq)
@@ -151,9 +174,9 @@ local function pmember_of(id)
   return pmember(v[1], v[2], id, v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10])
 end
 
--- States with a "state:<st>" index (assigned and running jobs have none).
-local INDEXED = { pending = true, scheduled = true, retrying = true, waiting = true,
-  succeeded = true, dead = true, cancelled = true, upstream_failed = true }
+-- States with a "state:<st>" index (pending, assigned and running jobs have none).
+local INDEXED = { scheduled = true, retrying = true, waiting = true, succeeded = true,
+  dead = true, cancelled = true, upstream_failed = true }
 
 local COUNTS = {} -- state -> queue -> change to "counts", sent by flush()
 local function count(queue, state, delta)
@@ -211,10 +234,10 @@ local function flush()
   for id, mv in pairs(MOVED) do
     if mv.from ~= mv.to then
       if INDEXED[mv.from] then
-        defer('ZREM', B .. 'state:' .. mv.from, id)
+        defer('ZREM', key_of('state:', mv.from), id)
       end
       if INDEXED[mv.to] then
-        defer('ZADD', B .. 'state:' .. mv.to, mv.seq, id)
+        defer('ZADD', key_of('state:', mv.to), mv.seq, id)
       end
     end
   end
@@ -355,10 +378,10 @@ local function leave_node(j)
     return
   end
   if j.state == 'assigned' then
-    defer('ZREM', B .. 'nassigned:' .. n, rank(j.priority, j.seq) .. j.id)
+    defer('ZREM', key_of('nassigned:', n), rank(j.priority, j.seq) .. j.id)
   elseif j.state == 'running' then
-    defer('SREM', B .. 'nrunning:' .. n, j.id)
-    defer('ZREM', B .. 'running', j.id)
+    defer('SREM', key_of('nrunning:', n), j.id)
+    defer('ZREM', K_RUNNING, j.id)
   end
   if j.resources then
     usage(n, j.resources, -1)
@@ -386,19 +409,27 @@ end
 local function finish(j, to, set, clear)
   local k = jkey(j.id)
   move(j, to)
-  local f = { 'state', to, 'finished_at', NOWS }
-  for _, x in ipairs(set or {}) do
-    f[#f + 1] = x
+  if set and #set > 0 then
+    local f = { 'state', to, 'finished_at', NOWS }
+    for i = 1, #set do
+      f[i + 4] = set[i]
+    end
+    redis.call('HSET', k, unpack(f))
+  else
+    redis.call('HSET', k, 'state', to, 'finished_at', NOWS)
   end
-  redis.call('HSET', k, unpack(f))
-  local c = { 'lease_expires_at' }
-  for _, x in ipairs(clear or {}) do
-    c[#c + 1] = x
+  if clear and #clear > 0 then
+    local c = { 'lease_expires_at' }
+    for i = 1, #clear do
+      c[i + 1] = clear[i]
+    end
+    redis.call('HDEL', k, unpack(c))
+  else
+    redis.call('HDEL', k, 'lease_expires_at')
   end
-  redis.call('HDEL', k, unpack(c))
-  defer('ZADD', B .. 'finished', NOW, j.id .. '\0' .. to .. ':' .. j.queue)
+  defer('ZADD', K_FINISHED, NOW, j.id .. '\0' .. to .. ':' .. j.queue)
   if TTL > 0 then
-    redis.call('EXPIRE', k, math.ceil(TTL))
+    redis.call('EXPIRE', k, CEIL_TTL)
   end
   if j.children then -- some job depends on it: resolve_dependencies looks at them
     defer('ZADD', B .. 'settle', NOW, j.id)
@@ -410,7 +441,7 @@ local function finish(j, to, set, clear)
     end
   end
   WATCHED[#WATCHED + 1] = j.id
-  wake(B .. 'wake:sched')
+  wake(K_WAKE_SCHED)
 end
 
 -- A running job whose holder is gone: the attempt counts; pending again or dead (or
@@ -479,23 +510,62 @@ end
 
 -- Record outcomes [id, token, kind, result, error, traceback, retry_delay] ("" = none);
 -- returns 1/0 per outcome: accepted only if running with that token. Caller flushes.
+local CFIELDS = { 'state', 'token', 'node_id', 'queue', 'seq', 'resources', 'attempts',
+  'max_attempts', 'cancel_requested', 'concurrency_key', 'children', 'unique_key' }
+local OUTPUTS = { 'result', 'error', 'traceback' }
+local K_SUCCEEDED = B .. 'state:succeeded'
 local function do_complete(outcomes)
   local acc = {}
-  local fields = { 'state', 'token', 'node_id', 'queue', 'seq', 'resources', 'attempts',
-    'max_attempts', 'cancel_requested', 'concurrency_key', 'children', 'unique_key' }
   for i, o in ipairs(outcomes) do
-    local j = load(o[1], fields)
-    if j and j.state == 'running' and j.token == tonumber(o[2]) then
+    local id = o[1]
+    local v = redis.call('HMGET', jkey(id), unpack(CFIELDS))
+    if v[1] ~= 'running' or tonumber(v[2]) ~= tonumber(o[2]) then
+      acc[i] = 0
+    elseif o[3] == 'succeeded' and o[5] == '' and o[6] == '' and not (v[6] or v[10] or v[11]
+        or v[12]) then
+      -- the common case (a plain job succeeded) without the general bookkeeping: what
+      -- leave_node(), finish() and move() would do for it
+      local queue = v[4]
+      defer('SREM', key_of('nrunning:', v[3]), id)
+      defer('ZREM', K_RUNNING, id)
+      defer('ZADD', K_SUCCEEDED, v[5], id)
+      defer('ZADD', K_FINISHED, NOW, id .. '\0succeeded:' .. queue)
+      count(queue, 'running', -1)
+      count(queue, 'succeeded', 1)
+      local k = jkey(id)
+      if o[4] ~= '' then
+        redis.call('HSET', k, 'state', 'succeeded', 'finished_at', NOWS, 'result', o[4])
+      else
+        redis.call('HSET', k, 'state', 'succeeded', 'finished_at', NOWS)
+      end
+      redis.call('HDEL', k, 'lease_expires_at', 'error', 'traceback')
+      if TTL > 0 then
+        redis.call('EXPIRE', k, CEIL_TTL)
+      end
+      WATCHED[#WATCHED + 1] = id
+      wake(K_WAKE_SCHED)
+      acc[i] = 1
+    else
+      local j = { id = id }
+      for x = 1, #CFIELDS do
+        j[CFIELDS[x]] = v[x]
+      end
+      j.seq = tonumber(j.seq)
+      j.token = tonumber(j.token or 0)
+      j.attempts = tonumber(j.attempts or 0)
+      j.max_attempts = tonumber(j.max_attempts or 1)
+      j.node = j.node_id
+      j.cancel = j.cancel_requested == '1'
       local kind = o[3]
       leave_node(j)
       local set, clear = {}, {}
-      for x, name in ipairs({ 'result', 'error', 'traceback' }) do
+      for x = 1, 3 do
         local v = o[x + 3]
         if v ~= '' then
-          set[#set + 1] = name
+          set[#set + 1] = OUTPUTS[x]
           set[#set + 1] = v
         elseif x > 1 then
-          clear[#clear + 1] = name
+          clear[#clear + 1] = OUTPUTS[x]
         end
       end
       if kind == 'succeeded' then
@@ -518,8 +588,6 @@ local function do_complete(outcomes)
         finish(j, 'dead', set, clear)
       end
       acc[i] = 1
-    else
-      acc[i] = 0
     end
   end
   return acc
@@ -630,7 +698,8 @@ local function pending_rows(start, limit)
         local m = members[k]
         if k >= i and not string.find(m, '\0', 21, true) then
           redis.call('ZREM', B .. 'pending', m)
-          m = pmember_of(string.sub(m, 21))
+          local id = string.sub(m, 21)
+          m = redis.call('HGET', jkey(id), 'state') == 'pending' and pmember_of(id) or nil
           if m then
             redis.call('ZADD', B .. 'pending', 0, m)
           end
@@ -743,7 +812,7 @@ local function do_submit(jobs, specials)
   end
   local first = redis.call('INCRBY', B .. 'seq', n) - n
   for c = 1, n, CHUNK do
-    local all, pmem, pend, sched, delayed, waiting = {}, {}, {}, {}, {}, {}
+    local all, pmem, sched, delayed, waiting = {}, {}, {}, {}, {}
     for i = c, math.min(c + CHUNK - 1, n) do
       if not (replaced and replaced[i]) then
         local a = jobs[i]
@@ -773,7 +842,6 @@ local function do_submit(jobs, specials)
           end
         end
         if state == 'pending' then
-          pend[#pend + 1] = seq; pend[#pend + 1] = id
           local res, labels, aff, ck, cl, rl
           for x = 8, #a, 2 do
             local name = a[x]
@@ -806,8 +874,8 @@ local function do_submit(jobs, specials)
     if #all > 0 then
       redis.call('ZADD', B .. 'jobs', unpack(all))
     end
-    for key, t in pairs({ pending = pmem, ['state:pending'] = pend,
-      ['state:scheduled'] = sched, delayed = delayed, ['state:waiting'] = waiting }) do
+    for key, t in pairs({ pending = pmem, ['state:scheduled'] = sched, delayed = delayed,
+      ['state:waiting'] = waiting }) do
       if #t > 0 then
         redis.call('ZADD', B .. key, unpack(t))
       end
@@ -889,8 +957,8 @@ if s == 'running' then
 end
 if s == 'scheduled' or s == 'retrying' then
   redis.call('ZREM', B .. 'delayed', j.id)
-elseif s == 'pending' then
-  redis.call('ZREM', B .. 'pending', pmember_of(j.id))
+elseif s == 'pending' then -- (and the member an older rota wrote, rank..id)
+  redis.call('ZREM', B .. 'pending', pmember_of(j.id), rank(j.priority, j.seq) .. j.id)
 elseif s == 'assigned' then
   leave_node(j)
   wake(B .. 'wake:node:' .. j.node)
@@ -1282,7 +1350,6 @@ if n > 0 then
     local queue = string.sub(mem, a, b - 1)
     local c = string.find(mem, '\0', b + 1, true)
     defer('ZREM', B .. 'pending', mem)
-    defer('ZREM', B .. 'state:pending', id)
     defer('ZADD', B .. 'nassigned:' .. node, 0, string.sub(mem, 1, 20) .. id)
     count(queue, 'pending', -1)
     count(queue, 'assigned', 1)
@@ -1503,5 +1570,38 @@ for _, node in ipairs(redis.call('SMEMBERS', B .. 'nodes')) do
   for _, mem in ipairs(redis.call('ZRANGE', B .. 'nassigned:' .. node, 0, -1)) do
     out[#out + 1] = string.sub(mem, 21)
   end
+end
+return out
+
+-- name: pending_newest
+-- ARGV[3] = seq bound ("" = none), ARGV[4] = limit. The pending jobs with the highest seq
+-- below the bound, as {id, seq}..., highest first. "pending" is ordered by priority then
+-- seq, so each priority band (its first 8 hex digits) is read from its top: two
+-- ZRANGEBYLEX a band, however many jobs wait.
+local bound = ARGV[3] ~= '' and tonumber(ARGV[3]) or nil
+local limit = tonumber(ARGV[4])
+local found = {}
+local start = '-'
+while limit > 0 do
+  local first = redis.call('ZRANGEBYLEX', K_PENDING, start, '+', 'LIMIT', 0, 1)
+  if #first == 0 then
+    break
+  end
+  local band = string.sub(first[1], 1, 8)
+  local top = bound and ('(' .. band .. string.format('%012x', bound)) or ('[' .. band .. 'g')
+  for _, m in ipairs(redis.call('ZREVRANGEBYLEX', K_PENDING, top, '[' .. band, 'LIMIT', 0,
+    limit)) do
+    local stop = string.find(m, '\0', 21, true)
+    found[#found + 1] = { tonumber(string.sub(m, 9, 20), 16), string.sub(m, 21, (stop or 0) - 1) }
+  end
+  start = '[' .. band .. 'g'
+end
+table.sort(found, function(a, b)
+  return a[1] > b[1]
+end)
+local out = {}
+for i = 1, math.min(limit, #found) do
+  out[#out + 1] = found[i][2]
+  out[#out + 1] = found[i][1]
 end
 return out

@@ -206,14 +206,19 @@ async def run_async(
     (the asyncio task running this was cancelled: the cancellation is absorbed and the
     task's cancel count restored). ``KeyboardInterrupt`` propagates.
     """
-    scope = asyncio.timeout(timeout)
+    scope = None if timeout is None else asyncio.timeout(timeout)
     try:
-        async with scope:
+        if scope is None:  # no deadline: no timer to arm and cancel for every job
             value = task.fn(*args, **kwargs)
             if inspect.isawaitable(value):
                 value = await value
+        else:
+            async with scope:
+                value = task.fn(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
     except TimeoutError as exc:
-        if scope.expired():
+        if scope is not None and scope.expired():
             return _timed_out(timeout)
         return _error_result(exc)
     except asyncio.CancelledError:
