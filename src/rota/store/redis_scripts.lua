@@ -327,12 +327,8 @@ end
 -- leave_node() or finish(), which keep "concurrency", "settle" and "unique:*" true.
 local FULL = { 'state', 'queue', 'seq', 'priority', 'node_id', 'token', 'attempts',
   'max_attempts', 'resources', 'cancel_requested', 'concurrency_key', 'children', 'unique_key' }
-local function load(id, fields)
-  fields = fields or FULL
-  local v = redis.call('HMGET', jkey(id), unpack(fields))
-  if not v[1] then
-    return nil
-  end
+-- A job table from the values `v` an HMGET of `fields` returned for job `id`.
+local function from_fields(id, fields, v)
   local j = { id = id }
   for i = 1, #fields do
     j[fields[i]] = v[i]
@@ -344,6 +340,15 @@ local function load(id, fields)
   j.node = j.node_id
   j.cancel = j.cancel_requested == '1'
   return j
+end
+
+local function load(id, fields)
+  fields = fields or FULL
+  local v = redis.call('HMGET', jkey(id), unpack(fields))
+  if not v[1] then
+    return nil
+  end
+  return from_fields(id, fields, v)
 end
 
 -- Move job j to state `to` in the state index and the counters (not in its hash).
@@ -546,16 +551,7 @@ local function do_complete(outcomes)
       wake(K_WAKE_SCHED)
       acc[i] = 1
     else
-      local j = { id = id }
-      for x = 1, #CFIELDS do
-        j[CFIELDS[x]] = v[x]
-      end
-      j.seq = tonumber(j.seq)
-      j.token = tonumber(j.token or 0)
-      j.attempts = tonumber(j.attempts or 0)
-      j.max_attempts = tonumber(j.max_attempts or 1)
-      j.node = j.node_id
-      j.cancel = j.cancel_requested == '1'
+      local j = from_fields(id, CFIELDS, v)
       local kind = o[3]
       leave_node(j)
       local set, clear = {}, {}
