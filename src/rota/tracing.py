@@ -20,9 +20,10 @@ only from functions that run when tracing is on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -33,7 +34,16 @@ if TYPE_CHECKING:
     from rota.model import JobRecord
     from rota.worker.executor import ExecResult
 
-__all__ = ["ENV_VAR", "trace_carrier", "traced_payload", "traced_run", "tracing_enabled"]
+__all__ = [
+    "ENV_VAR",
+    "carries_trace",
+    "child_context",
+    "trace_carrier",
+    "traced_payload",
+    "traced_run",
+    "tracing_enabled",
+    "with_current_context",
+]
 
 log = logging.getLogger("rota.tracing")
 ENV_VAR = "ROTA_TRACING"
@@ -157,3 +167,46 @@ async def traced_run(
         result = await run(job)
         _record_outcome(span, result)
         return result
+
+
+def with_current_context(payload: str) -> str:
+    """``payload`` with its ``"trace"`` key set to the current context (the ``rota.run``
+    span, when called inside it), so that a sync task run in a pool process has its own
+    spans nested under the run span (see :func:`child_context`)."""
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    data = orjson.loads(payload)
+    if not carrier or not isinstance(data, dict):
+        return payload
+    data["trace"] = carrier
+    return orjson.dumps(data).decode()
+
+
+_TAIL = 4096  # the "trace" key is the payload's last one: look for it near the end only
+
+
+def carries_trace(payload: str) -> bool:
+    """Whether ``payload`` may carry a trace context (cheap: a look at its end)."""
+    return payload.find('"trace":', max(0, len(payload) - _TAIL)) >= 0
+
+
+@contextlib.contextmanager
+def child_context(payload: str) -> Iterator[None]:
+    """In a pool process: make the trace context carried by ``payload`` current while the
+    task runs (check :func:`carries_trace` first). A no-op when the payload has none, and
+    when opentelemetry is not installed."""
+    carrier = trace_carrier(payload)
+    try:
+        from opentelemetry import context, propagate
+    except ImportError:
+        carrier = {}
+    if not carrier:
+        yield
+        return
+    token = context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        context.detach(token)

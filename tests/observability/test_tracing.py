@@ -36,6 +36,14 @@ def build(url: str, tracing: bool | None = None) -> Rota:
         await asyncio.sleep(0)
         return a + b
 
+    @app.task(name="tr.whoami")
+    def whoami() -> list[str]:
+        """The trace and span ids current inside a sync task (in a pool process)."""
+        from opentelemetry import trace
+
+        ctx = trace.get_current_span().get_span_context()
+        return [f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"]
+
     @app.task(name="tr.fails", retries=0)
     async def fails(message: str) -> None:
         raise ValueError(message)
@@ -166,3 +174,27 @@ def test_worker_with_tracing_off_makes_no_spans(url: str, spans: Any) -> None:
     finally:
         app.close()
     assert spans.get_finished_spans() == ()
+
+
+def test_a_sync_task_runs_inside_its_run_span_context(url: str, spans: Any) -> None:
+    """The pool process gets the run span's context: spans a sync task makes itself nest
+    under ``rota.run``."""
+    app = build(url, tracing=True)
+    try:
+        with node_in_thread(app, name="tr-child"):
+            job = app.get_task("tr.whoami").submit()
+            trace_id, span_id = job.result(timeout=20)
+    finally:
+        app.close()
+    run = {s.name: s for s in spans.get_finished_spans()}["rota.run tr.whoami"]
+    assert (int(trace_id, 16), int(span_id, 16)) == (run.context.trace_id, run.context.span_id)
+
+
+def test_child_context_is_a_no_op_without_a_carrier() -> None:
+    from rota.tracing import carries_trace, child_context
+
+    plain = '{"args":[{"trace":"x"}],"kwargs":{}}'
+    assert carries_trace(plain)  # looks like one: child_context finds none and does nothing
+    with child_context(plain):
+        pass
+    assert not carries_trace('{"args":[1],"kwargs":{}}')

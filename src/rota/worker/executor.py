@@ -47,6 +47,7 @@ from rota.app import Rota, Task
 from rota.errors import Retry
 from rota.logs import job_context
 from rota.payload import decode_arguments, dumps
+from rota.tracing import carries_trace, child_context
 
 __all__ = [
     "ExecKind",
@@ -351,7 +352,10 @@ def _execute(app: Rota, task_name: str, payload: str) -> ExecResult:
     if isinstance(prepared, ExecResult):
         return prepared
     task, args, kwargs = prepared
-    return _call_in_child(task, args, kwargs)
+    if not carries_trace(payload):
+        return _call_in_child(task, args, kwargs)
+    with child_context(payload):  # a traced job: its trace context is current
+        return _call_in_child(task, args, kwargs)
 
 
 def _child_main(app: Rota, sock: socket.socket, inherited_fds: list[int], parent_pid: int) -> None:

@@ -445,6 +445,8 @@ class WorkerNode:
         except CorruptPayload as exc:
             return ExecResult(kind="error", error=f"corrupt payload: {exc}", fatal=True)
         assert self._pool is not None
+        if self._tracing:  # the task's own spans in the pool process nest under rota.run
+            payload = tracing.with_current_context(payload)
         return await self._pool.run(job.id, job.task, payload, job.timeout, fields)
 
     def _record(self, job: JobRecord, res: ExecResult) -> None:
