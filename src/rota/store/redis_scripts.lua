@@ -322,6 +322,16 @@ local function fence()
   return nil
 end
 
+-- A fenced script's start: the memoized reply of a replayed request, else the fence's
+-- error reply, else nil (go on).
+local function memo_or_fence()
+  local m = memo_get()
+  if m then
+    return m
+  end
+  return fence()
+end
+
 -- The fields of a job that transitions read; hot paths ask for fewer (state comes first).
 -- concurrency_key, children and unique_key are read by every load that may lead to
 -- leave_node() or finish(), which keep "concurrency", "settle" and "unique:*" true.
@@ -1180,13 +1190,9 @@ return false
 
 -- name: promote_due
 -- ARGV[3..5] = lease, ARGV[6] = limit. Fenced. Due scheduled/retrying jobs -> pending.
-local m = memo_get()
-if m then
-  return m
-end
-local e = fence()
-if e then
-  return e
+local early = memo_or_fence()
+if early then
+  return early
 end
 local n = do_promote(tonumber(ARGV[6]))
 memo_set(n)
@@ -1195,13 +1201,9 @@ return n
 -- name: reap
 -- ARGV[3..5] = lease, ARGV[6] = failure timeout, ARGV[7] = max expired results to purge.
 -- Fenced. Returns {{dead node ids}, requeued, retried, dead jobs}.
-local m = memo_get()
-if m then
-  return m
-end
-local e = fence()
-if e then
-  return e
+local early = memo_or_fence()
+if early then
+  return early
 end
 local dead_nodes = {}
 local requeued, retried, dead_jobs = 0, 0, 0
@@ -1296,13 +1298,9 @@ return { promoted, nodes, pending, size }
 -- pending_jobs returned it; "" = build it from the job's hash). Fenced. A job is placed
 -- only if its member is still in "pending" (which is what being pending means), so the
 -- job's hash is only written, never read. Tokens come from "token", one INCRBY a call.
-local m = memo_get()
-if m then
-  return m
-end
-local e = fence()
-if e then
-  return e
+local early = memo_or_fence()
+if early then
+  return early
 end
 local node_state = {}
 local cand, seen = {}, {}
@@ -1408,13 +1406,9 @@ return reply
 -- (retry_dead) leaves "settle" with its set intact. Moves at most `limit` jobs and looks at
 -- no more than 4 x `limit`; a parent stays in "settle" until its set is empty.
 -- Returns how many moved.
-local m = memo_get()
-if m then
-  return m
-end
-local e = fence()
-if e then
-  return e
+local early = memo_or_fence()
+if early then
+  return early
 end
 local limit = tonumber(ARGV[6])
 local parents = redis.call('ZRANGE', B .. 'settle', 0, math.max(limit, 1) - 1)
@@ -1517,13 +1511,9 @@ return { redis.call('HGETALL', B .. 'schedules'), redis.call('HGETALL', B .. 'sc
 -- schedule exists, its last tick is unset or earlier than tick, and the job's id is new:
 -- sets the last tick and stores the job in one step and returns 1; else changes nothing
 -- and returns 0.
-local m = memo_get()
-if m then
-  return m
-end
-local e = fence()
-if e then
-  return e
+local early = memo_or_fence()
+if early then
+  return early
 end
 local name, tick = ARGV[6], tonumber(ARGV[7])
 if redis.call('HEXISTS', B .. 'schedules', name) == 0 then
