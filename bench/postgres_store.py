@@ -17,26 +17,17 @@ import cProfile
 import pstats
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from rota.model import Assignment, NewJob, NodeSpec, Outcome, OutcomeKind
-from rota.payload import encode_arguments
+from bench.store_phases import new_jobs, run_phases
+from rota.model import Assignment, NodeSpec, Outcome, OutcomeKind
 from rota.store import SCHEDULER_LEASE
 from rota.store.postgres import PostgresStore, query
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def new_jobs(n: int) -> list[NewJob]:
-    payload = encode_arguments([], {})
-    return [
-        NewJob(id=uuid.uuid4().hex, task="bench.noop", queue="default", payload=payload)
-        for _ in range(n)
-    ]
 
 
 def fresh_store(url: str) -> PostgresStore:
@@ -56,78 +47,10 @@ def drop(store: PostgresStore) -> None:
 
 def one_round(url: str, jobs: int, batch: int, nodes: int) -> dict[str, float]:
     store = fresh_store(url)
-    out: dict[str, float] = {}
     try:
-        lease = store.acquire_lease(SCHEDULER_LEASE, "bench", 600)
-        assert lease is not None
-        specs = [
-            NodeSpec(id=f"node-{i}", name=f"node-{i}", slots=jobs, prefetch=0) for i in range(nodes)
-        ]
-        for spec in specs:
-            store.register_node(spec)
-
-        def timed(name: str, fn: Callable[[], object], count: int) -> None:
-            t = time.perf_counter()
-            fn()
-            out[name] = count / (time.perf_counter() - t)
-
-        todo = new_jobs(jobs)
-        timed("submit (one call)", lambda: store.submit(todo), jobs)
-        more = new_jobs(jobs)
-
-        def submit_batches() -> None:
-            for i in range(0, jobs, batch):
-                store.submit(more[i : i + batch])
-
-        timed(f"submit (batches of {batch})", submit_batches, jobs)
-        total = 2 * jobs
-
-        def place() -> None:
-            after = None
-            k = 0
-            while True:
-                page = store.pending_jobs(batch, after)
-                if not page:
-                    return
-                after = (page[-1].priority, page[-1].seq)
-                placed = [Assignment(p.id, specs[(k + i) % nodes].id) for i, p in enumerate(page)]
-                k += len(page)
-                assert store.assign(lease, placed) == len(placed)
-
-        timed(f"pending_jobs + assign (pages of {batch})", place, total)
-
-        started = []
-
-        def start() -> None:
-            for spec in specs:
-                while got := store.start_jobs(spec.id, batch, 600):
-                    started.extend(got)
-
-        timed(f"start_jobs (batches of {batch})", start, total)
-        assert len(started) == total
-
-        def complete() -> None:
-            for i in range(0, len(started), batch):
-                chunk = started[i : i + batch]
-                outcomes = [Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, "null") for r in chunk]
-                assert all(store.complete(outcomes))
-
-        timed(f"complete (batches of {batch})", complete, total)
-
-        # One job at a time, the latency-bound path.
-        single = new_jobs(200)
-
-        def one_by_one() -> None:
-            for j in single:
-                store.submit([j])
-                store.assign(lease, [Assignment(j.id, specs[0].id)])
-                (r,) = store.start_jobs(specs[0].id, 1, 600)
-                store.complete([Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, "null")])
-
-        timed("submit+assign+start+complete, one job", one_by_one, len(single))
+        return run_phases(store, jobs, batch, nodes, submit_batches=True)
     finally:
         drop(store)
-    return out
 
 
 def _server_ms(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> float:

@@ -10,24 +10,12 @@ SLOWLOG, how long the biggest script kept Redis busy.
 from __future__ import annotations
 
 import argparse
-import time
 import uuid
-from collections.abc import Callable
 
 import redis
 
-from rota.model import Assignment, NewJob, NodeSpec, Outcome, OutcomeKind
-from rota.payload import encode_arguments
-from rota.store import SCHEDULER_LEASE
+from bench.store_phases import run_phases
 from rota.store.redis import RedisStore
-
-
-def new_jobs(n: int) -> list[NewJob]:
-    payload = encode_arguments([], {})
-    return [
-        NewJob(id=uuid.uuid4().hex, task="bench.noop", queue="default", payload=payload)
-        for _ in range(n)
-    ]
 
 
 def drop(url: str, prefix: str) -> None:
@@ -41,62 +29,8 @@ def drop(url: str, prefix: str) -> None:
 def one_round(url: str, jobs: int, batch: int, nodes: int) -> dict[str, float]:
     prefix = f"rota-bench-{uuid.uuid4().hex[:8]}"
     store = RedisStore(f"{url}?prefix={prefix}")
-    out: dict[str, float] = {}
     try:
-        lease = store.acquire_lease(SCHEDULER_LEASE, "bench", 600)
-        assert lease is not None
-        specs = [
-            NodeSpec(id=f"node-{i}", name=f"node-{i}", slots=jobs, prefetch=0) for i in range(nodes)
-        ]
-        for spec in specs:
-            store.register_node(spec)
-        todo = new_jobs(jobs)
-
-        def timed(name: str, fn: Callable[[], object], count: int) -> None:
-            t = time.perf_counter()
-            fn()
-            out[name] = count / (time.perf_counter() - t)
-
-        timed("submit (one call)", lambda: store.submit(todo), jobs)
-
-        def place() -> None:
-            after = None
-            k = 0
-            while True:
-                page = store.pending_jobs(batch, after)
-                if not page:
-                    return
-                after = (page[-1].priority, page[-1].seq)
-                placed = [Assignment(p.id, specs[(k + i) % nodes].id) for i, p in enumerate(page)]
-                k += len(page)
-                store.assign(lease, placed)
-
-        timed(f"pending_jobs + assign (pages of {batch})", place, jobs)
-
-        started = []
-
-        def start() -> None:
-            for spec in specs:
-                while got := store.start_jobs(spec.id, batch, 600):
-                    started.extend(got)
-
-        timed(f"start_jobs (batches of {batch})", start, jobs)
-        assert len(started) == jobs
-
-        def complete() -> None:
-            for i in range(0, len(started), batch):
-                outcomes = [
-                    Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, result="null")
-                    for r in started[i : i + batch]
-                ]
-                assert all(store.complete(outcomes))
-
-        timed(f"complete (batches of {batch})", complete, jobs)
-
-        singles = min(jobs, 500)
-        one = new_jobs(singles)
-        timed("submit (one job per call)", lambda: [store.submit([j]) for j in one], singles)
-        return out
+        return run_phases(store, jobs, batch, nodes)
     finally:
         store.close()
         drop(url, prefix)
