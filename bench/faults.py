@@ -21,13 +21,20 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "reliability.md"
+STORES = ("sqlite", "redis")  # the stores the report's per-store tables cover
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|")
+
 
 PROFILES: dict[str, dict[str, Any]] = {
     "ci": {
@@ -271,6 +278,21 @@ def render(
             return "not run"
         return f"**FAILED**: {o.error}" if o.error else None
 
+    def rows(
+        name: str, keys: Iterable[str], columns: int, render: Callable[[str, Any], list[str]]
+    ) -> list[str]:
+        """The table rows of scenario ``name`` for each key (a store, a restart label); a
+        run that failed or did not happen gets one row saying so."""
+        lines: list[str] = []
+        for key in keys:
+            o = by.get((name, key))
+            if (msg := failed(o)) is not None:
+                lines.append(f"| {key} | {msg} |" + "|" * (columns - 2))
+                continue
+            assert o is not None
+            lines += render(key, o.result)
+        return lines
+
     # 1
     out += [
         "## 1. kill -9 loop",
@@ -284,19 +306,17 @@ def render(
         "| store | jobs | workers x concurrency | SIGKILLs | jobs running on the victims at the kills | jobs lost | duplicate executions (bound) | runs cut short | kill -> job re-run, s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for store in ("sqlite", "redis"):
-        o = by.get(("kill -9 loop", store))
-        if (msg := failed(o)) is not None:
-            out.append(f"| {store} | {msg} |||||||| ")
-            continue
-        assert o is not None
-        r = o.result
-        out.append(
+    out += rows(
+        "kill -9 loop",
+        STORES,
+        9,
+        lambda store, r: [
             f"| {store} | {r.jobs:,} | {r.workers} x {r.concurrency} | {r.kills} | "
             f"{sum(r.in_flight_at_kills)} ({', '.join(map(str, r.in_flight_at_kills))}) | "
             f"{r.lost} | {r.duplicates} (<= {r.duplicate_bound}) | {r.cut_short} | "
             f"{span(r.replace_s)} |"
-        )
+        ],
+    )
     out += [
         "",
         "Duplicate executions are the price of at-least-once delivery: a job whose worker "
@@ -329,17 +349,15 @@ def render(
         "| store | leader kills | jobs | jobs unfinished at the kills | kill -> new lease, s (store clock) | kill -> first job placed by the new leader started, s (store clock) | jobs lost | jobs run twice |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for store in ("sqlite", "redis"):
-        o = by.get(("scheduler failover", store))
-        if (msg := failed(o)) is not None:
-            out.append(f"| {store} | {msg} |||||||")
-            continue
-        assert o is not None
-        r = o.result
-        out.append(
+    out += rows(
+        "scheduler failover",
+        STORES,
+        8,
+        lambda store, r: [
             f"| {store} | {r.kills} | {r.jobs:,} | {', '.join(map(str, r.in_flight_at_kills))} | "
             f"{span(r.takeover_s)} | {span(r.resume_s)} | {r.lost} | {r.double_runs} |"
-        )
+        ],
+    )
     out += [
         "",
         "The leader lease is 2 s: a standby can take it only once the dead leader's lease "
@@ -362,18 +380,16 @@ def render(
         "| server, persistence, stop | jobs submitted before | unfinished at the restart | jobs lost | downtime, s | restart -> first job started, s (store clock) | reconnect / outage log lines (worker / scheduler) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for label, _, _ in RESTARTS:
-        o = by.get(("store restart", label))
-        if (msg := failed(o)) is not None:
-            out.append(f"| {label} | {msg} ||||||")
-            continue
-        assert o is not None
-        r = o.result
-        out.append(
+    out += rows(
+        "store restart",
+        [label for label, _, _ in RESTARTS],
+        7,
+        lambda label, r: [
             f"| {label} | {r.jobs_before:,} | {r.unfinished_at_restart} | **{r.lost}** | "
             f"{fmt(r.downtime_s)} | {fmt(r.first_job_after_s)} | "
             f"{r.worker_reconnect_lines} / {r.scheduler_reconnect_lines} |"
-        )
+        ],
+    )
     out += [
         "",
         "Without persistence a Redis restart loses everything: every job (finished or "
@@ -398,18 +414,16 @@ def render(
         "| store | worker clock skew | max heartbeat age seen, s (store clock) | job's time.time() - store now, s | kill -> seen dead, s | last heartbeat -> seen dead, s (store clock) | failure timeout, s |",
         "|---|---|---|---|---|---|---|",
     ]
-    for store in ("sqlite", "redis"):
-        o = by.get(("clock skew", store))
-        if (msg := failed(o)) is not None:
-            out.append(f"| {store} | {msg} ||||||")
-            continue
-        assert o is not None
-        r = o.result
-        out.append(
+    out += rows(
+        "clock skew",
+        STORES,
+        7,
+        lambda store, r: [
             f"| {store} | {r.skew_s:+.0f} s | {fmt(r.max_heartbeat_age_s)} | "
             f"{r.job_clock_offset_s:+.1f} | {fmt(r.declared_dead_after_s)} | "
             f"{fmt(r.silent_before_dead_s)} | {r.failure_timeout_s:g} |"
-        )
+        ],
+    )
     out.append("")
     # 6
     out += [
@@ -424,15 +438,15 @@ def render(
         "| store | job | final state | attempts | error recorded |",
         "|---|---|---|---|---|",
     ]
-    for store in ("sqlite", "redis"):
-        o = by.get(("poison jobs", store))
-        if (msg := failed(o)) is not None:
-            out.append(f"| {store} | {msg} ||||")
-            continue
-        assert o is not None
-        for what, state, attempts, error in o.result.cases:
-            error = error.replace("|", "\\|")
-            out.append(f"| {store} | {what} | {state} | {attempts} | `{error}` |")
+    out += rows(
+        "poison jobs",
+        STORES,
+        5,
+        lambda store, r: [
+            f"| {store} | {what} | {state} | {attempts} | `{_cell(error)}` |"
+            for what, state, attempts, error in r.cases
+        ],
+    )
     out += [""]
     # 7, 8
     out += [
