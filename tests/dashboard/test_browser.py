@@ -116,96 +116,9 @@ def _more_fleet(store: Store) -> None:
     store.submit([new_job("reports.build", i) for i in range(5)])
 
 
-def test_ui_end_to_end(server: str, store: Store, seeded: Seed, tmp_path: Path) -> None:
-    sync_playwright, expect = _need_browser()
-    out = SCREENSHOTS if os.environ.get("ROTA_UPDATE_SCREENSHOTS") == "1" else tmp_path
-    out.mkdir(parents=True, exist_ok=True)
-    _more_fleet(store)
-    dialogs: list[str] = []
-    errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(10_000)
-
-            def on_dialog(dialog: Any) -> None:
-                dialogs.append(dialog.message)
-                dialog.dismiss()
-
-            page.on("dialog", on_dialog)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-
-            # not signed in: the login form
-            page.goto(server + "/")
-            page.wait_for_url("**/login")
-            page.fill("#token", "wrong")
-            page.click("button[type=submit]")
-            page.wait_for_selector("text=Wrong token.")
-            page.fill("#token", TOKEN)
-            page.click("button[type=submit]")
-
-            # fleet: the node appears
-            page.wait_for_selector(f"#nodes tr[data-node='{seeded.node.id}']")
-            row = page.locator(f"#nodes tr[data-node='{seeded.node.id}']")
-            assert "w1" in row.inner_text() and "live" in row.inner_text()
-            assert "1 / 4 running" in row.inner_text() and "zone=eu" in row.inner_text()
-            # a node that registers now appears without a reload
-            late = NodeSpec(id=f"late-{uuid.uuid4().hex[:8]}", name="late", slots=1, prefetch=0)
-            store.register_node(late)
-            page.wait_for_selector(f"#nodes tr[data-node='{late.id}']")
-            page.wait_for_timeout(600)  # a few history samples, for the charts
-            page.screenshot(path=str(out / "fleet.png"), full_page=True)
-
-            # charts render as inline SVG and update without reload
-            page.click("#nav a[data-page=charts]")
-            page.wait_for_selector(".chart svg path.line", state="attached")
-            assert page.locator(".chart").count() == 4
-            page.screenshot(path=str(out / "charts.png"), full_page=True)
-
-            page.click("#nav a[data-page=scheduler]")
-            page.wait_for_selector("#scheduler")
-            assert "sched-test" in page.inner_text("#scheduler")
-            assert "needs gpu=1" in page.inner_text("main")
-
-            # jobs: the list, filtered by state
-            page.click("#nav a[data-page=jobs]")
-            page.wait_for_selector(f"#jobs tr[data-job='{seeded.dead}']")
-            page.wait_for_selector(f"#jobs tr[data-job='{seeded.xss}']")
-            # HTML in a task name / argument is text, not markup, and never runs
-            assert XSS in page.locator(f"#jobs tr[data-job='{seeded.xss}']").inner_text()
-            assert page.locator("#jobs script").count() == 0
-            page.screenshot(path=str(out / "jobs.png"), full_page=True)
-            page.select_option("select[name=state]", "dead")
-            page.click("#job-filters button[type=submit]")
-            expect(page.locator("#jobs tbody tr")).to_have_count(2)
-            assert page.url.endswith("#/jobs?state=dead&limit=100")
-
-            page.goto(f"{server}/#/job/{seeded.xss}")
-            page.wait_for_selector("#job-args")
-            assert XSS in page.inner_text("#job-args")
-            assert page.locator("main script").count() == 0
-
-            # one dead job: its page, then Retry
-            page.goto(f"{server}/#/job/{seeded.dead}")
-            page.wait_for_selector("#job-traceback")
-            assert "ValueError: boom" in page.inner_text("#job-error")
-            assert "dead" in page.inner_text("#job-state")
-            assert "1 of 1" in page.inner_text("#job")
-            page.screenshot(path=str(out / "job.png"), full_page=True)
-            page.click("#retry-job")
-            page.wait_for_selector("#job-state >> text=pending")
-            assert store.get_job(seeded.dead).state.value == "pending"  # type: ignore[union-attr]
-            assert page.locator("#retry-job").count() == 0
-        finally:
-            browser.close()
-    assert dialogs == [], f"a dialog opened (script ran?): {dialogs}"
-    assert errors == [], errors
-
-
 @contextmanager
-def _signed_in(server: str) -> Iterator[tuple[Any, Any, list[str]]]:
-    """A signed-in page on the fleet view, ``expect``, and the page's script errors and
+def _browser() -> Iterator[tuple[Any, Any, list[str]]]:
+    """A fresh page in headless Chromium, ``expect``, and the page's script errors and
     dialogs (both must stay empty)."""
     sync_playwright, expect = _need_browser()
     problems: list[str] = []
@@ -221,13 +134,89 @@ def _signed_in(server: str) -> Iterator[tuple[Any, Any, list[str]]]:
 
             page.on("dialog", on_dialog)
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.goto(server + "/login")
-            page.fill("#token", TOKEN)
-            page.click("button[type=submit]")
-            page.wait_for_selector("#nodes")
             yield page, expect, problems
         finally:
             browser.close()
+
+
+def test_ui_end_to_end(server: str, store: Store, seeded: Seed, tmp_path: Path) -> None:
+    out = SCREENSHOTS if os.environ.get("ROTA_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    out.mkdir(parents=True, exist_ok=True)
+    _more_fleet(store)
+    with _browser() as (page, expect, problems):
+        # not signed in: the login form
+        page.goto(server + "/")
+        page.wait_for_url("**/login")
+        page.fill("#token", "wrong")
+        page.click("button[type=submit]")
+        page.wait_for_selector("text=Wrong token.")
+        page.fill("#token", TOKEN)
+        page.click("button[type=submit]")
+
+        # fleet: the node appears
+        page.wait_for_selector(f"#nodes tr[data-node='{seeded.node.id}']")
+        row = page.locator(f"#nodes tr[data-node='{seeded.node.id}']")
+        assert "w1" in row.inner_text() and "live" in row.inner_text()
+        assert "1 / 4 running" in row.inner_text() and "zone=eu" in row.inner_text()
+        # a node that registers now appears without a reload
+        late = NodeSpec(id=f"late-{uuid.uuid4().hex[:8]}", name="late", slots=1, prefetch=0)
+        store.register_node(late)
+        page.wait_for_selector(f"#nodes tr[data-node='{late.id}']")
+        page.wait_for_timeout(600)  # a few history samples, for the charts
+        page.screenshot(path=str(out / "fleet.png"), full_page=True)
+
+        # charts render as inline SVG and update without reload
+        page.click("#nav a[data-page=charts]")
+        page.wait_for_selector(".chart svg path.line", state="attached")
+        assert page.locator(".chart").count() == 4
+        page.screenshot(path=str(out / "charts.png"), full_page=True)
+
+        page.click("#nav a[data-page=scheduler]")
+        page.wait_for_selector("#scheduler")
+        assert "sched-test" in page.inner_text("#scheduler")
+        assert "needs gpu=1" in page.inner_text("main")
+
+        # jobs: the list, filtered by state
+        page.click("#nav a[data-page=jobs]")
+        page.wait_for_selector(f"#jobs tr[data-job='{seeded.dead}']")
+        page.wait_for_selector(f"#jobs tr[data-job='{seeded.xss}']")
+        # HTML in a task name / argument is text, not markup, and never runs
+        assert XSS in page.locator(f"#jobs tr[data-job='{seeded.xss}']").inner_text()
+        assert page.locator("#jobs script").count() == 0
+        page.screenshot(path=str(out / "jobs.png"), full_page=True)
+        page.select_option("select[name=state]", "dead")
+        page.click("#job-filters button[type=submit]")
+        expect(page.locator("#jobs tbody tr")).to_have_count(2)
+        assert page.url.endswith("#/jobs?state=dead&limit=100")
+
+        page.goto(f"{server}/#/job/{seeded.xss}")
+        page.wait_for_selector("#job-args")
+        assert XSS in page.inner_text("#job-args")
+        assert page.locator("main script").count() == 0
+
+        # one dead job: its page, then Retry
+        page.goto(f"{server}/#/job/{seeded.dead}")
+        page.wait_for_selector("#job-traceback")
+        assert "ValueError: boom" in page.inner_text("#job-error")
+        assert "dead" in page.inner_text("#job-state")
+        assert "1 of 1" in page.inner_text("#job")
+        page.screenshot(path=str(out / "job.png"), full_page=True)
+        page.click("#retry-job")
+        page.wait_for_selector("#job-state >> text=pending")
+        assert store.get_job(seeded.dead).state.value == "pending"  # type: ignore[union-attr]
+        assert page.locator("#retry-job").count() == 0
+    assert problems == [], f"a dialog opened or a script failed: {problems}"
+
+
+@contextmanager
+def _signed_in(server: str) -> Iterator[tuple[Any, Any, list[str]]]:
+    """:func:`_browser`, signed in, on the fleet view."""
+    with _browser() as (page, expect, problems):
+        page.goto(server + "/login")
+        page.fill("#token", TOKEN)
+        page.click("button[type=submit]")
+        page.wait_for_selector("#nodes")
+        yield page, expect, problems
 
 
 def test_ui_workflows_flow_control_and_schedules(
