@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -31,24 +32,24 @@ def server_up(host: str, port: int) -> bool:
         return False
 
 
-def need_server(name: str, host: str, port: int) -> None:
-    """Skip (or fail under ROTA_REQUIRE_SERVICES=1) when the server does not answer."""
-    if server_up(host, port):
-        return
-    reason = f"{name} is not answering on {host}:{port}"
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the test for ``reason``; under ROTA_REQUIRE_SERVICES=1 (CI) fail it instead."""
     if require_services():
         pytest.fail(f"{reason}, and ROTA_REQUIRE_SERVICES=1 requires it")
     pytest.skip(reason)
+
+
+def need_server(name: str, host: str, port: int) -> None:
+    """Skip (or fail under ROTA_REQUIRE_SERVICES=1) when the server does not answer."""
+    if not server_up(host, port):
+        skip_or_fail(f"{name} is not answering on {host}:{port}")
 
 
 def need_module(module: str, extra: str) -> None:
     try:
         __import__(module)
     except ImportError:
-        reason = f"rota.{module.rsplit('.', 1)[-1]} needs 'pip install rota[{extra}]'"
-        if require_services():
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail(f"rota.{module.rsplit('.', 1)[-1]} needs 'pip install rota[{extra}]'")
 
 
 @contextmanager

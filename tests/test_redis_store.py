@@ -40,7 +40,7 @@ from rota.model import (
 from rota.payload import encode_arguments
 from rota.states import JobState
 from rota.store import SCHEDULER_LEASE
-from tests.stores import REDIS_HOST, REDIS_PORT, require_services, store_url
+from tests.stores import REDIS_HOST, REDIS_PORT, skip_or_fail, store_url
 
 pytest.importorskip("redis")
 
@@ -875,9 +875,7 @@ def private_redis() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     """Start (and restart) a throw-away redis-server on a free loopback port."""
     binary = shutil.which("redis-server")
     if binary is None:
-        if require_services():
-            pytest.fail("redis-server is not installed")
-        pytest.skip("redis-server is not installed")
+        skip_or_fail("redis-server is not installed")
     port = _free_port()
     procs: list[subprocess.Popen[bytes]] = []
 

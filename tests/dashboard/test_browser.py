@@ -29,7 +29,7 @@ from rota.dashboard import create_app
 from rota.model import Assignment, NodeSpec
 from rota.store import SCHEDULER_LEASE, Store
 from tests.dashboard.conftest import TOKEN, XSS, Seed, new_job, run_to_end, seed_flows, settle
-from tests.stores import require_services
+from tests.stores import skip_or_fail
 
 CHROMIUM = os.environ.get("ROTA_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -53,9 +53,7 @@ def _need_browser() -> Any:
     if reason is None and not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         reason = f"the browser test needs chromium at {CHROMIUM} (apt-get install chromium)"
     if reason is not None:
-        if require_services():
-            pytest.fail(f"{reason}, and ROTA_REQUIRE_SERVICES=1 requires it")
-        pytest.skip(reason)
+        skip_or_fail(reason)
     from playwright.sync_api import expect, sync_playwright
 
     return sync_playwright, expect

@@ -3,16 +3,12 @@ missing; the other dashboard test modules are then not collected (see conftest.p
 
 from __future__ import annotations
 
-import pytest
-
 from tests.dashboard.deps import missing
-from tests.stores import require_services
+from tests.stores import skip_or_fail
 
 
 def test_dashboard_packages_are_installed() -> None:
     reason = missing()
     if reason is None:
         return
-    if require_services():
-        pytest.fail(f"{reason}, and ROTA_REQUIRE_SERVICES=1 requires it")
-    pytest.skip(reason)
+    skip_or_fail(reason)

@@ -11,6 +11,7 @@ import pytest
 from rota import Rota
 from tests.acceptance.conftest import FAILURE_TIMEOUT, LEADER_LEASE_TTL, Fleet
 from tests.faults import scenarios
+from tests.stores import skip_or_fail
 
 pytestmark = pytest.mark.acceptance
 
@@ -35,6 +36,23 @@ def test_leader_killed_repeatedly_under_load(fleet: Fleet, client: Rota) -> None
     assert max(got.resume_s) <= LEADER_LEASE_TTL + 2.5, got.resume_s
 
 
+def _restart(
+    tmp_path: Path, server: scenarios.PrivateRedis | scenarios.PrivatePostgres, crash: bool
+) -> scenarios.StoreRestart:
+    """``scenarios.store_restart`` on a fleet and client of ``server``'s store (the
+    processes' logs are printed if it fails)."""
+    fleet = Fleet(server.url, tmp_path)
+    client = scenarios.apps_client(server.url)
+    try:
+        return scenarios.store_restart(fleet, client, server, crash=crash)
+    except BaseException:
+        print(fleet.tails())
+        raise
+    finally:
+        client.close()
+        fleet.close()
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("persistent", "crash"),
@@ -43,16 +61,7 @@ def test_leader_killed_repeatedly_under_load(fleet: Fleet, client: Rota) -> None
 )
 def test_redis_restart(tmp_path: Path, persistent: bool, crash: bool) -> None:
     with scenarios.private_redis(tmp_path, persistent) as server:
-        fleet = Fleet(server.url, tmp_path)
-        client = scenarios.apps_client(server.url)
-        try:
-            got = scenarios.store_restart(fleet, client, server, crash=crash)
-        except BaseException:
-            print(fleet.tails())
-            raise
-        finally:
-            client.close()
-            fleet.close()
+        got = _restart(tmp_path, server, crash)
     assert got.worker_reconnect_lines > 0 and got.scheduler_reconnect_lines > 0
     if persistent:
         assert got.lost == 0
@@ -67,18 +76,9 @@ def test_postgres_restart(tmp_path: Path, crash: bool) -> None:
         ctx = scenarios.private_postgres()
         server = ctx.__enter__()
     except (RuntimeError, OSError) as exc:
-        pytest.skip(f"cannot run a private PostgreSQL: {exc}")
+        skip_or_fail(f"cannot run a private PostgreSQL: {exc}")
     try:
-        fleet = Fleet(server.url, tmp_path)
-        client = scenarios.apps_client(server.url)
-        try:
-            got = scenarios.store_restart(fleet, client, server, crash=crash)
-        except BaseException:
-            print(fleet.tails())
-            raise
-        finally:
-            client.close()
-            fleet.close()
+        got = _restart(tmp_path, server, crash)
     finally:
         ctx.__exit__(None, None, None)
     assert got.lost == 0
