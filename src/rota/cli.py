@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -18,6 +18,9 @@ from rota.scheduler import Scheduler, SchedulerConfig
 from rota.states import JobState, parse_state
 from rota.status import collect, render, render_job
 from rota.store import Store, open_store, resolve_url
+
+if TYPE_CHECKING:
+    from rota.app import Rota
 
 console = Console()
 
@@ -159,7 +162,7 @@ def worker(
     run_worker(app, config)
 
 
-def _sync_schedules(app: Any) -> None:
+def _sync_schedules(app: Rota) -> None:
     """Write the app's periodic schedules to the store (logged; a failure is not fatal:
     the scheduler goes on with what the store has)."""
     import logging

@@ -21,6 +21,7 @@ queued jobs does not delay another key's first job.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -79,9 +80,7 @@ class RateGate:
 
     @staticmethod
     def _params(rate: str) -> tuple[float, float]:
-        count, period = parse_rate(rate)
-        interval = period / count
-        return interval, max(interval, min(0.25, period / 20))
+        return _gcra(rate)
 
     def allows(self, key: str, rate: str, now: float) -> bool:
         """Whether one more job under ``key`` may be placed at ``now``."""
@@ -107,6 +106,14 @@ class RateGate:
             if isinstance(k, str) and isinstance(v, int | float) and 0 < v < 7 * 86400
         }
         return cls(tat)
+
+
+@functools.lru_cache(maxsize=1024)
+def _gcra(rate: str) -> tuple[float, float]:
+    """``(T, tau)`` of a stored rate limit (parsed once, not per job)."""
+    count, period = parse_rate(rate)
+    interval = period / count
+    return interval, max(interval, min(0.25, period / 20))
 
 
 def rate_key(job: PendingJob) -> str:

@@ -201,7 +201,7 @@ def schedule_rows(store: Store) -> list[dict[str, Any]]:
     """The store's periodic schedules with their last and next ticks (for the CLI and the
     dashboard)."""
     from rota.errors import InvalidOption
-    from rota.periodic import ScheduleSpec, latest_tick, next_tick
+    from rota.periodic import ScheduleSpec, next_tick
 
     now = store.now()
     rows: list[dict[str, Any]] = []
@@ -213,8 +213,7 @@ def schedule_rows(store: Store) -> list[dict[str, Any]]:
             row["error"] = str(exc)
             rows.append(row)
             continue
-        after = rec.last_tick if rec.last_tick is not None else latest_tick(spec, now)
-        upcoming = next_tick(spec, max(after, latest_tick(spec, now)))
+        upcoming = next_tick(spec, max(now, rec.last_tick or now))
         row.update(
             task=spec.job.get("task"),
             cron=spec.cron,
