@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -281,7 +280,7 @@ class Settings:
 class DrainStats:
     rate: float
     partial: bool
-    scripts: float = 0.0  # rota's Lua scripts (EVALSHA) per job
+    scripts: float = 0.0  # rota's Lua scripts (FCALL of its function library) per job
     lua_us: float = 0.0  # Redis time in those scripts per job, µs (INFO commandstats)
     redis_cpu_us: float = 0.0  # redis-server process CPU per job (/proc)
     worker_us: float = 0.0  # worker process group(s) CPU per job
@@ -480,8 +479,8 @@ class RotaBench:
         return DrainStats(
             rate=0.0,
             partial=False,
-            scripts=by.get("evalsha", (0.0, 0.0))[0],
-            lua_us=by.get("evalsha", (0.0, 0.0))[1],
+            scripts=by.get("fcall", (0.0, 0.0))[0],
+            lua_us=by.get("fcall", (0.0, 0.0))[1],
             redis_cpu_us=(b["redis"] - a["redis"]) / jobs * 1e6,
             worker_us=(b["workers"] - a["workers"]) / jobs * 1e6,
             sched_us=(b["sched"] - a["sched"]) / jobs * 1e6,
@@ -667,9 +666,8 @@ class RotaBench:
         entries = self.r.slowlog_get(1_000_000)
         for k, v in ctx["old"].items():
             self.r.config_set(k, v)
-        from rota.store.redis import load_scripts
+        from rota.store.redis import LIBRARY
 
-        names = {hashlib.sha1(body.encode()).hexdigest(): n for n, body in load_scripts().items()}
         per: Counter[str] = Counter()
         calls: Counter[str] = Counter()
         for e in entries:
@@ -678,8 +676,8 @@ class RotaBench:
                 cmd = cmd.decode(errors="replace")
             words = cmd.split()
             what = words[0].upper() if words else "?"
-            if what == "EVALSHA" and len(words) > 1:
-                what = "lua:" + names.get(words[1], words[1][:8])
+            if what == "FCALL" and len(words) > 1:
+                what = "lua:" + words[1].removeprefix(f"{LIBRARY}_")
             per[what] += e["duration"]
             calls[what] += 1
         n = int(self.r.get(K_CNT) or 0) if cfg.probe else self.s.tasks
@@ -1032,7 +1030,7 @@ def targets(res: dict[str, Any], best: dict[str, tuple[float, str] | None], a: A
 def cost_table(res: dict[str, Any]) -> list[str]:
     out = [
         "Where rota's drain time goes (per job, median over reps; 'Lua' = Redis time inside "
-        "rota's scripts (INFO commandstats of EVALSHA, their inner commands included); CPU from "
+        "rota's scripts (INFO commandstats of FCALL, their inner commands included); CPU from "
         "/proc, the probe's share included; inner commands = Redis commands per job and µs per "
         "job, mostly run by the scripts):",
         "",
@@ -1049,9 +1047,7 @@ def cost_table(res: dict[str, Any]) -> list[str]:
             return float(statistics.median(c[key] for c in cs))
 
         by = cs[len(cs) // 2]["by_command"]
-        top = sorted(((k, v) for k, v in by.items() if k != "evalsha"), key=lambda kv: -kv[1][1])[
-            :4
-        ]
+        top = sorted(((k, v) for k, v in by.items() if k != "fcall"), key=lambda kv: -kv[1][1])[:4]
         tops = ", ".join(f"{k} {c:.2f}/{u:.1f}" for k, (c, u) in top)
         out.append(
             f"| {label} | {fmt(d.get('drain_median'))} | {m('scripts'):.2f} | "

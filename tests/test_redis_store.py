@@ -328,8 +328,7 @@ def test_a_replayed_request_runs_once(store: RedisStore) -> None:
     store.assign(lease, [Assignment(j.id, spec.id) for j in jobs])
 
     def run(name: str, rid: str, *args: Any) -> Any:
-        script = store._scripts[name]
-        return script(keys=[store.key()], args=[rid, store._ttl_arg, *args], client=store.redis)
+        return store._fcall(name, [rid, store._ttl_arg, *args])
 
     first = run("start_jobs", "r1", spec.id, 10, TTL)
     again = run("start_jobs", "r1", spec.id, 10, TTL)
@@ -388,10 +387,9 @@ def test_complete_and_start_is_one_script_and_replays_once(store: RedisStore) ->
     import orjson
 
     rows = orjson.dumps([[rec.id, rec.token, "succeeded", "1", "", "", "0.0"]])
-    script = store._scripts["complete_and_start"]
     argv = ["r1", store._ttl_arg, rows, spec.id, 5, TTL]
-    reply = script(keys=[store.key()], args=argv, client=store.redis)
-    again = script(keys=[store.key()], args=argv, client=store.redis)
+    reply = store._fcall("complete_and_start", argv)
+    again = store._fcall("complete_and_start", argv)
     assert reply == again and reply[0] == [1] and reply[1][0] == second.id
     done, started = store.get_jobs([first.id, second.id])
     assert done.state is JobState.SUCCEEDED and done.result == "1"
@@ -947,7 +945,7 @@ def test_store_survives_a_redis_restart(
         t.join(10)
         took = time.monotonic() - start
         assert restarted and 0.9 < took < 8
-        # the data was not persisted; the scripts were loaded again (NOSCRIPT) by themselves
+        # the data was not persisted; the library was loaded again ("Function not found") by itself
         assert store.count_jobs() == {("default", JobState.PENDING): 1}
         assert store.get_job(j.id) is not None
         assert 1 <= len(failures) <= 10  # backoff, not a busy loop
@@ -962,7 +960,7 @@ def test_async_claims_survive_a_redis_restart(
     private_redis: Callable[[], subprocess.Popen[bytes]], caplog: pytest.LogCaptureFixture
 ) -> None:
     """The worker's asyncio client reconnects with backoff and loads the scripts again
-    (NOSCRIPT) after a restart, like the store's own connection."""
+    ("Function not found") after a restart, like the store's own connection."""
     caplog.set_level(logging.INFO, logger="rota.store.redis")
     proc = private_redis()
     port = private_redis.port  # type: ignore[attr-defined]
@@ -1118,9 +1116,8 @@ def test_a_replayed_unique_submit_returns_the_same_ids(store: RedisStore) -> Non
 
     fresh = job(unique_key="other")
     argv = ["r1", store._ttl_arg, *_submit_args([job(unique_key="k"), fresh])]
-    script = store._scripts["submit"]
-    first = script(keys=[store.key()], args=argv, client=store.redis)
-    again = script(keys=[store.key()], args=argv, client=store.redis)
+    first = store._fcall("submit", argv)
+    again = store._fcall("submit", argv)
     assert first == again == [held.id, fresh.id]
     assert orjson.loads(_submit_args([job()])[0])[0][7:] == []  # plain: no extra fields
     assert _submit_args([job()])[1] == ""  # and no specials

@@ -196,6 +196,13 @@ def _sync_schedules(app: Rota) -> None:
     show_default=True,
     help="Keep finished jobs this long, seconds.",
 )
+@click.option(
+    "--reserve-slots",
+    default=8,
+    show_default=True,
+    help="Free slots per queue reserved for plain jobs when nothing is pending, so the "
+    "store places them as they are submitted (Redis); 0 turns it off.",
+)
 @with_logging
 def scheduler(
     app_spec: str | None,
@@ -204,6 +211,7 @@ def scheduler(
     lease_ttl: float,
     failure_timeout: float,
     retention: float,
+    reserve_slots: int,
     log_level: str,
     log_json: bool,
 ) -> None:
@@ -220,7 +228,11 @@ def scheduler(
     else:
         url = store_url or resolve_url()
     config = SchedulerConfig(
-        policy=policy, lease_ttl=lease_ttl, failure_timeout=failure_timeout, retention=retention
+        policy=policy,
+        lease_ttl=lease_ttl,
+        failure_timeout=failure_timeout,
+        retention=retention,
+        reserve_slots=reserve_slots,
     )
     sched = Scheduler(url, config)
     for sig in (signal.SIGTERM, signal.SIGINT):

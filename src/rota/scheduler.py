@@ -18,6 +18,7 @@ from rota.errors import LeaseLost, StoreError
 from rota.limits import RateGate, admit, fair_order, record_placed
 from rota.model import Assignment, Lease, NodeRecord, PendingJob
 from rota.placement import get_policy, place
+from rota.reservations import reserve
 from rota.scheduler_periodic import PeriodicRunner
 from rota.store import SCHEDULER_LEASE, Store, open_store
 
@@ -45,6 +46,10 @@ class SchedulerConfig:
     resolve_every: float = 0.02  # workflow steps whose parents finished are released
     periodic_every: float = 0.1  # due periodic ticks are fired
     schedules_every: float = 2.0  # the schedule list is re-read from the store
+    # Free slots per queue handed to the store for plain jobs once nothing is pending, so
+    # such a job submitted to an idle fleet is placed in the submit itself (stores that
+    # can: Redis; see rota.reservations). 0 turns it off.
+    reserve_slots: int = 8
 
 
 @dataclass(slots=True)
@@ -214,8 +219,14 @@ class Scheduler:
             if self._rate_held:  # rate-limited jobs wait: cycle often enough to meet the rate
                 wait = min(wait, RATE_CYCLE)
                 self._rate_held = False
+            # Nothing left pending: reserve free slots for plain jobs in the store.
+            slots = None
+            if self._placed_all and cfg.reserve_slots > 0 and store.reserves_slots:
+                slots = reserve(nodes, self.policy, cfg.reserve_slots)
             # The store may take the next cycle's snapshot as it wakes (one round trip less).
-            taken = store.wait_for_pending_snapshot(wait, lease, 10000, cfg.page, cfg.min_page)
+            taken = store.wait_for_pending_snapshot(
+                wait, lease, 10000, cfg.page, cfg.min_page, reserve=slots
+            )
             self._woken = None if taken is None else (lease.token, taken)
 
     # ---- placement ----------------------------------------------------------------------
@@ -267,6 +278,7 @@ class Scheduler:
             else:
                 page = store.pending_jobs(size, after)
             if not page:
+                self._placed_all = placed == scanned
                 break
             scanned += len(page)
             after = (page[-1].priority, page[-1].seq)

@@ -675,3 +675,34 @@ def test_placement_snapshot_promotes_lists_and_sizes_the_page(store: Store) -> N
     stale = Lease(lease.name, lease.holder, lease.token + 1, lease.expires_at, 0.0)
     with pytest.raises(LeaseLost):
         store.placement_snapshot(stale, 100, 1000, 2, False)
+
+
+def test_reserved_slots_place_a_plain_job_where_the_store_offers_them(store: Store) -> None:
+    """``reserve_slots`` is safe on every store: where it is offered (``reserves_slots``)
+    a plain job submitted while nothing is pending is assigned to a reserved live node;
+    elsewhere it waits for placement as usual. The next snapshot drops the reservations."""
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    store.reserve_slots(lease, {"default": [spec.id]})
+    first, second = job(), job()
+    store.submit([first])
+    store.submit([second])  # the one slot was used, or there was none
+    got = {r.id: r for r in store.get_jobs([first.id, second.id])}
+    if store.reserves_slots:
+        assert (got[first.id].state, got[first.id].node_id) == (JobState.ASSIGNED, spec.id)
+        assert got[first.id].token > 0
+        assert [r.id for r in store.start_jobs(spec.id, 4, TTL)] == [first.id]
+    else:
+        assert got[first.id].state is JobState.PENDING
+    assert got[second.id].state is JobState.PENDING
+    store.cancel(second.id)
+    store.reserve_slots(lease, {"default": [spec.id]})
+    store.placement_snapshot(lease, 100, 100, 10, False)  # drops them
+    third = job()
+    store.submit([third])
+    assert store.get_job(third.id).state is JobState.PENDING  # type: ignore[union-attr]
+    stale = Lease(lease.name, lease.holder, lease.token + 1, lease.expires_at, 0.0)
+    if store.reserves_slots:
+        with pytest.raises(LeaseLost):
+            store.reserve_slots(stale, {"default": [spec.id]})

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol
 
 from rota.errors import InvalidOption
 from rota.model import (
@@ -266,14 +266,35 @@ class Store(ABC):
         work (a submit, a finished job, a new node). Spurious early returns are allowed."""
 
     def wait_for_pending_snapshot(
-        self, timeout: float, lease: Lease, promote_limit: int, page: int, min_page: int
+        self,
+        timeout: float,
+        lease: Lease,
+        promote_limit: int,
+        page: int,
+        min_page: int,
+        reserve: Mapping[str, Sequence[str]] | None = None,
     ) -> tuple[int, list[NodeRecord], list[PendingJob], int] | None:
-        """``wait_for_pending(timeout)``, then the ``placement_snapshot(lease,
-        promote_limit, page, min_page, False)`` taken the moment the wait ended (stores
-        that can do both in one round trip), so the scheduler's next cycle need not ask
-        for it. ``None``: no snapshot (the default, which only waits); the caller takes its
-        own."""
+        """``reserve_slots(lease, reserve)`` if given, ``wait_for_pending(timeout)``, then
+        the ``placement_snapshot(lease, promote_limit, page, min_page, False)`` taken the
+        moment the wait ended (stores that can do all in one round trip), so the
+        scheduler's next cycle need not ask for it. ``None``: no snapshot (the default,
+        which only waits); the caller takes its own."""
+        if reserve:
+            self.reserve_slots(lease, reserve)
         self.wait_for_pending(timeout)
+        return None
+
+    # Whether reserve_slots does anything here (the scheduler skips computing them if not).
+    reserves_slots: ClassVar[bool] = False
+
+    def reserve_slots(self, lease: Lease, slots: Mapping[str, Sequence[str]]) -> None:
+        """Replace the slots the leader reserves for plain jobs: ``slots[queue]`` lists
+        live node ids (a node once per slot), in the order the placement policy chose.
+        Until the next ``placement_snapshot`` (which drops them), a submit of a plain job
+        (no resources, labels, affinity or limits; due now; no parents) finds its queue's
+        first node that is still live and is assigned to it in the submit's own
+        transaction, if no job is pending: it starts without waiting for a scheduler
+        cycle. Fenced (``LeaseLost``). Stores that cannot do this ignore it (the default)."""
         return None
 
     @abstractmethod

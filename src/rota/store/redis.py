@@ -1,5 +1,6 @@
 """The Redis store: every state change is one Lua script (``redis_scripts.lua``, whose
-header documents the key layout), run with Redis' own clock (``TIME``).
+header documents the key layout), run with Redis' own clock (``TIME``). The scripts are
+one Redis function library (Redis 7 or newer), loaded once and called with ``FCALL``.
 
 URL: ``redis://[user:password@]host:port/db?prefix=NAME&result_ttl=SECONDS`` (also
 ``rediss://`` and ``unix://``). ``prefix`` (default ``rota``) namespaces every key as
@@ -11,7 +12,7 @@ removed from the URL before connecting; other query parameters go to redis-py.
 
 A dropped connection or a restarted Redis is retried with exponential backoff (one log
 line on ``rota.store.redis`` when the connection is lost, one when it is back); scripts
-are loaded again after a restart (``NOSCRIPT``). Replies of non-idempotent scripts are
+are loaded again after a restart ("Function not found"). Replies of non-idempotent scripts are
 memoized for two minutes under a request id, so a command replayed after its reply was
 lost does not run twice.
 """
@@ -25,7 +26,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from importlib.resources import files
 from typing import Any, TypeVar
@@ -35,7 +36,6 @@ import orjson
 import redis
 import redis.asyncio
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -77,16 +77,56 @@ _PREFIX_RE = re.compile(r"^[^{}\s]{1,100}$")
 _MARKER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
-def load_scripts() -> dict[str, str]:
-    """The scripts of ``redis_scripts.lua`` by name, each with the ``lib`` prelude."""
+def load_library() -> tuple[str, str, list[str]]:
+    """``redis_scripts.lua`` as one Redis function library: its name (``rota_`` and a hash
+    of the file, so versions never clash), its code for ``FUNCTION LOAD`` (the ``lib``
+    section once, then each script registered as the function ``<name>_<script>``, which
+    starts with ``begin(keys, args)``) and the script names."""
     text = files("rota.store").joinpath("redis_scripts.lua").read_text(encoding="utf-8")
     parts = _MARKER.split(text)  # [header, name1, body1, name2, body2, ...]
     bodies = dict(zip(parts[1::2], parts[2::2], strict=True))
     lib = bodies.pop("lib")
-    return {name: f"{lib}\n{body}" for name, body in bodies.items()}
+    name = "rota_" + hashlib.sha1(text.encode()).hexdigest()[:12]
+    code = [f"#!lua name={name}", lib]
+    for script, body in bodies.items():
+        code.append(
+            f"redis.register_function('{name}_{script}', function(keys, args)\n"
+            f"begin(keys, args)\n{body}\nend)\n"
+        )
+    return name, "\n".join(code), list(bodies)
 
 
-_BODIES = list(load_scripts().items())
+LIBRARY, LIBRARY_CODE, SCRIPTS = load_library()
+LOAD_LIBRARY = ("FUNCTION", "LOAD", "REPLACE", LIBRARY_CODE)
+
+
+def _missing_library(error: Exception) -> bool:
+    """Whether ``error`` says the library is not loaded (a new or restarted Redis)."""
+    return "Function not found" in str(error)
+
+
+def _exchange(conn: Any, packed: Any, *, again: bool = True) -> Any:
+    """Send one packed command on a redis-py connection and read its reply. A connection
+    closed while idle (killed, a server timeout) is replaced and the command sent once more
+    at once, as the pool does on checkout; after that the caller's backoff takes over."""
+    try:
+        conn.send_packed_command(packed, check_health=False)
+        return conn.read_response()
+    except ResponseError:  # an error reply: the connection is in step
+        raise
+    except RedisConnectionError:
+        conn.disconnect()
+        if not again:
+            raise
+    except BaseException:  # a reply may be left on the wire: start afresh
+        conn.disconnect()
+        raise
+    return _exchange(conn, packed, again=False)
+
+
+def function_name(script: str) -> str:
+    """The Redis function that runs script ``script`` (``FCALL`` it)."""
+    return f"{LIBRARY}_{script}"
 
 
 class _suppress:
@@ -127,6 +167,15 @@ def _f(text: str | None) -> float | None:
 
 def _j(text: str | None) -> Any:
     return orjson.loads(text) if text else {}
+
+
+def _reserve_args(slots: Mapping[str, Sequence[str]]) -> list[str]:
+    """``reserve_slots``' queue, node ids pairs (ids joined by NUL; empty lists left out)."""
+    out: list[str] = []
+    for queue, nodes in slots.items():
+        if nodes:
+            out += (queue, "\0".join(nodes))
+    return out
 
 
 def _num(x: float) -> str:
@@ -382,9 +431,11 @@ class RedisStore(Store):
         self._retry = Retry(self._backoff, retries)
         self._down_since: float | None = None
         self._members: dict[str, str] = {}  # job id -> its "pending" member, last read
-        self._scripts: dict[str, Script] = {
-            name: self.redis.register_script(body) for name, body in load_scripts().items()
-        }
+        # Scripts go over a connection of their own, without the pool's per-command
+        # bookkeeping (one instance is used by one thread at a time); a forked child makes
+        # its own rather than share its parent's socket.
+        self._conn: Any = None  # a redis-py Connection
+        self._conn_pid = 0
 
     @staticmethod
     def _describe(pool: redis.ConnectionPool) -> str:
@@ -409,6 +460,7 @@ class RedisStore(Store):
                 self._where,
                 error,
             )
+        self._drop_conn()
         self._pool.disconnect()
 
     def _call(self, fn: Callable[[], T]) -> T:
@@ -446,9 +498,39 @@ class RedisStore(Store):
 
     def _run(self, name: str, args: Sequence[Any], *, memo: bool = False) -> Any:
         """Run script ``name`` with the common arguments (request id, result TTL)."""
-        script = self._scripts[name]
         argv = [os.urandom(8).hex() if memo else "", self._ttl_arg, *args]
-        return self._call(lambda: script(keys=[self._base], args=argv, client=self.redis))
+        return self._call(partial(self._fcall, name, argv))
+
+    def _fcall_command(self, name: str, argv: Sequence[Any]) -> tuple[Any, ...]:
+        """The ``FCALL`` of script ``name``; ``argv`` = request id, result TTL, its own
+        arguments."""
+        return ("FCALL", function_name(name), 1, self._base, *argv)
+
+    def _fcall(self, name: str, argv: Sequence[Any]) -> Any:
+        """Run script ``name`` (``argv`` as for ``_fcall_command``) on the store's own
+        connection, loading the library first if Redis does not have it."""
+        conn = self._conn
+        if conn is None or self._conn_pid != os.getpid():
+            conn = self._conn = self._pool.make_connection()
+            self._conn_pid = os.getpid()
+        packed = conn.pack_command(*self._fcall_command(name, argv))
+        try:
+            return _exchange(conn, packed)
+        except ResponseError as exc:
+            if not _missing_library(exc):
+                raise
+        self._load_library()
+        return _exchange(conn, packed)
+
+    def _load_library(self) -> None:
+        try:
+            self._cmd(*LOAD_LIBRARY)
+        except ResponseError as exc:
+            if "unknown command" in str(exc).lower():
+                raise StoreError(
+                    f"Redis at {self._where} has no functions: rota needs Redis 7.0 or newer"
+                ) from None
+            raise
 
     def _block(
         self,
@@ -484,7 +566,13 @@ class RedisStore(Store):
 
     # ---- lifecycle and clock -------------------------------------------------------
     def close(self) -> None:
+        self._drop_conn()
         self._pool.disconnect()
+
+    def _drop_conn(self) -> None:
+        if self._conn is not None and self._conn_pid == os.getpid():
+            self._conn.disconnect()
+        self._conn = None
 
     def now(self) -> float:
         sec, usec = self._call(self.redis.time)
@@ -752,30 +840,45 @@ class RedisStore(Store):
         return int(promoted), _nodes(nodes, [NodeState.LIVE]), pending, int(size)
 
     def wait_for_pending_snapshot(
-        self, timeout: float, lease: Lease, promote_limit: int, page: int, min_page: int
+        self,
+        timeout: float,
+        lease: Lease,
+        promote_limit: int,
+        page: int,
+        min_page: int,
+        reserve: Mapping[str, Sequence[str]] | None = None,
     ) -> tuple[int, list[NodeRecord], list[PendingJob], int] | None:
-        """The ``BLPOP`` on ``wake:sched`` with ``placement_snapshot`` pipelined behind it:
-        Redis takes the snapshot the moment the wait ends, woken or not (one round trip
-        from a submit to the scheduler's placement, not two)."""
+        """``reserve_slots``, the ``BLPOP`` on ``wake:sched`` and ``placement_snapshot``
+        pipelined: Redis takes the snapshot the moment the wait ends, woken or not (one
+        round trip from a submit to the scheduler's placement, not two)."""
         if timeout <= 0 or timeout > WAIT_CHUNK:
-            self.wait_for_pending(timeout)
-            return None
-        wake = self.key("wake", "sched")
-        sha = self._scripts["placement_snapshot"].sha
-        args = [*self._lease_args(lease), promote_limit, page, min_page, 0]
+            return super().wait_for_pending_snapshot(
+                timeout, lease, promote_limit, page, min_page, reserve
+            )
+        commands: list[tuple[Any, ...]] = []
+        lease_args, ttl = self._lease_args(lease), self._ttl_arg
+        if reserve:  # a lost lease or a missing library only costs this reservation
+            argv = ["", ttl, *lease_args, *_reserve_args(reserve)]
+            commands.append(self._fcall_command("reserve_slots", argv))
+        commands.append(("BLPOP", self.key("wake", "sched"), timeout))
+        argv = ["", ttl, *lease_args, promote_limit, page, min_page, 0]
+        commands.append(self._fcall_command("placement_snapshot", argv))
 
         def both() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.execute_command("BLPOP", wake, timeout)  # type: ignore[no-untyped-call]
-            pipe.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", sha, 1, self._base, "", self._ttl_arg, *args
-            )
+            for command in commands:
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
             return pipe.execute(raise_on_error=False)
 
-        _, reply = self._call(both)
+        reply = self._call(both)[-1]
         if isinstance(reply, Exception):  # a missing script, a lost lease...: the next
             return None  # cycle takes its own snapshot (and raises what it must)
         return self._snapshot(reply)
+
+    reserves_slots = True
+
+    def reserve_slots(self, lease: Lease, slots: Mapping[str, Sequence[str]]) -> None:
+        self._run("reserve_slots", [*self._lease_args(lease), *_reserve_args(slots)])
 
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
         """Each job goes with its ``pending`` member as last read here (``pending_jobs``,
@@ -866,7 +969,6 @@ class _AsyncClaims:
         self._store = store
         self._pool: redis.asyncio.ConnectionPool | None = None
         self._conns: dict[str, Any] = {}
-        self._shas = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in _BODIES}
         self._down_since: float | None = None
         self._missing = True  # scripts to load (first use; Redis restarted)
 
@@ -913,7 +1015,7 @@ class _AsyncClaims:
                             replies.append(err)
                     replies = replies[len(loads) :]
             except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
-                loads = [("SCRIPT", "LOAD", body) for _, body in _BODIES]
+                loads = [LOAD_LIBRARY]
                 await self._drop(kind)
                 if self._down_since is None:
                     self._down_since = time.monotonic()
@@ -940,30 +1042,21 @@ class _AsyncClaims:
             return replies
 
     def _call(self, name: str, args: Sequence[Any]) -> tuple[Any, ...]:
-        """The ``EVALSHA`` of script ``name`` as :meth:`RedisStore._run` sends it (with a
+        """The ``FCALL`` of script ``name`` as :meth:`RedisStore._run` sends it (with a
         new request id: its reply is memoized)."""
         store = self._store
-        return (
-            "EVALSHA",
-            self._shas[name],
-            1,
-            store._base,
-            os.urandom(8).hex(),
-            store._ttl_arg,
-            *args,
-        )
+        return store._fcall_command(name, [os.urandom(8).hex(), store._ttl_arg, *args])
 
     def _reply(self, name: str, reply: Any) -> Any:
         if isinstance(reply, ResponseError):
-            if str(reply).startswith("NOSCRIPT"):  # Redis restarted: load them for next time
+            if _missing_library(reply):  # Redis restarted: load it for next time
                 self._missing = True
             raise StoreError(f"Redis at {self._store._where} refused {name}: {reply}")
         return reply
 
     async def _load_scripts(self) -> None:
         if self._missing:
-            bodies = [("SCRIPT", "LOAD", body) for _, body in _BODIES]
-            await self._request("rpc", bodies, SOCKET_TIMEOUT)
+            await self._request("rpc", [LOAD_LIBRARY], SOCKET_TIMEOUT)
             self._missing = False
 
     async def _run(self, name: str, args: Sequence[Any]) -> Any:
@@ -972,7 +1065,7 @@ class _AsyncClaims:
         await self._load_scripts()
         call = self._call(name, args)
         (reply,) = await self._request("rpc", [call], SOCKET_TIMEOUT)
-        if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
+        if isinstance(reply, ResponseError) and _missing_library(reply):
             self._missing = True
             await self._load_scripts()
             (reply,) = await self._request("rpc", [call], SOCKET_TIMEOUT)

@@ -1,8 +1,11 @@
 --[[ rota's Redis store: every state change is one of the scripts below.
 
-redis.py splits this file at the "-- name: X" marker lines and registers each script with
-the "lib" section (helpers, TIME, the common arguments) prepended. Every script gets
-KEYS[1] = B, the key base "<prefix>:{<prefix>}:" (so every key of an app shares one hash
+redis.py splits this file at the "-- name: X" marker lines and loads it as one Redis
+function library (FUNCTION LOAD, Redis 7+): the "lib" section (helpers and the per-call
+state) once, then each script as the function "<library>_<name>", which starts with
+begin(keys, args) (the common arguments, TIME, fresh per-call state) and is called with
+FCALL. The library's name carries a hash of this file, so rota versions never clash.
+Every script gets KEYS[1] = B, the key base "<prefix>:{<prefix>}:" (so every key of an app shares one hash
 slot), ARGV[1] = a request id (replies of non-idempotent scripts are memoized under it so
 a command replayed after a dropped connection does not run twice) and ARGV[2] = the result
 TTL in seconds (0: final jobs never expire); ARGV[3..] are the script's own arguments.
@@ -98,6 +101,12 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
   B.."wake:node:"..id   list    <= 1 element: LPUSH+LTRIM by assign and cancel;
                                 wait_for_assignments BLPOPs it (the worker's asyncio
                                 wait_and_start with start_jobs pipelined behind the BLPOP)
+  B.."reserved"         hash    queue -> node ids joined by "\0": slots of live nodes the
+                                scheduler leader chose with its policy for plain jobs
+                                (reserve_slots writes them when nothing is left pending;
+                                placement_snapshot deletes the hash; submit takes the first
+                                live node of its queue's list for a plain job while
+                                "pending" is empty: it is assigned at once)
   B.."lease:"..name     hash    holder token expires_at acquired_at (token survives
                                 release and expiry so the next holder gets a higher one)
   B.."stats:"..name     string  JSON document (put_stats)
@@ -105,27 +114,33 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
 ]]
 
 -- name: lib
-local B = KEYS[1]
-local RID = ARGV[1]
-local TTL = tonumber(ARGV[2]) or 0
+-- Per-call state: set by begin() at the start of every script (a library's locals outlive
+-- a call, so nothing here may carry over from one call to the next).
+local KEYS, ARGV -- the call's keys and arguments
+local B, RID, TTL, CEIL_TTL -- key base, request id, result TTL (see the header)
+local NOW, NOWS -- Redis' TIME, as a number and as stored ("%.6f")
+local K_RUNNING, K_FINISHED, K_PENDING, K_WAKE_SCHED, K_SUCCEEDED
+local KEYS_OF -- family -> name -> key, built on first use (key_of)
+local COUNTS -- state -> queue -> change to "counts", sent by flush()
+local CONC -- changes to "concurrency" (assigned + running jobs per key), sent by flush()
+local WAKE -- wake-up lists to push, by flush()
+local BUF, BUFS -- deferred index writes: command -> key -> buffer; buffers in first-use order
+local MOVED -- state index moves, per job (first state -> last state)
+local EMPTIED -- nodes that released resources: drop their "nused" hash once empty
+local WATCHED -- ids of jobs that became final: flush() signals those someone waits for
+
 local DONE_TTL = 300
 local MEMO_TTL = 120
-local T = redis.call('TIME')
-local NOW = tonumber(T[1]) + tonumber(T[2]) / 1000000
 
 local function fmt(t)
   return string.format('%.6f', t)
 end
-local NOWS = fmt(NOW)
 
 local function jkey(id)
   return B .. 'job:' .. id
 end
 
--- Keys built once per script: fixed ones, and per node / per state on first use.
-local K_RUNNING, K_FINISHED, K_PENDING = B .. 'running', B .. 'finished', B .. 'pending'
-local K_WAKE_SCHED = B .. 'wake:sched'
-local KEYS_OF = {}
+-- Keys built once per call, per node / per state on first use.
 local function key_of(family, name)
   local by = KEYS_OF[family]
   if not by then
@@ -139,7 +154,6 @@ local function key_of(family, name)
   end
   return k
 end
-local CEIL_TTL = math.ceil(TTL)
 
 -- Sort key of a job in "pending" and "nassigned:*": priority descending, then seq.
 local function rank(priority, seq)
@@ -178,7 +192,6 @@ end
 local INDEXED = { scheduled = true, retrying = true, waiting = true, succeeded = true,
   dead = true, cancelled = true, upstream_failed = true }
 
-local COUNTS = {} -- state -> queue -> change to "counts", sent by flush()
 local function count(queue, state, delta)
   local by = COUNTS[state]
   if not by then
@@ -188,22 +201,18 @@ local function count(queue, state, delta)
   by[queue] = (by[queue] or 0) + delta
 end
 
--- Changes to "concurrency" (assigned + running jobs per concurrency key), sent by flush().
-local CONC = {}
 local function conc(key, delta)
   CONC[key] = (CONC[key] or 0) + delta
 end
 
 local FINALS = { succeeded = true, dead = true, cancelled = true, upstream_failed = true }
 
-local WAKE = {}
 local function wake(key)
   WAKE[key] = true
 end
 
 -- Index writes that no later read in the same script depends on are buffered and sent as
 -- one command per key (in chunks: unpack() has a stack limit) by flush().
-local BUF, BUFS = {}, {} -- command -> key -> buffer; the buffers in first-use order
 local function defer(cmd, key, a, b)
   local by = BUF[cmd]
   if not by then
@@ -226,9 +235,6 @@ end
 
 -- State index moves, kept per job (first state -> last state) so that a job moved twice
 -- in one script ends up in one index only.
-local MOVED = {}
-local EMPTIED = {} -- nodes that released resources: drop their "nused" hash once empty
-local WATCHED = {} -- ids of jobs that became final: flush() signals those someone waits for
 
 local function flush()
   for id, mv in pairs(MOVED) do
@@ -528,7 +534,6 @@ end
 local CFIELDS = { 'state', 'token', 'node_id', 'queue', 'seq', 'resources', 'attempts',
   'max_attempts', 'cancel_requested', 'concurrency_key', 'children', 'unique_key' }
 local OUTPUTS = { 'result', 'error', 'traceback' }
-local K_SUCCEEDED = B .. 'state:succeeded'
 local function do_complete(outcomes)
   local acc = {}
   for i, o in ipairs(outcomes) do
@@ -736,9 +741,36 @@ local function do_promote(limit)
   return n
 end
 
+-- A node for a plain job of `queue` from the slots the leader reserved (see "reserved"
+-- in the header), or nil: the first live node on the queue's list, which it leaves.
+local function take_reserved(queue)
+  local K = B .. 'reserved'
+  local v = redis.call('HGET', K, queue)
+  if not v then
+    return nil
+  end
+  local at, found = 1, nil
+  while at <= #v do
+    local stop = string.find(v, '\0', at, true) or (#v + 1)
+    local node = string.sub(v, at, stop - 1)
+    at = stop + 1
+    if redis.call('HGET', B .. 'node:' .. node, 'state') == 'live' then
+      found = node
+      break
+    end
+  end
+  if at <= #v then
+    redis.call('HSET', K, queue, string.sub(v, at))
+  else
+    redis.call('HDEL', K, queue)
+  end
+  return found
+end
+
 -- Store jobs: rows as submit's ARGV[3], specials as its ARGV[4] (a decoded list, in index
 -- order). Returns the number of jobs or, if a unique key replaced some job by an existing
--- one, the list of ids; or nil and an error reply, having written nothing. Caller flushes.
+-- one, the list of ids; or nil and an error reply, having written nothing. Wakes the
+-- scheduler unless every job stored took a reserved slot. Caller flushes.
 local function do_submit(jobs, specials)
   local n = #jobs
   local CHUNK = 1000 -- unpack() has a stack limit: bulk commands go in chunks
@@ -817,6 +849,18 @@ local function do_submit(jobs, specials)
     end
   end
   local first = redis.call('INCRBY', B .. 'seq', n) - n
+  -- Reserved slots serve plain jobs only while nothing waits for placement (so no job
+  -- overtakes one already pending), in batches of one priority (taken in order, they
+  -- are taken in placement order) and until a job of this call goes pending.
+  local reserved = redis.call('EXISTS', B .. 'reserved') == 1
+    and redis.call('ZCARD', K_PENDING) == 0
+  for i = 2, reserved and n or 0 do
+    if jobs[i][5] ~= jobs[1][5] then
+      reserved = false
+      break
+    end
+  end
+  local placed_all = true -- every job stored took a reserved slot
   for c = 1, n, CHUNK do
     local all, pmem, sched, delayed, waiting = {}, {}, {}, {}, {}
     for i = c, math.min(c + CHUNK - 1, n) do
@@ -865,8 +909,25 @@ local function do_submit(jobs, specials)
               rl = a[x + 1]
             end
           end
-          pmem[#pmem + 1] = 0
-          pmem[#pmem + 1] = pmember(prio, seq, id, queue, a[2], res, labels, aff, ck, cl, rl)
+          local node = nil
+          if reserved and not (res or labels or aff or ck or rl or (tonumber(cl) or 0) ~= 0) then
+            node = take_reserved(queue)
+          end
+          if node then -- placed at once, in a slot the leader reserved
+            state = 'assigned'
+            local token = redis.call('INCR', B .. 'token')
+            f[#f + 1] = 'node_id'; f[#f + 1] = node
+            f[#f + 1] = 'token'; f[#f + 1] = token
+            defer('ZADD', B .. 'nassigned:' .. node, 0, rank(prio, seq) .. id)
+            wake(B .. 'wake:node:' .. node)
+          else
+            reserved = false
+            pmem[#pmem + 1] = 0
+            pmem[#pmem + 1] = pmember(prio, seq, id, queue, a[2], res, labels, aff, ck, cl, rl)
+          end
+        end
+        if state ~= 'assigned' then
+          placed_all = false
         end
         f[#f + 1] = 'state'; f[#f + 1] = state
         for x = 8, #a do
@@ -886,6 +947,9 @@ local function do_submit(jobs, specials)
         redis.call('ZADD', B .. key, unpack(t))
       end
     end
+  end
+  if not placed_all then
+    wake(K_WAKE_SCHED)
   end
   if not replaced then
     return n
@@ -917,6 +981,22 @@ local function do_submit(jobs, specials)
   return ids
 end
 
+-- The start of every call (see the header): the call's arguments, Redis' clock and fresh
+-- per-call state.
+local function begin(keys, args)
+  KEYS, ARGV = keys, args
+  B, RID = keys[1], args[1]
+  TTL = tonumber(args[2]) or 0
+  CEIL_TTL = math.ceil(TTL)
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  NOWS = fmt(NOW)
+  K_RUNNING, K_FINISHED, K_PENDING = B .. 'running', B .. 'finished', B .. 'pending'
+  K_WAKE_SCHED, K_SUCCEEDED = B .. 'wake:sched', B .. 'state:succeeded'
+  KEYS_OF, COUNTS, CONC, WAKE, BUF, BUFS = {}, {}, {}, {}, {}, {}
+  MOVED, EMPTIED, WATCHED = {}, {}, {}
+end
+
 -- name: submit
 -- ARGV[3] = JSON list of [id, task, queue, payload, priority, delay, eta, field, value...]
 -- (delay/eta "" = none; the optional fields are the ones that differ from their default),
@@ -936,7 +1016,6 @@ local reply, err = do_submit(cjson.decode(ARGV[3]), specials)
 if err then
   return err
 end
-wake(B .. 'wake:sched')
 flush()
 memo_set(reply)
 return reply
@@ -1266,6 +1345,7 @@ local e = fence()
 if e then
   return e
 end
+redis.call('DEL', B .. 'reserved') -- this cycle places from what it reads here
 local promoted = 0
 if #redis.call('ZRANGEBYSCORE', B .. 'delayed', '-inf', NOW, 'LIMIT', 0, 1) > 0 then
   promoted = do_promote(tonumber(ARGV[6]))
@@ -1364,6 +1444,19 @@ end
 flush()
 memo_set(n)
 return n
+
+-- name: reserve_slots
+-- ARGV[3..5] = lease, ARGV[6..] = queue, node ids joined by "\0" pairs. Fenced. Replaces
+-- the reserved slots (see "reserved" in the header). Returns the number of queues.
+local e = fence()
+if e then
+  return e
+end
+redis.call('DEL', B .. 'reserved')
+if #ARGV > 5 then
+  redis.call('HSET', B .. 'reserved', unpack(ARGV, 6))
+end
+return (#ARGV - 5) / 2
 
 -- name: prune
 -- ARGV[3] = older than (seconds), ARGV[4] = max jobs this call.
@@ -1538,7 +1631,6 @@ if ARGV[8] ~= '' then
   if err then
     return err
   end
-  wake(B .. 'wake:sched')
 end
 redis.call('HSET', B .. 'schedules:ticks', name, ARGV[7])
 flush()
