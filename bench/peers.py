@@ -878,6 +878,18 @@ def run_rota(b: RotaBench, only: set[str] | None) -> dict[str, Any]:
     return res
 
 
+def probe_ceiling(b: RotaBench, n: int) -> dict[str, float]:
+    """The peers' probe alone in one process, no task queue (``bench.probe_ceiling``)."""
+    cmd = [sys.executable, "-m", "bench.probe_ceiling", "--port", str(b.port), "--tasks", str(n)]
+    out = subprocess.run(cmd, env=b.env, cwd=ROOT, capture_output=True, text=True, check=True)
+    res: dict[str, float] = json.loads(out.stdout)
+    log(
+        f"  probe alone (no task queue), one process: {res['async']:,.0f}/s asyncio "
+        f"({res['async_cpu_us']:.0f} µs CPU each), {res['sync']:,.0f}/s sync"
+    )
+    return res
+
+
 # ---- report -----------------------------------------------------------------------------------
 def peer_rows(peers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
@@ -979,6 +991,9 @@ def render(
     return "\n".join(out)
 
 
+NO_PROBE = {c.key: c.label for c in CONFIGS if c.key in ("async1-np", "async2-np")}
+
+
 def targets(res: dict[str, Any], best: dict[str, tuple[float, str] | None], a: Any) -> list[str]:
     cfgs = res["configs"]
 
@@ -999,12 +1014,33 @@ def targets(res: dict[str, Any], best: dict[str, tuple[float, str] | None], a: A
         + f": async {fmt(d1)}/s, sync {fmt(med(CONFIGS[1].label, 'drain_median'))}/s → "
         + verdict(None if d1 is None or need1 is None else d1 >= need1)
     )
+    pc = res.get("probe_ceiling")
+    if pc:
+        out.append(
+            f"  - the probe alone, in one process doing nothing else: {pc['async']:,.0f}/s "
+            f"asyncio (64 at once, {pc['async_cpu_us']:.0f} µs CPU a call), "
+            f"{pc['sync']:,.0f}/s sync: no system drains faster than that with the probe"
+            + (
+                f", so {need1:,.0f}/s with it is out of reach here"
+                if need1 and need1 > max(pc["async"], pc["sync"])
+                else ""
+            )
+        )
+    n1 = med(NO_PROBE["async1-np"], "drain_median")
+    if n1 is not None:
+        out.append(
+            f"  - without the probe (completions counted from the store): async {fmt(n1)}/s → "
+            + verdict(None if need1 is None else n1 >= need1)
+        )
     d2 = med(CONFIGS[2].label, "drain_median")
     out.append(
         f"- drain, two worker processes ≥ {TARGET_DRAIN_2:,.0f}/s: async {fmt(d2)}/s, sync "
         f"{fmt(med(CONFIGS[3].label, 'drain_median'))}/s → "
         + verdict(None if d2 is None else d2 >= TARGET_DRAIN_2)
     )
+    n2 = med(NO_PROBE["async2-np"], "drain_median")
+    if n2 is not None:
+        out.append(f"  - without the probe: async {fmt(n2)}/s → " + verdict(n2 >= TARGET_DRAIN_2))
     bulk = res["enqueue_median"].get("bulk")
     out.append(
         f"- bulk submit ≥ {TARGET_BULK:,.0f}/s: {fmt(bulk)}/s (submit_many, chunks of "
@@ -1145,6 +1181,8 @@ def main(argv: list[str] | None = None) -> int:
             only = None if a.only is None else {x.strip() for x in a.only.split(",")}
             log(f"== rota (N={a.tasks}, reps={a.reps})")
             rota_res = run_rota(bench, only)
+            if only is None or {"async1", "async2"} & only:
+                rota_res["probe_ceiling"] = probe_ceiling(bench, a.tasks)
     except KeyboardInterrupt:
         log("interrupted")
         return 130
