@@ -63,6 +63,14 @@ def lease(store: RedisStore) -> Lease:
     return got
 
 
+def reserved_node(store: RedisStore, lease: Lease, slots: int = 4) -> NodeSpec:
+    """A registered node with ``slots`` slots of queue "default" reserved on it."""
+    spec = node()
+    store.register_node(spec)
+    store.reserve_slots(lease, {"default": [spec.id] * slots})
+    return spec
+
+
 def states(store: RedisStore, jobs: list[NewJob]) -> list[tuple[JobState, str | None]]:
     recs = {r.id: r for r in store.get_jobs([j.id for j in jobs])}
     return [(recs[j.id].state, recs[j.id].node_id) for j in jobs]
@@ -97,9 +105,7 @@ def test_a_plain_job_takes_a_reserved_slot_and_starts_without_a_placement(
 
 
 def test_only_plain_jobs_due_now_use_reserved_slots(store: RedisStore, lease: Lease) -> None:
-    spec = node()
-    store.register_node(spec)
-    store.reserve_slots(lease, {"default": [spec.id] * 8})
+    spec = reserved_node(store, lease, 8)
     parent = job()
     store.submit([parent])
     special = [
@@ -143,9 +149,7 @@ def test_no_reserved_slot_while_a_job_is_pending(store: RedisStore, lease: Lease
 def test_a_batch_of_mixed_priorities_is_left_to_the_scheduler(
     store: RedisStore, lease: Lease
 ) -> None:
-    spec = node()
-    store.register_node(spec)
-    store.reserve_slots(lease, {"default": [spec.id] * 4})
+    reserved_node(store, lease)
     batch = [job(), job(priority=5)]  # placed by priority, not in the order given
     store.submit(batch)
     assert [s for s, _ in states(store, batch)] == [JobState.PENDING, JobState.PENDING]
@@ -171,9 +175,7 @@ def test_a_reserved_node_that_is_no_longer_live_is_skipped(store: RedisStore, le
 def test_the_next_snapshot_drops_reservations_and_a_stale_leader_cannot_reserve(
     store: RedisStore, lease: Lease
 ) -> None:
-    spec = node()
-    store.register_node(spec)
-    store.reserve_slots(lease, {"default": [spec.id] * 4})
+    spec = reserved_node(store, lease)
     store.placement_snapshot(lease, 100, 100, 10, False)
     j = job()
     store.submit([j])

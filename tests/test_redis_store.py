@@ -328,7 +328,7 @@ def test_a_replayed_request_runs_once(store: RedisStore) -> None:
     store.assign(lease, [Assignment(j.id, spec.id) for j in jobs])
 
     def run(name: str, rid: str, *args: Any) -> Any:
-        return store._fcall(name, [rid, store._ttl_arg, *args])
+        return store._fcall(store._fcall_command(name, args, rid=rid))
 
     first = run("start_jobs", "r1", spec.id, 10, TTL)
     again = run("start_jobs", "r1", spec.id, 10, TTL)
@@ -387,9 +387,9 @@ def test_complete_and_start_is_one_script_and_replays_once(store: RedisStore) ->
     import orjson
 
     rows = orjson.dumps([[rec.id, rec.token, "succeeded", "1", "", "", "0.0"]])
-    argv = ["r1", store._ttl_arg, rows, spec.id, 5, TTL]
-    reply = store._fcall("complete_and_start", argv)
-    again = store._fcall("complete_and_start", argv)
+    call = store._fcall_command("complete_and_start", [rows, spec.id, 5, TTL], rid="r1")
+    reply = store._fcall(call)
+    again = store._fcall(call)
     assert reply == again and reply[0] == [1] and reply[1][0] == second.id
     done, started = store.get_jobs([first.id, second.id])
     assert done.state is JobState.SUCCEEDED and done.result == "1"
@@ -1115,9 +1115,9 @@ def test_a_replayed_unique_submit_returns_the_same_ids(store: RedisStore) -> Non
     from rota.store.redis import _submit_args
 
     fresh = job(unique_key="other")
-    argv = ["r1", store._ttl_arg, *_submit_args([job(unique_key="k"), fresh])]
-    first = store._fcall("submit", argv)
-    again = store._fcall("submit", argv)
+    call = store._fcall_command("submit", _submit_args([job(unique_key="k"), fresh]), rid="r1")
+    first = store._fcall(call)
+    again = store._fcall(call)
     assert first == again == [held.id, fresh.id]
     assert orjson.loads(_submit_args([job()])[0])[0][7:] == []  # plain: no extra fields
     assert _submit_args([job()])[1] == ""  # and no specials

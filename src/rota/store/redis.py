@@ -77,11 +77,11 @@ _PREFIX_RE = re.compile(r"^[^{}\s]{1,100}$")
 _MARKER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
-def load_library() -> tuple[str, str, list[str]]:
+def load_library() -> tuple[str, str]:
     """``redis_scripts.lua`` as one Redis function library: its name (``rota_`` and a hash
-    of the file, so versions never clash), its code for ``FUNCTION LOAD`` (the ``lib``
+    of the file, so versions never clash) and its code for ``FUNCTION LOAD`` (the ``lib``
     section once, then each script registered as the function ``<name>_<script>``, which
-    starts with ``begin(keys, args)``) and the script names."""
+    starts with ``begin(keys, args)``)."""
     text = files("rota.store").joinpath("redis_scripts.lua").read_text(encoding="utf-8")
     parts = _MARKER.split(text)  # [header, name1, body1, name2, body2, ...]
     bodies = dict(zip(parts[1::2], parts[2::2], strict=True))
@@ -93,10 +93,10 @@ def load_library() -> tuple[str, str, list[str]]:
             f"redis.register_function('{name}_{script}', function(keys, args)\n"
             f"begin(keys, args)\n{body}\nend)\n"
         )
-    return name, "\n".join(code), list(bodies)
+    return name, "\n".join(code)
 
 
-LIBRARY, LIBRARY_CODE, SCRIPTS = load_library()
+LIBRARY, LIBRARY_CODE = load_library()
 LOAD_LIBRARY = ("FUNCTION", "LOAD", "REPLACE", LIBRARY_CODE)
 
 
@@ -498,22 +498,22 @@ class RedisStore(Store):
 
     def _run(self, name: str, args: Sequence[Any], *, memo: bool = False) -> Any:
         """Run script ``name`` with the common arguments (request id, result TTL)."""
-        argv = [os.urandom(8).hex() if memo else "", self._ttl_arg, *args]
-        return self._call(partial(self._fcall, name, argv))
+        command = self._fcall_command(name, args, rid=os.urandom(8).hex() if memo else "")
+        return self._call(partial(self._fcall, command))  # retries keep the request id
 
-    def _fcall_command(self, name: str, argv: Sequence[Any]) -> tuple[Any, ...]:
-        """The ``FCALL`` of script ``name``; ``argv`` = request id, result TTL, its own
-        arguments."""
-        return ("FCALL", function_name(name), 1, self._base, *argv)
+    def _fcall_command(self, name: str, args: Sequence[Any], rid: str = "") -> tuple[Any, ...]:
+        """The ``FCALL`` of script ``name`` with the common arguments (request id ``rid``,
+        "" = not memoized; the result TTL) before its own ``args``."""
+        return ("FCALL", function_name(name), 1, self._base, rid, self._ttl_arg, *args)
 
-    def _fcall(self, name: str, argv: Sequence[Any]) -> Any:
-        """Run script ``name`` (``argv`` as for ``_fcall_command``) on the store's own
-        connection, loading the library first if Redis does not have it."""
+    def _fcall(self, command: tuple[Any, ...]) -> Any:
+        """Run an ``FCALL`` (``_fcall_command``) on the store's own connection, loading the
+        library first if Redis does not have it."""
         conn = self._conn
         if conn is None or self._conn_pid != os.getpid():
             conn = self._conn = self._pool.make_connection()
             self._conn_pid = os.getpid()
-        packed = conn.pack_command(*self._fcall_command(name, argv))
+        packed = conn.pack_command(*command)
         try:
             return _exchange(conn, packed)
         except ResponseError as exc:
@@ -856,13 +856,13 @@ class RedisStore(Store):
                 timeout, lease, promote_limit, page, min_page, reserve
             )
         commands: list[tuple[Any, ...]] = []
-        lease_args, ttl = self._lease_args(lease), self._ttl_arg
+        lease_args = self._lease_args(lease)
         if reserve:  # a lost lease or a missing library only costs this reservation
-            argv = ["", ttl, *lease_args, *_reserve_args(reserve)]
-            commands.append(self._fcall_command("reserve_slots", argv))
+            args = [*lease_args, *_reserve_args(reserve)]
+            commands.append(self._fcall_command("reserve_slots", args))
         commands.append(("BLPOP", self.key("wake", "sched"), timeout))
-        argv = ["", ttl, *lease_args, promote_limit, page, min_page, 0]
-        commands.append(self._fcall_command("placement_snapshot", argv))
+        args = [*lease_args, promote_limit, page, min_page, 0]
+        commands.append(self._fcall_command("placement_snapshot", args))
 
         def both() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
@@ -1044,8 +1044,7 @@ class _AsyncClaims:
     def _call(self, name: str, args: Sequence[Any]) -> tuple[Any, ...]:
         """The ``FCALL`` of script ``name`` as :meth:`RedisStore._run` sends it (with a
         new request id: its reply is memoized)."""
-        store = self._store
-        return store._fcall_command(name, [os.urandom(8).hex(), store._ttl_arg, *args])
+        return self._store._fcall_command(name, args, rid=os.urandom(8).hex())
 
     def _reply(self, name: str, reply: Any) -> Any:
         if isinstance(reply, ResponseError):
