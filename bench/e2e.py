@@ -16,7 +16,7 @@ prefix in the machine's Redis; removed afterwards) for every run, and measures:
   resolution) for a trickle of single submits to an idle worker, and p50/max for a few
   sporadic ones, far enough apart that scheduler and worker go idle in between;
 * **idle CPU**: CPU used by the idle scheduler and worker processes, in % of one core;
-* **placement**: decisions/s of ``rota.placement.place`` on the ``bench.placement``
+* **placement**: decisions/s of ``rota.scheduler.placement.place`` on the ``bench.placement``
   workload (1,000 nodes, 10,000 pending jobs), no store involved.
 
 Throughputs are medians of ``--runs`` runs (3 by default, 1 with ``--quick``); the note
@@ -42,8 +42,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rota.model import NodeState
-from rota.states import JobState
+from rota.core.model import NodeState
+from rota.core.states import JobState
 from rota.store import SCHEDULER_LEASE, Store, open_store
 
 ROOT = Path(__file__).resolve().parent.parent  # the directory holding the bench package
@@ -336,7 +336,7 @@ def measure_placement(runs: int) -> list[tuple[str, float]]:
     import random
 
     from bench.placement import make_jobs, make_nodes
-    from rota.placement import POLICIES, place
+    from rota.scheduler.placement import POLICIES, place
 
     rng = random.Random(1)
     nodes = make_nodes(1_000, rng)

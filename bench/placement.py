@@ -2,7 +2,7 @@
 
 Builds a cluster of a few node classes (different capacities, labels and queues, some
 already partly busy) and a backlog of pending jobs of mixed shapes, then times
-``rota.placement.place`` for every policy (best of ``--repeat``) and prints the decisions
+``rota.scheduler.placement.place`` for every policy (best of ``--repeat``) and prints the decisions
 per second (a decision is one job placed, left waiting, or found unplaceable).
 """
 
@@ -12,8 +12,8 @@ import argparse
 import random
 import time
 
-from rota.model import NodeRecord, NodeSpec, NodeState, PendingJob
-from rota.placement import POLICIES, Placement, place
+from rota.core.model import NodeRecord, NodeSpec, NodeState, PendingJob
+from rota.scheduler.placement import POLICIES, Placement, place
 
 G = 1e9
 ZONES = ("eu-1", "eu-2", "us-1")

@@ -23,9 +23,9 @@ import psycopg
 from psycopg import sql
 
 from bench.store_phases import new_jobs, run_phases
-from rota.model import Assignment, NodeSpec, Outcome, OutcomeKind
+from rota.core.model import Assignment, NodeSpec, Outcome, OutcomeKind
 from rota.store import SCHEDULER_LEASE
-from rota.store.postgres import PostgresStore, query
+from rota.store.postgres.store import PostgresStore, query
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -15,7 +15,7 @@ import uuid
 import redis
 
 from bench.store_phases import run_phases
-from rota.store.redis import RedisStore
+from rota.store.redis.store import RedisStore
 
 
 def drop(url: str, prefix: str) -> None:

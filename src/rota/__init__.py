@@ -1,9 +1,10 @@
 """rota: a distributed task scheduler for Python."""
 
 from rota.app import Rota, Task, TaskCall
-from rota.errors import (
+from rota.core.errors import (
     InvalidOption,
     InvalidPayload,
+    JobCancelled,
     JobFailed,
     PayloadTooLarge,
     ResultTimeout,
@@ -12,9 +13,9 @@ from rota.errors import (
     SubmitError,
     UnknownTask,
 )
+from rota.core.states import JobState
 from rota.handle import JobHandle
-from rota.states import JobState
-from rota.worker.executor import JobCancelled, cancel_requested
+from rota.worker.cancel import cancel_requested
 from rota.workflow import Chain, Group, Signature, WorkflowHandle, chain, group
 
 __version__ = "0.1.0"

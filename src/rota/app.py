@@ -9,14 +9,14 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from rota.errors import InvalidOption, UnknownTask
+from rota.core.errors import InvalidOption, UnknownTask
+from rota.core.model import NewJob, ScheduleRecord
+from rota.core.payload import DEFAULT_MAX_PAYLOAD, encode_arguments
+from rota.core.periodic import MissedPolicy, ScheduleSpec
 from rota.handle import JobHandle
-from rota.model import NewJob, ScheduleRecord
 from rota.options import JobOptions, validate_options
-from rota.payload import DEFAULT_MAX_PAYLOAD, encode_arguments
-from rota.periodic import MissedPolicy, ScheduleSpec
 from rota.store import Store, open_store, resolve_url
-from rota.tracing import traced_payload, tracing_enabled
+from rota.telemetry.tracing import traced_payload, tracing_enabled
 from rota.workflow import Signature
 
 P = ParamSpec("P")
@@ -39,7 +39,7 @@ class Rota:
     ) -> None:
         self.store_url = resolve_url(store)
         self.max_payload = max_payload
-        # OpenTelemetry spans for submit and run (None: $ROTA_TRACING); see rota.tracing.
+        # OpenTelemetry spans for submit and run (None: $ROTA_TRACING); see rota.telemetry.tracing.
         self.tracing = tracing_enabled(tracing)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, ScheduleSpec] = {}
@@ -236,6 +236,10 @@ class TaskCall(Generic[P, R]):
         self.task = task
         self.opts = options
         self.connection = connection
+
+    @property
+    def app(self) -> Rota:
+        return self.task.app
 
     def options(self, *, connection: Any = None, **overrides: Any) -> TaskCall[P, R]:
         return TaskCall(self.task, self.opts.merged(overrides), connection or self.connection)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from rota.errors import JobFailed, ResultTimeout
-from rota.model import JobRecord
-from rota.states import JobState
+from rota.core.errors import JobFailed, ResultTimeout
+from rota.core.model import JobRecord
+from rota.core.states import JobState
+from rota.store import Store
 
-if TYPE_CHECKING:
-    from rota.app import Rota
+
+class StoreOwner(Protocol):
+    """What a handle needs of its app (``Rota``): the store connection to read the job from."""
+
+    @property
+    def store(self) -> Store: ...
 
 
 class JobHandle:
@@ -17,7 +22,7 @@ class JobHandle:
 
     __slots__ = ("app", "id")
 
-    def __init__(self, app: Rota, job_id: str) -> None:
+    def __init__(self, app: StoreOwner, job_id: str) -> None:
         self.app = app
         self.id = job_id
 

@@ -7,7 +7,7 @@ import os
 import sys
 
 from rota.app import Rota
-from rota.errors import InvalidOption
+from rota.core.errors import InvalidOption
 
 
 def load_app(spec: str) -> Rota:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from rota.errors import InvalidOption
-from rota.limits import normalise_rate
-from rota.resources import Resources, validate_labels, validate_resources
+from rota.core.errors import InvalidOption
+from rota.core.rates import normalise_rate
+from rota.core.resources import Resources, validate_labels, validate_resources
 
 _QUEUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 PRIORITY_RANGE = (-(2**31), 2**31 - 1)

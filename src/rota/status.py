@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rota.model import JobRecord, NodeState
+from rota.core.model import JobRecord, NodeState
+from rota.core.states import JobState
 from rota.scheduler import STATS_NAME
-from rota.states import JobState
 from rota.store import SCHEDULER_LEASE, Store
 
 
@@ -200,8 +200,8 @@ def render_job(job: JobRecord, console: Console) -> None:
 def schedule_rows(store: Store) -> list[dict[str, Any]]:
     """The store's periodic schedules with their last and next ticks (for the CLI and the
     dashboard)."""
-    from rota.errors import InvalidOption
-    from rota.periodic import ScheduleSpec, next_tick
+    from rota.core.errors import InvalidOption
+    from rota.core.periodic import ScheduleSpec, next_tick
 
     now = store.now()
     rows: list[dict[str, Any]] = []

@@ -14,23 +14,40 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from rota.errors import CorruptPayload, InvalidOption, JobFailed, ResultTimeout
-from rota.handle import JobHandle
-from rota.model import JobRecord, NewJob
-from rota.payload import decode_arguments, encode_arguments
-from rota.states import FINAL_STATES, JobState
+from rota.core.errors import CorruptPayload, InvalidOption, JobFailed, ResultTimeout
+from rota.core.model import JobRecord, NewJob
+from rota.core.payload import decode_arguments, encode_arguments
+from rota.core.states import FINAL_STATES, JobState
+from rota.handle import JobHandle, StoreOwner
 
-if TYPE_CHECKING:
-    from rota.app import Rota, TaskCall
+
+class StepCall(Protocol):
+    """What a workflow step needs of a task call (``TaskCall``): its app, and how to build
+    and submit its job."""
+
+    @property
+    def app(self) -> StoreOwner: ...
+
+    def submit(self, *args: Any, **kwargs: Any) -> JobHandle: ...
+
+    def new_job(
+        self,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        *,
+        depends_on: Sequence[str] | None = None,
+        pass_results: bool | None = None,
+        workflow_id: str | None = None,
+    ) -> NewJob: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Signature:
     """One task call with its options, not yet submitted (``task.s(...)``)."""
 
-    call: TaskCall[Any, Any]
+    call: StepCall
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
 
@@ -127,10 +144,10 @@ def with_parent_results(payload: str, parents: Sequence[str], records: Sequence[
     return encode_arguments([first, *args], kwargs, limit=2**62)
 
 
-def _app(step: Step) -> Rota:
+def _app(step: Step) -> StoreOwner:
     while not isinstance(step, Signature):
         step = step.steps[0] if isinstance(step, Chain) else step.members[0]
-    return step.call.task.app
+    return step.call.app
 
 
 def _submit(step: Chain | Group) -> WorkflowHandle:
@@ -145,7 +162,12 @@ class WorkflowHandle:
     """The jobs of a submitted workflow."""
 
     def __init__(
-        self, app: Rota, workflow_id: str, job_ids: list[str], outputs: list[str], collect: bool
+        self,
+        app: StoreOwner,
+        workflow_id: str,
+        job_ids: list[str],
+        outputs: list[str],
+        collect: bool,
     ) -> None:
         self.app = app
         self.id = workflow_id

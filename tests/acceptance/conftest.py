@@ -28,8 +28,8 @@ from typing import IO, Any, TypeVar
 import pytest
 
 from rota import Rota
-from rota.model import JobRecord, NodeRecord, NodeState
-from rota.states import FINAL_STATES
+from rota.core.model import JobRecord, NodeRecord, NodeState
+from rota.core.states import FINAL_STATES
 from rota.store import SCHEDULER_LEASE, Store, open_store
 from tests.acceptance.apps import basic
 from tests.stores import store_url

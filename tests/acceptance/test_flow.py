@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from rota import JobFailed, Rota, chain, group
-from rota.periodic import tick_job_id
-from rota.states import JobState
+from rota.core.periodic import tick_job_id
+from rota.core.states import JobState
 from rota.store import SCHEDULER_LEASE
 from tests.acceptance.apps import flow
 from tests.acceptance.apps.basic import read_lines

@@ -9,8 +9,8 @@ import signal
 import pytest
 
 from rota import Rota
-from rota.model import NodeState
-from rota.states import JobState
+from rota.core.model import NodeState
+from rota.core.states import JobState
 from tests.acceptance.apps.basic import read_lines
 from tests.acceptance.conftest import Fleet
 

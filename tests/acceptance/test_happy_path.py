@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from rota import JobHandle, Rota
-from rota.states import JobState
+from rota.core.states import JobState
 from tests.acceptance.conftest import Fleet
 from tests.stores import STORE_KINDS
 

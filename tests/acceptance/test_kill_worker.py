@@ -9,8 +9,8 @@ from collections import defaultdict
 import pytest
 
 from rota import Rota
-from rota.model import NodeState
-from rota.states import JobState
+from rota.core.model import NodeState
+from rota.core.states import JobState
 from tests.acceptance.apps.basic import read_lines
 from tests.acceptance.conftest import Fleet
 from tests.stores import STORE_KINDS

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from rota import Rota
-from rota.states import JobState
-from rota.store.redis import RedisStore
+from rota.core.states import JobState
+from rota.store.redis.store import RedisStore
 from tests.acceptance.conftest import Fleet
 
 pytestmark = pytest.mark.acceptance

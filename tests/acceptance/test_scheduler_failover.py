@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from rota import Rota
-from rota.states import JobState
+from rota.core.states import JobState
 from rota.store import SCHEDULER_LEASE
 from tests.acceptance.conftest import LEADER_LEASE_TTL, Fleet
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from rota.model import Assignment, NewJob, NodeSpec, Outcome, OutcomeKind, ScheduleRecord
-from rota.payload import encode_arguments
-from rota.periodic import ScheduleSpec
+from rota.core.model import Assignment, NewJob, NodeSpec, Outcome, OutcomeKind, ScheduleRecord
+from rota.core.payload import encode_arguments
+from rota.core.periodic import ScheduleSpec
 from rota.scheduler import STATS_NAME
 from rota.store import SCHEDULER_LEASE, Store, open_store
 from tests.dashboard.deps import missing

@@ -6,8 +6,8 @@ import time
 
 from starlette.testclient import TestClient
 
+from rota.core.states import JobState
 from rota.dashboard import create_app
-from rota.states import JobState
 from rota.store import Store
 from tests.dashboard.conftest import BEARER, TOKEN, XSS, Seed, seed
 

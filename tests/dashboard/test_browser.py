@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
+from rota.core.model import Assignment, NodeSpec
 from rota.dashboard import create_app
-from rota.model import Assignment, NodeSpec
 from rota.store import SCHEDULER_LEASE, Store
 from tests.dashboard.conftest import TOKEN, XSS, Seed, new_job, run_to_end, seed_flows, settle
 from tests.stores import skip_or_fail

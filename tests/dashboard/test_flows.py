@@ -7,8 +7,8 @@ import time
 
 from starlette.testclient import TestClient
 
+from rota.core.model import ScheduleRecord
 from rota.dashboard import create_app
-from rota.model import ScheduleRecord
 from rota.store import Store
 from tests.dashboard.conftest import (
     BEARER,

@@ -11,7 +11,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rota.model import ScheduleRecord
+from rota.core.model import ScheduleRecord
 from rota.store import Store
 from tests.dashboard.conftest import Seed
 

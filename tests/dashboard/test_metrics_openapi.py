@@ -9,9 +9,9 @@ import time
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from rota.core.model import ScheduleRecord
+from rota.core.states import JobState
 from rota.dashboard import create_app
-from rota.model import ScheduleRecord
-from rota.states import JobState
 from rota.store import Store, open_store
 from tests.dashboard.conftest import BEARER, TOKEN, Seed, seed_flows
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rota import Rota
-from rota.model import JobRecord, NodeState
-from rota.states import JobState
+from rota.core.model import JobRecord, NodeState
+from rota.core.states import JobState
 from rota.store import SCHEDULER_LEASE
 from tests.acceptance.apps.basic import read_lines
 from tests.acceptance.conftest import FAILURE_TIMEOUT, HEARTBEAT, LEADER_LEASE_TTL, Fleet
@@ -658,7 +658,7 @@ def corrupt_payload(url: str, job_id: str, payload: bytes) -> None:
     elif url.startswith("redis"):
         import redis
 
-        from rota.store.redis import parse_url
+        from rota.store.redis.store import parse_url
 
         conn_url, prefix, _ = parse_url(url)
         client = redis.Redis.from_url(conn_url)

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from rota import Rota
 from rota.cli import cli
-from rota.errors import RotaError
-from rota.payload import DEFAULT_MAX_PAYLOAD, MAX_DEPTH
+from rota.core.errors import RotaError
+from rota.core.payload import DEFAULT_MAX_PAYLOAD, MAX_DEPTH
 from rota.store import Store
 from tests.faults import apps
 from tests.stores import store_url

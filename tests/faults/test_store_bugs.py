@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rota.errors import CorruptPayload, RotaError
+from rota.core.errors import CorruptPayload, RotaError
 from rota.store import open_store
 from tests.faults import apps
 from tests.faults.scenarios import corrupt_payload

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from rota import Rota
-from rota.model import JobRecord
+from rota.core.model import JobRecord
+from rota.core.states import FINAL_STATES
 from rota.scheduler import SchedulerConfig
-from rota.states import FINAL_STATES
 from rota.worker.node import WorkerConfig, WorkerNode
 from tests.acceptance.conftest import fleet, kind, url  # noqa: F401 - the same fixtures
 

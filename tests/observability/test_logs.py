@@ -16,7 +16,10 @@ import orjson
 import pytest
 
 from rota import Rota
-from rota.logs import (
+from rota.core.model import JobRecord
+from rota.core.payload import encode_arguments
+from rota.core.states import JobState
+from rota.telemetry.logs import (
     JOB_FIELDS,
     JobContextFilter,
     JsonFormatter,
@@ -25,9 +28,6 @@ from rota.logs import (
     job_log_fields,
     setup_logging,
 )
-from rota.model import JobRecord
-from rota.payload import encode_arguments
-from rota.states import JobState
 from rota.worker.executor import ExecResult, ProcessPool
 from rota.worker.node import WorkerNode
 from tests.acceptance.conftest import Fleet

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from rota import Retry, Rota
+from rota.core.model import NodeSpec
+from rota.core.outcomes import ExecResult
 from rota.dashboard.metrics import render
-from rota.model import NodeSpec
 from rota.scheduler import STATS_NAME, Scheduler, SchedulerConfig
 from rota.status import collect
 from rota.store import open_store
-from rota.worker.executor import ExecResult
 from rota.worker.metrics import WorkerMetrics
 from rota.worker.node import WorkerNode
 from tests.acceptance.conftest import Fleet

@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from rota import Rota
-from rota.payload import decode_arguments
-from rota.tracing import trace_carrier, traced_run, tracing_enabled
-from rota.worker.executor import ExecResult
+from rota.core.outcomes import ExecResult
+from rota.core.payload import decode_arguments
+from rota.telemetry.tracing import trace_carrier, traced_run, tracing_enabled
 from tests.observability.conftest import node_in_thread, wait_final
 from tests.observability.test_logs import job_record
 
@@ -191,7 +191,7 @@ def test_a_sync_task_runs_inside_its_run_span_context(url: str, spans: Any) -> N
 
 
 def test_child_context_is_a_no_op_without_a_carrier() -> None:
-    from rota.tracing import carries_trace, child_context
+    from rota.telemetry.tracing import carries_trace, child_context
 
     plain = '{"args":[{"trace":"x"}],"kwargs":{}}'
     assert carries_trace(plain)  # looks like one: child_context finds none and does nothing

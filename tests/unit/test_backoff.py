@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from rota.backoff import retry_delay
+from rota.core.backoff import retry_delay
 
 
 def test_grows_exponentially_within_equal_jitter_bounds() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from rota.cli import cli
-from rota.model import Assignment, NewJob, NodeSpec, Outcome, OutcomeKind
-from rota.payload import encode_arguments
-from rota.states import JobState
+from rota.core.model import Assignment, NewJob, NodeSpec, Outcome, OutcomeKind
+from rota.core.payload import encode_arguments
+from rota.core.states import JobState
 from rota.store import SCHEDULER_LEASE, open_store
 
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 from rota import Retry, Rota
-from rota.payload import encode_arguments
+from rota.core.payload import encode_arguments
 from rota.worker.executor import (
     ExecResult,
     JobCancelled,

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rota.errors import InvalidOption
-from rota.limits import RateGate, admit, fair_order, normalise_rate, parse_rate, record_placed
-from rota.model import PendingJob
+from rota.core.errors import InvalidOption
+from rota.core.model import PendingJob
+from rota.core.rates import normalise_rate, parse_rate
+from rota.scheduler.limits import RateGate, admit, fair_order, record_placed
 
 
 def pj(

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from rota.errors import InvalidOption
+from rota.core.errors import InvalidOption
+from rota.core.resources import fits, parse_labels, parse_quantity, parse_resources
 from rota.options import JobOptions, validate_options
-from rota.resources import fits, parse_labels, parse_quantity, parse_resources
 
 
 def test_parse_resources_with_units() -> None:

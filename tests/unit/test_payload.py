@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rota.errors import CorruptPayload, InvalidPayload, PayloadTooLarge
-from rota.payload import check_json, decode_arguments, encode_arguments
+from rota.core.errors import CorruptPayload, InvalidPayload, PayloadTooLarge
+from rota.core.payload import check_json, decode_arguments, encode_arguments
 
 
 def test_roundtrip() -> None:

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from rota.errors import InvalidOption
-from rota.periodic import ScheduleSpec, latest_tick, next_action, next_tick, tick_job_id
+from rota.core.errors import InvalidOption
+from rota.core.periodic import ScheduleSpec, latest_tick, next_action, next_tick, tick_job_id
 
 JOB = {"task": "t", "queue": "default", "payload": '{"args":[],"kwargs":{}}'}
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rota import placement
-from rota.model import Assignment, NodeRecord, NodeSpec, NodeState, PendingJob
-from rota.placement import POLICIES, Placement, Policy, get_policy, place
-from rota.resources import fits
+from rota.scheduler import placement
+from rota.core.model import Assignment, NodeRecord, NodeSpec, NodeState, PendingJob
+from rota.core.resources import fits
+from rota.scheduler.placement import POLICIES, Placement, Policy, get_policy, place
 
 
 def node(

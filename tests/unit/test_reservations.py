@@ -1,12 +1,12 @@
-"""Slot reservations (rota.reservations): what the leader hands the store ahead of time."""
+"""Slot reservations (rota.scheduler.reservations): what the leader hands the store ahead of time."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from rota.model import NodeState
-from rota.placement import place
-from rota.reservations import reserve
+from rota.core.model import NodeState
+from rota.scheduler.placement import place
+from rota.scheduler.reservations import reserve
 from tests.unit.test_placement import job, node
 
 

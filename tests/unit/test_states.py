@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rota.states import (
+from rota.core.states import (
     FINAL_STATES,
     TRANSITIONS,
     JobState,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from rota import Rota, chain, group
-from rota.errors import CorruptPayload, InvalidOption
-from rota.model import JobRecord
-from rota.payload import decode_arguments, encode_arguments
-from rota.periodic import ScheduleSpec
-from rota.states import JobState
+from rota.core.errors import CorruptPayload, InvalidOption
+from rota.core.model import JobRecord
+from rota.core.payload import decode_arguments, encode_arguments
+from rota.core.periodic import ScheduleSpec
+from rota.core.states import JobState
 from rota.workflow import build, with_parent_results
 
 

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rota.model import JobRecord
-from rota.states import JobState, parse_state
+from rota.core.model import JobRecord
+from rota.core.states import JobState, parse_state
 from rota.status import collect, schedule_rows
 from rota.store import Store
 

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from rota.states import JobState
+from rota.core.states import JobState
 from rota.status import redact_url
 from rota.store import Store
 

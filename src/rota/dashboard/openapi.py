@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from rota.states import JobState
+from rota.core.states import JobState
 
 _STATES = [s.value for s in JobState]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from rota.errors import InvalidOption
-from rota.store.base import SCHEDULER_LEASE, Store
+from rota.core.errors import InvalidOption
+from rota.store.contract import SCHEDULER_LEASE, Store
 
 DEFAULT_URL = "sqlite:///rota.db"
 

@@ -8,7 +8,7 @@ that runs it. ``async def`` tasks run on the node's own event loop through
 Wire protocol between the pool and a child (a Unix socket pair): frames of a 4-byte
 big-endian length followed by a JSON array (orjson; no pickle). Parent to child: ``(job_id, task_name, payload,
 log_fields)`` (the job's structured log fields, which the child's log records carry while the
-job runs; see :func:`rota.logs.job_context`);
+job runs; see :func:`rota.telemetry.logs.job_context`);
 child to parent: the fields of an ``ExecResult`` plus a "retiring" flag (the child exits
 after this reply). The parent never blocks: it reads with ``loop.add_reader`` and notices a
 child's death through a pidfd (Linux) or the process sentinel.
@@ -37,24 +37,23 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from types import FrameType, TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from rota.app import Rota, Task
-from rota.errors import Retry
-from rota.logs import job_context
-from rota.payload import decode_arguments, dumps
-from rota.tracing import carries_trace, child_context
+from rota.core.errors import JobCancelled, Retry
+from rota.core.outcomes import ExecKind, ExecResult
+from rota.core.payload import decode_arguments, dumps
+from rota.telemetry.logs import job_context
+from rota.telemetry.tracing import carries_trace, child_context
+from rota.worker.cancel import child_state as _state
 
 __all__ = [
     "ExecKind",
     "ExecResult",
-    "JobCancelled",
     "ProcessPool",
-    "cancel_requested",
     "describe_exception",
     "encode_result",
     "prepare",
@@ -63,31 +62,10 @@ __all__ = [
 
 log = logging.getLogger("rota.worker.executor")
 
-ExecKind = Literal["ok", "error", "retry", "timeout", "crashed", "cancelled"]
 
 _HEADER = struct.Struct("!I")
 _MAX_ERROR = 1000  # characters kept of a one-line error
 _READ_SIZE = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ExecResult:
-    """How one attempt of a job ended, as the executor saw it."""
-
-    kind: ExecKind
-    result: str | None = None  # JSON text of the return value (kind "ok")
-    error: str | None = None  # one line: "ValueError: bad width", "timed out after 2.0 s"...
-    traceback: str | None = None  # formatted traceback for "error"/"retry"
-    retry_delay: float | None = None  # from rota.Retry(delay=...) for kind "retry"
-    fatal: bool = False  # no attempt can ever succeed (corrupt payload, unknown task)
-
-
-class JobCancelled(BaseException):
-    """Raised inside a sync task when its job is cancelled with a grace period.
-
-    A ``BaseException`` so that ``except Exception`` in task code does not swallow it;
-    catch it explicitly (or use ``finally``) to clean up before the grace period ends.
-    """
 
 
 # ---- helpers shared by both paths ------------------------------------------------------
@@ -237,14 +215,6 @@ async def run_async(
 
 
 # ---- the child process -----------------------------------------------------------------
-class _ChildState:
-    running = False  # inside task code: SIGUSR1 raises JobCancelled
-    cancelled = False  # the current job was asked to stop (read by cancel_requested())
-    idle = False  # blocked waiting for a job: SIGTERM exits at once
-    exit_requested = False  # SIGTERM seen: exit after the current job
-
-
-_state = _ChildState()
 _inherited: list[Any] = []  # objects the child must keep alive but never use
 
 
@@ -260,13 +230,6 @@ def _flush_std() -> None:
 def _child_exit(code: int) -> None:
     _flush_std()
     os._exit(code)
-
-
-def cancel_requested() -> bool:
-    """Inside a sync task run by a worker: whether its job was cancelled. The task also gets
-    :class:`JobCancelled` raised once; a task that catches it (or polls this flag) has the
-    worker's cancel grace period to stop before its process is killed."""
-    return _state.cancelled
 
 
 def _on_sigusr1(signum: int, frame: FrameType | None) -> None:
@@ -565,7 +528,7 @@ class ProcessPool:
         log_fields: Mapping[str, Any] | None = None,
     ) -> ExecResult:
         """Run one job in a child and return how it ended. Waits (FIFO) for a free child.
-        ``log_fields`` (``rota.logs.job_log_fields``): carried by the pool's log lines about
+        ``log_fields`` (``rota.telemetry.logs.job_log_fields``): carried by the pool's log lines about
         this job, and by every record the child logs while it runs the job."""
         if not self._started or self._loop is None:
             raise RuntimeError("the process pool is not started")

@@ -18,21 +18,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
-from rota import tracing
 from rota.app import Rota
-from rota.backoff import retry_delay
-from rota.errors import CorruptPayload, RotaError
-from rota.logs import job_context, job_log_fields
-from rota.model import JobRecord, NodeSpec, NodeState, Outcome, OutcomeKind
-from rota.payload import decode_arguments
-from rota.resources import Resources
+from rota.core.backoff import retry_delay
+from rota.core.errors import CorruptPayload, RotaError
+from rota.core.model import JobRecord, NodeSpec, NodeState, Outcome, OutcomeKind
+from rota.core.payload import decode_arguments
+from rota.core.resources import Resources
 from rota.scheduler import Scheduler, SchedulerConfig
 from rota.store import Store, open_store
+from rota.telemetry import tracing
+from rota.telemetry.logs import job_context, job_log_fields
 from rota.worker.executor import ExecResult, ProcessPool, run_async
 from rota.workflow import with_parent_results
 
 if TYPE_CHECKING:
-    from rota.store.base import AsyncClaims
+    from rota.store.contract import AsyncClaims
     from rota.worker.metrics import LeaseLossReason, WorkerMetrics
     from rota.worker.metrics import Outcome as MetricOutcome
 
@@ -109,7 +109,7 @@ class WorkerNode:
         self._scheduler: Scheduler | None = None
         self._scheduler_thread: threading.Thread | None = None
         self._claiming = False  # the claim loop runs (and reports outcomes itself)
-        self._tracing = app.tracing  # OpenTelemetry spans (rota.tracing)
+        self._tracing = app.tracing  # OpenTelemetry spans (rota.telemetry.tracing)
         self.metrics: WorkerMetrics | None = None  # set by run() when metrics_port is set
         # Outcomes on their way to the store, by (job id, token): the job and its metric.
         self._reporting: dict[tuple[str, int], tuple[JobRecord, MetricOutcome]] = {}
@@ -417,7 +417,7 @@ class WorkerNode:
 
     async def _attempt(self, job: JobRecord) -> ExecResult:
         """Run one attempt of ``job``; whatever is logged meanwhile in its context (the
-        task's own lines too) carries the job's fields (``rota.logs.job_context``)."""
+        task's own lines too) carries the job's fields (``rota.telemetry.logs.job_context``)."""
         fields = job_log_fields(job, self.node_id)
         with job_context(fields):
             try:

@@ -1,0 +1,259 @@
+"""Plain records exchanged between the API, the runtime and the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from rota.core.payload import decode_arguments, loads
+from rota.core.resources import Resources
+from rota.core.states import JobState
+
+
+@dataclass(slots=True)
+class NewJob:
+    """A validated job as a producer hands it to the store."""
+
+    id: str
+    task: str
+    queue: str
+    payload: str  # JSON text: {"args": [...], "kwargs": {...}}
+    priority: int = 0
+    max_attempts: int = 1
+    timeout: float | None = None
+    resources: Resources = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # required node labels
+    affinity: dict[str, str] = field(default_factory=dict)  # preferred node labels
+    delay: float = 0.0  # seconds from the store's now; > 0 means state "scheduled"
+    eta: float | None = None  # absolute unix time (store clock); wins over delay
+    backoff_base: float = 1.0
+    backoff_max: float = 300.0
+    # Workflows: parents (ids, possibly earlier in the same submit) that must succeed
+    # first; the job starts ``waiting``. With ``pass_results`` the worker passes the
+    # parents' results as the first argument (one parent: its result; several: a list).
+    depends_on: tuple[str, ...] = ()
+    pass_results: bool = False
+    workflow_id: str | None = None
+    # Uniqueness: while a job with this key is unfinished (and younger than
+    # ``unique_for`` seconds, when given), submit returns its id instead of a new job.
+    unique_key: str | None = None
+    unique_for: float | None = None
+    # Flow control, enforced by the scheduler at placement.
+    concurrency_key: str | None = None
+    concurrency_limit: int = 0  # > 0 with a key: at most this many assigned+running
+    rate_limit: str | None = None  # "<count>/<seconds>", per task, fleet-wide
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """A job as stored. Times are unix seconds by the store's clock."""
+
+    id: str
+    task: str
+    queue: str
+    payload: str
+    priority: int
+    state: JobState
+    attempts: int
+    max_attempts: int
+    timeout: float | None
+    resources: Resources
+    labels: dict[str, str]
+    affinity: dict[str, str]
+    backoff_base: float
+    backoff_max: float
+    created_at: float
+    scheduled_at: float | None = None
+    node_id: str | None = None
+    token: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease_expires_at: float | None = None
+    result: str | None = None  # JSON text
+    error: str | None = None
+    traceback: str | None = None
+    cancel_requested: bool = False
+    seq: int = 0
+    depends_on: tuple[str, ...] = ()
+    pass_results: bool = False
+    workflow_id: str | None = None
+    unique_key: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int = 0
+    rate_limit: str | None = None
+
+    def arguments(self) -> tuple[list[Any], dict[str, Any]]:
+        """Decoded ``(args, kwargs)``; raises ``CorruptPayload`` if the row is damaged."""
+        return decode_arguments(self.payload)
+
+    def result_value(self) -> Any:
+        """The decoded return value (``None`` if there is none)."""
+        return None if self.result is None else loads(self.result, "result")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (arguments decoded when possible)."""
+        try:
+            args, kwargs = self.arguments()
+        except Exception:
+            args, kwargs = [], {}
+        return {
+            "id": self.id,
+            "task": self.task,
+            "queue": self.queue,
+            "args": args,
+            "kwargs": kwargs,
+            "priority": self.priority,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "timeout": self.timeout,
+            "resources": self.resources,
+            "labels": self.labels,
+            "affinity": self.affinity,
+            "created_at": self.created_at,
+            "scheduled_at": self.scheduled_at,
+            "node_id": self.node_id,
+            "token": self.token,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "lease_expires_at": self.lease_expires_at,
+            "result": self.result_value() if self.result is not None else None,
+            "error": self.error,
+            "traceback": self.traceback,
+            "cancel_requested": self.cancel_requested,
+            "depends_on": list(self.depends_on),
+            "pass_results": self.pass_results,
+            "workflow_id": self.workflow_id,
+            "unique_key": self.unique_key,
+            "concurrency_key": self.concurrency_key,
+            "concurrency_limit": self.concurrency_limit,
+            "rate_limit": self.rate_limit,
+        }
+
+
+class NodeState(StrEnum):
+    LIVE = "live"
+    DRAINING = "draining"  # finishing its work, takes no new jobs
+    DEAD = "dead"  # missed heartbeats past the failure-detection timeout
+    STOPPED = "stopped"  # left cleanly
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """What a worker node registers: identity, capacity, labels and queues."""
+
+    id: str
+    name: str
+    slots: int
+    prefetch: int
+    resources: Resources = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    queues: tuple[str, ...] = ("default",)
+    host: str = ""
+    pid: int = 0
+
+
+@dataclass(slots=True)
+class NodeRecord:
+    """A node as stored, with its current load (jobs assigned or running on it)."""
+
+    spec: NodeSpec
+    state: NodeState
+    registered_at: float
+    heartbeat_at: float
+    assigned: int = 0
+    running: int = 0
+    used: Resources = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def in_flight(self) -> int:
+        return self.assigned + self.running
+
+
+class OutcomeKind(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # retried while attempts are left, then dead
+    FATAL = "fatal"  # dead at once (corrupt payload, not retryable)
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one attempt, as a worker reports it. Refused unless ``token`` is current."""
+
+    job_id: str
+    token: int
+    kind: OutcomeKind
+    result: str | None = None  # JSON text for SUCCEEDED
+    error: str | None = None
+    traceback: str | None = None
+    retry_delay: float = 0.0  # seconds to wait before the next attempt (FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReply:
+    """What the store tells a node when it heartbeats."""
+
+    alive: bool  # False: the node was declared dead; it must re-register
+    lost: tuple[str, ...] = ()  # running jobs whose lease this node no longer holds
+    cancel: tuple[str, ...] = ()  # running jobs an operator asked to cancel
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A named lease (the scheduler's leadership) with its fencing token."""
+
+    name: str
+    holder: str
+    token: int
+    expires_at: float
+    acquired_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    job_id: str
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    """The part of a pending job that placement needs."""
+
+    id: str
+    queue: str
+    priority: int
+    seq: int
+    resources: Resources
+    labels: dict[str, str]
+    affinity: dict[str, str]
+    task: str = ""
+    concurrency_key: str | None = None
+    concurrency_limit: int = 0
+    rate_limit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReapReport:
+    """What one pass of dead-node detection and lease expiry did."""
+
+    dead_nodes: tuple[str, ...] = ()
+    requeued: int = 0  # assigned jobs handed back to pending untouched
+    retried: int = 0  # running jobs whose attempt was counted and that go again
+    dead_jobs: int = 0  # running jobs that had no attempts left
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A periodic job's schedule as stored. ``spec`` is JSON text the store does not read
+    (see ``rota.core.periodic.ScheduleSpec``); ``last_tick`` is the last tick handled (fired
+    or skipped), by the store's clock, or ``None`` before the first."""
+
+    name: str
+    spec: str
+    last_tick: float | None = None

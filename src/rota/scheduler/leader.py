@@ -1,0 +1,379 @@
+"""The scheduler: holds the leader lease, promotes due jobs, reaps dead nodes and places
+pending jobs onto live nodes. Any number may run; one leads, the others stand by."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from rota.core.errors import LeaseLost, StoreError
+from rota.core.model import Assignment, Lease, NodeRecord, PendingJob
+from rota.scheduler.config import STATS_NAME, SchedulerConfig
+from rota.scheduler.limits import RateGate, admit, fair_order, record_placed
+from rota.scheduler.periodic import PeriodicRunner
+from rota.scheduler.placement import get_policy, place
+from rota.scheduler.reservations import reserve
+from rota.store import SCHEDULER_LEASE, Store, open_store
+
+log = logging.getLogger("rota.scheduler")
+RATES_NAME = "rate_limits"  # the rate-limit state, handed from leader to leader
+RATE_CYCLE = 0.02  # longest idle wait while jobs are held by a rate limit
+
+
+@dataclass(slots=True)
+class _Window:
+    """Placement decisions over the last few seconds, for a rate."""
+
+    span: float = 10.0
+    events: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def add(self, now: float, count: int) -> None:
+        self.events.append((now, count))
+        while self.events and self.events[0][0] < now - self.span:
+            self.events.popleft()
+
+    def rate(self, now: float) -> float:
+        while self.events and self.events[0][0] < now - self.span:
+            self.events.popleft()
+        return sum(c for _, c in self.events) / self.span
+
+
+class Scheduler:
+    """One scheduler process (or thread). ``run()`` blocks until ``stop`` is set."""
+
+    def __init__(
+        self, store_url: str, config: SchedulerConfig | None = None, holder: str | None = None
+    ) -> None:
+        self.config = config or SchedulerConfig()
+        self.policy = get_policy(self.config.policy)
+        self.store_url = store_url
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stop = threading.Event()
+        self.lease: Lease | None = None
+        self.placed_total = 0
+        self.cycles = 0
+        self.unplaceable: Counter[str] = Counter()
+        self.waiting = 0
+        # Cumulative across leaders: a new leader carries on from the published stats.
+        self.totals: Counter[str] = Counter(
+            {"leader_changes": 0, "nodes_reaped": 0, "lease_expiries": 0, "jobs_requeued": 0}
+        )
+        self._window = _Window()
+        self._renewed = 0.0
+        self._reaped = 0.0
+        self._pruned = 0.0
+        self._published = 0.0
+        self._census = 0.0
+        self._resolved = 0.0
+        self._rate_held = False
+        self._placed_all = False
+        # A snapshot taken by the store as the last wait woke up (and under which lease).
+        self._woken: tuple[int, tuple[int, list[NodeRecord], list[PendingJob], int]] | None = None
+        self.held: Counter[str] = Counter()  # jobs held back by concurrency or rate limits
+        self.rates = RateGate()
+        self._rates_saved: dict[str, float] = {}
+        self.periodic = PeriodicRunner()
+
+    # ---- loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        """Lead or stand by until ``self.stop`` is set; reconnects after store errors."""
+        store: Store | None = None
+        backoff = 0.1
+        while not self.stop.is_set():
+            try:
+                if store is None:
+                    store = open_store(self.store_url)
+                self.cycle(store)
+                backoff = 0.1
+            except StoreError as exc:
+                log.warning("store error, retrying in %.1f s: %s", backoff, exc)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # a bad row or a store outage must not kill the loop
+                if _is_connection_error(exc):
+                    log.warning("store unreachable, retrying in %.1f s: %s", backoff, exc)
+                else:
+                    log.exception("scheduler cycle failed, retrying in %.1f s", backoff)
+                if store is not None:
+                    with contextlib.suppress(Exception):
+                        store.close()
+                    store = None
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        if store is not None:
+            if self.lease is not None:
+                with contextlib.suppress(Exception):
+                    store.release_lease(self.lease)
+                    log.info("gave up leadership (token %d)", self.lease.token)
+            store.close()
+
+    def cycle(self, store: Store) -> None:
+        """One pass: keep or take the lease; if leading, promote, reap, place, publish."""
+        cfg = self.config
+        mono = time.monotonic()
+        if self.lease is None or mono - self._renewed >= cfg.lease_ttl / 3:
+            lease = store.acquire_lease(SCHEDULER_LEASE, self.holder, cfg.lease_ttl)
+            if lease is None:
+                if self.lease is not None:
+                    log.warning("lost leadership (token %d)", self.lease.token)
+                self.lease = None
+                self.stop.wait(min(cfg.lease_ttl / 4, 0.5))
+                return
+            if self.lease is None or lease.token != self.lease.token:
+                log.info("became leader (token %d, holder %s)", lease.token, self.holder)
+                prior = store.get_stats(STATS_NAME) or {}
+                for key in self.totals:
+                    self.totals[key] = max(self.totals[key], int(prior.get(key) or 0))
+                self.totals["leader_changes"] += 1
+                self._take_over(store)
+            self.lease = lease
+            self._renewed = mono
+        lease = self.lease
+        try:
+            # Place first (what is pending now), then reap: a cycle woken by a submit or a
+            # finished job answers it before the periodic bookkeeping.
+            census = self._census_due()
+            woken, self._woken = self._woken, None
+            if woken is not None and woken[0] == lease.token and not census:
+                snapshot = woken[1]
+            else:
+                snapshot = store.placement_snapshot(lease, 10000, cfg.page, cfg.min_page, census)
+            promoted, nodes, first, size = snapshot
+            placed = self.place_pending(store, lease, nodes, first, size, census)
+            did = promoted + placed
+            if mono - self._resolved >= cfg.resolve_every:
+                moved = store.resolve_dependencies(lease, cfg.page)
+                # Moved jobs may have children of their own: look again at once.
+                self._resolved = 0.0 if moved else mono
+                did += moved
+            did += self.periodic.run_due(store, lease, cfg)
+            if mono - self._reaped >= cfg.reap_every:
+                report = store.reap(lease, cfg.failure_timeout)
+                self._reaped = mono
+                self.totals["nodes_reaped"] += len(report.dead_nodes)
+                self.totals["lease_expiries"] += report.retried + report.dead_jobs
+                self.totals["jobs_requeued"] += report.requeued
+                if report.dead_nodes:
+                    log.warning(
+                        "nodes dead (missed heartbeats for %.1f s): %s; requeued %d assigned, "
+                        "retried %d running, %d out of attempts",
+                        cfg.failure_timeout,
+                        ", ".join(report.dead_nodes),
+                        report.requeued,
+                        report.retried,
+                        report.dead_jobs,
+                    )
+                did += report.requeued + report.retried
+            if mono - self._pruned >= cfg.prune_every:
+                pruned = store.prune(cfg.retention)
+                self._pruned = mono
+                if pruned:
+                    log.info("pruned %d finished jobs older than %.0f s", pruned, cfg.retention)
+            if mono - self._published >= cfg.stats_every:
+                store.put_stats(STATS_NAME, self.stats())
+                self._save_rates(store)
+                self._published = mono
+        except LeaseLost:
+            log.warning("lost leadership (token %d): fenced out", lease.token)
+            self.lease = None
+            return
+        self.cycles += 1
+        # Having placed every pending job is no reason to look again at once: whatever
+        # arrives next wakes the wait below.
+        if not did or (did == placed and self._placed_all):
+            wait = min(
+                cfg.idle_wait, max(0.0, cfg.lease_ttl / 3 - (time.monotonic() - self._renewed))
+            )
+            if self._rate_held:  # rate-limited jobs wait: cycle often enough to meet the rate
+                wait = min(wait, RATE_CYCLE)
+                self._rate_held = False
+            # Nothing left pending: reserve free slots for plain jobs in the store.
+            slots = None
+            if self._placed_all and cfg.reserve_slots > 0 and store.reserves_slots:
+                slots = reserve(nodes, self.policy, cfg.reserve_slots)
+            # The store may take the next cycle's snapshot as it wakes (one round trip less).
+            taken = store.wait_for_pending_snapshot(
+                wait, lease, 10000, cfg.page, cfg.min_page, reserve=slots
+            )
+            self._woken = None if taken is None else (lease.token, taken)
+
+    # ---- placement ----------------------------------------------------------------------
+    def _census_due(self) -> bool:
+        mono = time.monotonic()
+        if mono - self._census >= self.config.stats_every:
+            self._census = mono
+            return True
+        return False
+
+    def place_pending(
+        self,
+        store: Store,
+        lease: Lease,
+        nodes: list[NodeRecord],
+        first: list[PendingJob],
+        first_size: int,
+        census: bool,
+    ) -> int:
+        """Place as many pending jobs as fit, page by page; returns how many were placed.
+
+        Pages start at the free capacity (at least ``min_page``) and double up to ``page``
+        while jobs do not fit, so a cycle that can place a few jobs reads a few rows, not a
+        thousand.
+        Once per ``stats_every`` a census cycle also reads a full page when there is no
+        room, to count the jobs that wait for room and those no node could ever run; the
+        ``waiting``/``unplaceable`` statistics come from census cycles only.
+        """
+        cfg = self.config
+        pending: list[PendingJob] | None = first
+        free = sum(max(0, n.spec.slots + n.spec.prefetch - n.in_flight) for n in nodes)
+        unplaceable: Counter[str] = Counter()
+        waiting = 0
+        placed = 0
+        after: tuple[int, int] | None = None
+        scanned = 0
+        size = min(cfg.page, max(cfg.min_page, free))
+        by_node = {n.id: n for n in nodes}
+        usage: dict[str, int] = {}  # concurrency keys: assigned + running, this cycle
+        held: Counter[str] = Counter()
+        self._placed_all = False  # every pending job seen and placed
+        while scanned < cfg.max_scan:
+            if free <= 0 or not nodes:
+                if not census:
+                    break
+                size = cfg.page
+            if pending is not None:  # the snapshot's page: read with the nodes
+                page, size, pending = pending, first_size, None
+            else:
+                page = store.pending_jobs(size, after)
+            if not page:
+                self._placed_all = placed == scanned
+                break
+            scanned += len(page)
+            after = (page[-1].priority, page[-1].seq)
+            if free <= 0 or not nodes:
+                # Nothing can be placed now; still tell operators what could never run.
+                result = place(page, nodes, self.policy)
+                unplaceable.update(result.never.values())
+                waiting += len(page) - len(result.never) - len(result.assignments)
+                if result.assignments:  # cannot happen with no room, but never drop work
+                    placed += self._assign(store, lease, result.assignments, page, by_node)
+                break
+            admitted = self._admit(store, page, usage, held)
+            result = place(admitted, nodes, self.policy)
+            unplaceable.update(result.never.values())
+            waiting += result.waiting
+            if result.assignments:
+                n = self._assign(store, lease, result.assignments, admitted, by_node)
+                placed += n
+                free -= n
+                if admitted is not page:  # some jobs have limits: count these placements
+                    chosen = {a.job_id for a in result.assignments}
+                    now = time.monotonic()
+                    record_placed([j for j in admitted if j.id in chosen], usage, self.rates, now)
+            if len(page) < size:
+                self._placed_all = placed == scanned
+                break
+            size = min(cfg.page, size * 2)
+        if census:
+            self.unplaceable = unplaceable
+            self.waiting = waiting
+            self.held = held
+        if placed:
+            self.placed_total += placed
+            self._window.add(time.monotonic(), placed)
+        return placed
+
+    def _admit(
+        self, store: Store, page: list[PendingJob], usage: dict[str, int], held: Counter[str]
+    ) -> list[PendingJob]:
+        """The jobs of ``page`` their concurrency and rate limits allow, keyed jobs taking
+        fair turns (see ``rota.scheduler.limits``); ``page`` itself when no job has a limit."""
+        if all(j.concurrency_key is None and j.rate_limit is None for j in page):
+            return page
+        ordered = fair_order(page)
+        unknown = sorted(
+            {
+                j.concurrency_key
+                for j in ordered
+                if j.concurrency_key is not None
+                and j.concurrency_limit > 0
+                and j.concurrency_key not in usage
+            }
+        )
+        if unknown:
+            usage.update(dict.fromkeys(unknown, 0))
+            usage.update(store.concurrency_usage(unknown))
+        admission = admit(ordered, usage, self.rates, time.monotonic())
+        held.update(admission.held)
+        if any(j.rate_limit is not None for j in ordered) and len(admission.jobs) < len(page):
+            self._rate_held = True  # look again soon: the next job is due within tau
+        return admission.jobs
+
+    def _take_over(self, store: Store) -> None:
+        """A new leadership: pick up the rate-limit state the last leader left and forget
+        what this process knew of schedules."""
+        saved = store.get_stats(RATES_NAME) or {}
+        offsets = saved.get("offsets")
+        self.rates = RateGate.restore(
+            offsets if isinstance(offsets, dict) else {}, time.monotonic()
+        )
+        self.periodic = PeriodicRunner()
+
+    def _save_rates(self, store: Store) -> None:
+        offsets = self.rates.export(time.monotonic())
+        if offsets or self._rates_saved:
+            store.put_stats(RATES_NAME, {"offsets": offsets})
+            self._rates_saved = offsets
+
+    def _assign(
+        self,
+        store: Store,
+        lease: Lease,
+        assignments: list[Assignment],
+        page: list[PendingJob],
+        by_node: dict[str, NodeRecord],
+    ) -> int:
+        placed = store.assign(lease, assignments)
+        by_id = {j.id: j for j in page}
+        for a in assignments:  # later pages see the load this page added
+            node, job = by_node[a.node_id], by_id[a.job_id]
+            node.assigned += 1
+            for name, qty in job.resources.items():
+                node.used[name] = node.used.get(name, 0.0) + qty
+        return placed
+
+    def stats(self) -> dict[str, Any]:
+        """What the scheduler publishes for ``rota status`` and the dashboard."""
+        lease = self.lease
+        return {
+            "leader": self.holder,
+            "token": lease.token if lease else None,
+            "since": lease.acquired_at if lease else None,
+            "policy": self.config.policy,
+            "decisions_per_s": round(self._window.rate(time.monotonic()), 1),
+            "placed_total": self.placed_total,
+            "cycles": self.cycles,
+            "waiting": self.waiting,
+            **self.totals,  # leader_changes, nodes_reaped, lease_expiries, jobs_requeued
+            "unplaceable": [
+                {"reason": reason, "jobs": count}
+                for reason, count in self.unplaceable.most_common(20)
+            ],
+            "held": [
+                {"reason": reason, "jobs": count} for reason, count in self.held.most_common(20)
+            ],
+            "schedules": self.periodic.summary(),
+        }
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return "Connection" in name or "Operational" in name or isinstance(exc, OSError)

@@ -1,0 +1,346 @@
+"""The store contract: the one interface that knows about storage.
+
+Every method is one atomic operation inside the store (an SQL transaction, a Redis Lua
+script), and every time it compares is the store's own clock, never the caller's.
+``tests/contract`` is the suite every implementation must pass.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+from rota.core.errors import InvalidOption
+from rota.core.model import (
+    Assignment,
+    HeartbeatReply,
+    JobRecord,
+    Lease,
+    NewJob,
+    NodeRecord,
+    NodeSpec,
+    NodeState,
+    Outcome,
+    PendingJob,
+    ReapReport,
+    ScheduleRecord,
+)
+from rota.core.states import FINAL_STATES, JobState
+
+SCHEDULER_LEASE = "scheduler"
+
+
+class AsyncClaims(Protocol):
+    """A worker's hot path on its own event loop (see :meth:`Store.async_claims`): the
+    same operations as the :class:`Store` methods of the same names, awaited instead of
+    run on a thread. Each retries dropped connections itself (replayed requests run once)
+    and raises ``StoreError`` when the store stays unreachable."""
+
+    async def complete_and_start(
+        self, outcomes: Sequence[Outcome], node_id: str, limit: int, lease_ttl: float
+    ) -> tuple[list[bool], list[JobRecord]]: ...
+
+    async def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]: ...
+
+    async def wait_and_start(
+        self, node_id: str, limit: int, lease_ttl: float, timeout: float
+    ) -> list[JobRecord]:
+        """``wait_for_assignments(node_id, timeout)``, then ``start_jobs(node_id, limit,
+        lease_ttl)`` in the same round trip as the wake-up."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Store(ABC):
+    """Durable state of jobs, nodes and leases. Implementations must be safe to use from
+    many processes at once; one instance is used by one thread at a time."""
+
+    url: str
+
+    # ---- lifecycle and clock -------------------------------------------------------
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    @abstractmethod
+    def now(self) -> float:
+        """The store's clock, in unix seconds."""
+
+    def migrate(self) -> list[str]:
+        """Apply pending schema migrations; returns their names. Stores whose schema needs
+        no migrations return ``[]``."""
+        return []
+
+    # ---- producers and operators ---------------------------------------------------
+    @abstractmethod
+    def submit(self, jobs: Sequence[NewJob]) -> list[str]:
+        """Store ``jobs`` in one round trip, all or none; return their ids in order.
+
+        A job with ``depends_on`` starts ``waiting`` (every parent must exist in the store
+        or earlier in the same batch, else ``InvalidOption`` and nothing is stored; such a
+        job has no ``delay``/``eta``: the API refuses the combination); one
+        with ``eta`` or ``delay > 0`` starts ``scheduled``; any other ``pending``.
+
+        A job with a ``unique_key`` is not stored while another job with that key is
+        unfinished (and was created less than its ``unique_for`` seconds ago, when set):
+        that job's id is returned in its place. Within one batch the first one wins.
+        The check and the insert are one atomic step, so concurrent submitters of the same
+        key get one job.
+        """
+
+    def submit_in_transaction(self, connection: Any, jobs: Sequence[NewJob]) -> list[str]:
+        """Write ``jobs`` inside the caller's open transaction on ``connection`` (they exist
+        only if it commits). Only stores that share a database with the caller have it."""
+        raise InvalidOption(
+            f"connection= (transactional enqueue) needs the PostgreSQL store, not {self.url.split(':')[0]}"
+        )
+
+    @abstractmethod
+    def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        """The jobs that exist among ``job_ids``, in the order asked."""
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        found = self.get_jobs([job_id])
+        return found[0] if found else None
+
+    @abstractmethod
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        node_id: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        """Jobs matching every given filter, most recently submitted first."""
+
+    @abstractmethod
+    def count_jobs(self) -> dict[tuple[str, JobState], int]:
+        """Number of jobs by ``(queue, state)`` (only non-zero counts)."""
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> JobState | None:
+        """Cancel a job: waiting/scheduled/retrying/pending/assigned ones at once; a running
+        one is flagged and its node stops it. Returns the job's state after the call (``None``:
+        no such job). Final jobs are left as they are."""
+
+    @abstractmethod
+    def retry_dead(self, job_ids: Sequence[str]) -> int:
+        """Send dead jobs back to pending with a fresh set of attempts; returns how many."""
+
+    def wait_for_results(self, job_ids: Sequence[str], timeout: float) -> list[JobRecord]:
+        """Wait until every job in ``job_ids`` is final or ``timeout`` passes; return the
+        records of those that are final. The default polls with a growing interval."""
+        deadline = time.monotonic() + timeout
+        interval = 0.002
+        wanted = list(dict.fromkeys(job_ids))
+        while True:
+            records = self.get_jobs(wanted)
+            done = [r for r in records if r.state in FINAL_STATES]
+            left = deadline - time.monotonic()
+            if len(done) == len(wanted) or left <= 0:
+                return done
+            time.sleep(min(interval, left))
+            interval = min(interval * 1.5, 0.1)
+
+    # ---- worker nodes --------------------------------------------------------------
+    @abstractmethod
+    def register_node(self, spec: NodeSpec) -> None:
+        """Add a live node (heartbeat now)."""
+
+    @abstractmethod
+    def heartbeat(
+        self, node_id: str, running: Sequence[tuple[str, int]], lease_ttl: float
+    ) -> HeartbeatReply:
+        """Mark the node alive and extend the leases of its running jobs ``(id, token)``
+        to ``now + lease_ttl``. A node declared dead gets ``alive=False``."""
+
+    @abstractmethod
+    def set_node_state(self, node_id: str, state: NodeState) -> None:
+        """Move a node to ``draining`` (takes no new jobs) or ``stopped`` (left cleanly)."""
+
+    @abstractmethod
+    def list_nodes(self, states: Sequence[NodeState] | None = None) -> list[NodeRecord]:
+        """Nodes (optionally of the given states) with their current load."""
+
+    @abstractmethod
+    def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
+        """Move up to ``limit`` of the node's assigned jobs to running (highest priority,
+        then oldest first): count the attempt, stamp ``started_at`` and a lease to
+        ``now + lease_ttl``. Returns the started jobs with their fencing tokens."""
+
+    @abstractmethod
+    def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Record the end of attempts in one round trip. Each outcome is accepted only if
+        its job is running with the same token; returns which were accepted. A failure
+        goes to ``retrying`` (after ``retry_delay``) while attempts are left, else
+        ``dead``."""
+
+    def complete_and_start(
+        self, outcomes: Sequence[Outcome], node_id: str, limit: int, lease_ttl: float
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """``complete(outcomes)`` then ``start_jobs(node_id, limit, lease_ttl)``: a worker
+        reports what finished and claims what is next. Stores override it to do both in one
+        round trip (one transaction, one script); the default makes the two calls."""
+        accepted = self.complete(outcomes) if outcomes else []
+        return accepted, self.start_jobs(node_id, limit, lease_ttl) if limit > 0 else []
+
+    def async_claims(self) -> AsyncClaims | None:
+        """A client for a worker's claim loop that runs on the caller's event loop (no
+        thread hop per call), or ``None``: the worker then makes these calls through
+        its I/O thread. Only stores with a non-blocking client offer one (Redis); the
+        object is made here and connects on first use, from the event loop that uses it."""
+        return None
+
+    @abstractmethod
+    def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
+        """Hand jobs ``(id, token)`` held by the node back to pending (graceful shutdown).
+        A running job's attempt is not counted. Returns how many were released."""
+
+    @abstractmethod
+    def wait_for_assignments(self, node_id: str, timeout: float) -> None:
+        """Block up to ``timeout`` seconds, returning early when the node may have new work
+        (or a cancellation). Spurious early returns are allowed."""
+
+    # ---- scheduler -----------------------------------------------------------------
+    @abstractmethod
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """Take the lease if it is free or expired (a new, higher token) or renew it if
+        ``holder`` has it (same token). ``None`` if another holder has it."""
+
+    @abstractmethod
+    def release_lease(self, lease: Lease) -> None:
+        """Give the lease up if it is still ``lease``."""
+
+    @abstractmethod
+    def get_lease(self, name: str) -> Lease | None:
+        """The current, unexpired holder of a lease, if any."""
+
+    @abstractmethod
+    def promote_due(self, lease: Lease, limit: int) -> int:
+        """Move up to ``limit`` scheduled/retrying jobs that are due to pending.
+        Fenced: raises ``LeaseLost`` unless ``lease`` is current."""
+
+    @abstractmethod
+    def reap(self, lease: Lease, failure_timeout: float) -> ReapReport:
+        """Declare dead the nodes silent for ``failure_timeout`` seconds and take back
+        their jobs (assigned: back to pending untouched; running: the attempt counts, then
+        pending or dead); also take back running jobs whose lease expired. Fenced."""
+
+    @abstractmethod
+    def pending_jobs(self, limit: int, after: tuple[int, int] | None = None) -> list[PendingJob]:
+        """Pending jobs by priority (highest first), then FIFO, starting after the cursor
+        ``(priority, seq)`` of the last job of the previous page."""
+
+    def placement_snapshot(
+        self, lease: Lease, promote_limit: int, page: int, min_page: int, census: bool
+    ) -> tuple[int, list[NodeRecord], list[PendingJob], int]:
+        """What a scheduler cycle starts from: ``promote_due(lease, promote_limit)``, the
+        live nodes, and the first ``pending_jobs`` page, sized to the nodes' free room
+        clamped to ``[min_page, page]`` (with no room: ``page`` rows if ``census``, else
+        none). Fenced. Returns ``(promoted, live nodes, first page, its size)``. Stores
+        override it to do it in one round trip; the default makes the three calls."""
+        promoted = self.promote_due(lease, promote_limit)
+        nodes = self.list_nodes([NodeState.LIVE])
+        free = sum(max(0, n.spec.slots + n.spec.prefetch - n.in_flight) for n in nodes)
+        if free > 0:
+            size = min(page, max(min_page, free))
+        elif census:
+            size = page
+        else:
+            return promoted, nodes, [], 0
+        return promoted, nodes, self.pending_jobs(size), size
+
+    @abstractmethod
+    def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
+        """Place pending jobs on live nodes, each with a new fencing token. Jobs no longer
+        pending and nodes no longer live are skipped. Fenced. Returns how many were placed."""
+
+    @abstractmethod
+    def wait_for_pending(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds, returning early when there may be placement
+        work (a submit, a finished job, a new node). Spurious early returns are allowed."""
+
+    def wait_for_pending_snapshot(
+        self,
+        timeout: float,
+        lease: Lease,
+        promote_limit: int,
+        page: int,
+        min_page: int,
+        reserve: Mapping[str, Sequence[str]] | None = None,
+    ) -> tuple[int, list[NodeRecord], list[PendingJob], int] | None:
+        """``reserve_slots(lease, reserve)`` if given, ``wait_for_pending(timeout)``, then
+        the ``placement_snapshot(lease, promote_limit, page, min_page, False)`` taken the
+        moment the wait ended (stores that can do all in one round trip), so the
+        scheduler's next cycle need not ask for it. ``None``: no snapshot (the default,
+        which only waits); the caller takes its own."""
+        if reserve:
+            self.reserve_slots(lease, reserve)
+        self.wait_for_pending(timeout)
+        return None
+
+    # Whether reserve_slots does anything here (the scheduler skips computing them if not).
+    reserves_slots: ClassVar[bool] = False
+
+    def reserve_slots(self, lease: Lease, slots: Mapping[str, Sequence[str]]) -> None:
+        """Replace the slots the leader reserves for plain jobs: ``slots[queue]`` lists
+        live node ids (a node once per slot), in the order the placement policy chose.
+        Until the next ``placement_snapshot`` (which drops them), a submit of a plain job
+        (no resources, labels, affinity or limits; due now; no parents) finds its queue's
+        first node that is still live and is assigned to it in the submit's own
+        transaction, if no job is pending: it starts without waiting for a scheduler
+        cycle. Fenced (``LeaseLost``). Stores that cannot do this ignore it (the default)."""
+        return None
+
+    @abstractmethod
+    def put_stats(self, name: str, data: dict[str, Any]) -> None:
+        """Publish a small JSON document (the scheduler's statistics)."""
+
+    @abstractmethod
+    def get_stats(self, name: str) -> dict[str, Any] | None:
+        """Read a document written by :meth:`put_stats`."""
+
+    # ---- workflows, periodic jobs and flow control --------------------------------
+    @abstractmethod
+    def resolve_dependencies(self, lease: Lease, limit: int) -> int:
+        """Settle up to ``limit`` waiting jobs whose parents allow it (see
+        ``rota.core.states.after_parents``): to ``pending`` when every parent succeeded; to
+        ``upstream_failed`` (final: ``finished_at`` stamped, ``error`` naming the failed
+        parent) as soon as one parent is dead, cancelled or upstream_failed. Jobs whose
+        parents are unsettled are left waiting. Fenced. Returns how many moved; a chain
+        settles over successive calls."""
+
+    @abstractmethod
+    def concurrency_usage(self, keys: Sequence[str]) -> dict[str, int]:
+        """How many jobs are assigned or running per concurrency key, for ``keys`` (keys
+        with none may be left out)."""
+
+    @abstractmethod
+    def put_schedules(self, schedules: Sequence[ScheduleRecord]) -> None:
+        """Create or update schedules by name: ``spec`` is replaced; a stored
+        ``last_tick`` is kept (the records' own ``last_tick`` is ignored)."""
+
+    @abstractmethod
+    def delete_schedules(self, names: Sequence[str]) -> int:
+        """Remove schedules by name; returns how many existed."""
+
+    @abstractmethod
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, ordered by name."""
+
+    @abstractmethod
+    def fire_schedule(self, lease: Lease, name: str, tick: float, job: NewJob | None) -> bool:
+        """Handle one tick of a schedule exactly once. If schedule ``name`` exists and its
+        ``last_tick`` is unset or earlier than ``tick``: set ``last_tick = tick`` and, in
+        the same atomic step, submit ``job`` (``None``: the tick is skipped); return
+        ``True``. Otherwise change nothing and return ``False``. Fenced."""
+
+    @abstractmethod
+    def prune(self, older_than: float) -> int:
+        """Delete final jobs finished more than ``older_than`` seconds ago, and nodes gone
+        (dead or stopped) for that long. Returns how many jobs were deleted."""
