@@ -761,7 +761,7 @@ def summarize_pyspy(path: Path, name: str) -> str:
         frames = stack.split(";")
         tname = next((f.split(": ", 1)[-1] for f in frames if f.startswith("thread (")), "?")
         proc = next((f for f in frames if f.startswith("process ")), "")
-        if "_child_main" in stack:
+        if "child_main" in stack:
             tname = "pool children"
         elif proc and "rota" not in proc.split(":", 1)[-1][:200]:
             tname = f"{tname} (other)"

@@ -14,7 +14,7 @@ import pytest
 
 from rota import Retry, Rota
 from rota.core.model import NodeSpec
-from rota.core.outcomes import ExecResult
+from rota.core.outcomes import ExecKind, ExecResult
 from rota.dashboard.metrics import render
 from rota.scheduler import STATS_NAME, Scheduler, SchedulerConfig
 from rota.status import collect
@@ -80,13 +80,21 @@ def test_node_counts_outcomes_once_the_store_accepts_them() -> None:
     node.node_id = "w1-abc"
     node.metrics = metrics = WorkerMetrics()
     cases = [
-        (job_record(attempts=1, max_attempts=1), ExecResult("ok", result="1"), True),
-        (job_record(attempts=1, max_attempts=3), ExecResult("error", error="E: x"), True),
-        (job_record(attempts=1, max_attempts=3), ExecResult("retry", error="Retry: y"), True),
-        (job_record(attempts=3, max_attempts=3), ExecResult("timeout", error="timed out"), True),
-        (job_record(attempts=1, max_attempts=3), ExecResult("error", fatal=True), True),
-        (job_record(attempts=1, max_attempts=3), ExecResult("cancelled"), True),
-        (job_record(attempts=1, max_attempts=3), ExecResult("ok", result="2"), False),
+        (job_record(attempts=1, max_attempts=1), ExecResult(ExecKind.OK, result="1"), True),
+        (job_record(attempts=1, max_attempts=3), ExecResult(ExecKind.ERROR, error="E: x"), True),
+        (
+            job_record(attempts=1, max_attempts=3),
+            ExecResult(ExecKind.RETRY, error="Retry: y"),
+            True,
+        ),
+        (
+            job_record(attempts=3, max_attempts=3),
+            ExecResult(ExecKind.TIMEOUT, error="timed out"),
+            True,
+        ),
+        (job_record(attempts=1, max_attempts=3), ExecResult(ExecKind.ERROR, fatal=True), True),
+        (job_record(attempts=1, max_attempts=3), ExecResult(ExecKind.CANCELLED), True),
+        (job_record(attempts=1, max_attempts=3), ExecResult(ExecKind.OK, result="2"), False),
     ]
     for job, result, _ in cases:
         node._record(job, result)
