@@ -1,6 +1,6 @@
-"""Issue 5 end to end, on every store, with real ``rota`` processes: periodic ticks exactly
-once across a leader kill, workflows resolved in the store, cancellation in each state,
-keyed concurrency under load and a fleet-wide rate limit."""
+"""Flow features end to end, on every store, with real ``rota`` processes: periodic ticks
+exactly once across a leader kill, workflows resolved in the store, cancellation in each
+state, keyed concurrency under load and a fleet-wide rate limit."""
 
 from __future__ import annotations
 
