@@ -14,7 +14,7 @@ import pytest
 
 from rota import Retry, Rota
 from rota.core.model import NodeSpec
-from rota.core.outcomes import ExecKind, ExecResult
+from rota.core.outcomes import ExecKind, ExecResult, OutcomeLabel
 from rota.dashboard.metrics import render
 from rota.scheduler import STATS_NAME, Scheduler, SchedulerConfig
 from rota.status import collect
@@ -47,7 +47,7 @@ def test_each_node_has_its_own_registry_served_on_its_port() -> None:
     a, b = WorkerMetrics(), WorkerMetrics()
     try:
         a.job_started("t", "q")
-        a.job_ended("t", "q", "succeeded")
+        a.job_ended("t", "q", OutcomeLabel.SUCCEEDED)
         a.job_ran("t", "q", 0.02)
         a.lease_lost("t", "q", "heartbeat")
         a.track_in_flight(lambda: 3)
