@@ -60,6 +60,13 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
+@app.task(name="mark_then_sleep")
+def mark_then_sleep(path: str, seconds: float) -> float:
+    Path(path).write_text("running")
+    time.sleep(seconds)
+    return seconds
+
+
 @app.task(name="exit_hard")
 def exit_hard(code: int) -> None:
     os._exit(code)
@@ -93,6 +100,7 @@ def echo(value: Any) -> Any:
 
 @app.task(name="cleanup_on_cancel")
 def cleanup_on_cancel(path: str) -> None:
+    Path(path).write_text("running")
     try:
         time.sleep(30)
     except JobCancelled:
@@ -173,6 +181,15 @@ async def wait_for_pid(pool: ProcessPool, job_id: str) -> int:
             return found
         await asyncio.sleep(0.005)
     raise AssertionError(f"job {job_id} never started")
+
+
+async def wait_for_file(path: Path) -> None:
+    """Until a task wrote ``path``: its child is set up (signal handlers included)."""
+    for _ in range(2000):
+        if path.exists():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{path} was never written")
 
 
 # ---- results ---------------------------------------------------------------------------
@@ -329,10 +346,13 @@ def test_idle_child_killed_from_outside_is_replaced() -> None:
     with_pool(1, body)
 
 
-def test_sigterm_lets_a_child_finish_its_job_then_it_is_replaced() -> None:
+def test_sigterm_lets_a_child_finish_its_job_then_it_is_replaced(tmp_path: Path) -> None:
+    marker = tmp_path / "running"
+
     async def body(pool: ProcessPool) -> None:
-        job = asyncio.create_task(pool.run("j", "sleep", payload(0.3), None))
+        job = asyncio.create_task(pool.run("j", "mark_then_sleep", payload(str(marker), 0.3), None))
         child = await wait_for_pid(pool, "j")
+        await wait_for_file(marker)  # a signal before the child's set-up would kill it
         os.kill(child, signal.SIGTERM)
         assert (await job).kind == "ok"
         res = await pool.run("j2", "pid", payload(), None)
@@ -359,10 +379,14 @@ def test_no_descriptors_leak() -> None:
     assert open_fds() == before
 
 
-def test_sigint_does_not_stop_a_child() -> None:
+def test_sigint_does_not_stop_a_child(tmp_path: Path) -> None:
+    marker = tmp_path / "running"
+
     async def body(pool: ProcessPool) -> None:
-        job = asyncio.create_task(pool.run("j", "sleep", payload(0.3), None))
-        os.kill(await wait_for_pid(pool, "j"), signal.SIGINT)
+        job = asyncio.create_task(pool.run("j", "mark_then_sleep", payload(str(marker), 0.3), None))
+        child = await wait_for_pid(pool, "j")
+        await wait_for_file(marker)
+        os.kill(child, signal.SIGINT)
         assert (await job).kind == "ok"
 
     with_pool(1, body)
@@ -389,7 +413,7 @@ def test_cancel_with_grace_lets_the_task_clean_up(tmp_path: Path) -> None:
     async def body(pool: ProcessPool) -> None:
         job = asyncio.create_task(pool.run("j", "cleanup_on_cancel", payload(str(marker)), None))
         child = await wait_for_pid(pool, "j")
-        await asyncio.sleep(0.05)  # let it enter the sleep
+        await wait_for_file(marker)  # in the task: SIGUSR1 raises JobCancelled there
         await pool.cancel("j", grace=5.0)
         assert (await job).kind == "cancelled"
         assert marker.read_text() == "cleaned up"

@@ -9,7 +9,7 @@ Series (labels ``task`` and ``queue`` unless said otherwise):
 
 * ``rota_worker_jobs_started_total``: attempts this node started;
 * ``rota_worker_jobs_total{outcome}``: attempts this node reported and the store accepted,
-  by how they ended: ``succeeded``; ``failed`` (an error, a timeout or a crash, with
+  by how they ended (:class:`rota.core.outcomes.OutcomeLabel`): ``succeeded``; ``failed`` (an error, a timeout or a crash, with
   attempts left: the job will be retried); ``retried`` (the task raised ``Retry``, with
   attempts left); ``dead`` (no attempts left, or an error no attempt can fix); ``cancelled``;
   and ``lease_lost`` (the outcome was dropped or refused: the lease had passed on);
