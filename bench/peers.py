@@ -761,7 +761,7 @@ def summarize_pyspy(path: Path, name: str) -> str:
         frames = stack.split(";")
         tname = next((f.split(": ", 1)[-1] for f in frames if f.startswith("thread (")), "?")
         proc = next((f for f in frames if f.startswith("process ")), "")
-        if "_child_main" in stack:
+        if "child_main" in stack:
             tname = "pool children"
         elif proc and "rota" not in proc.split(":", 1)[-1][:200]:
             tname = f"{tname} (other)"
@@ -1079,16 +1079,16 @@ def cost_table(res: dict[str, Any]) -> list[str]:
         if not cs:
             continue
 
-        def m(key: str, cs: list[dict[str, Any]] = cs) -> float:
+        def median_cost(key: str, cs: list[dict[str, Any]] = cs) -> float:
             return float(statistics.median(c[key] for c in cs))
 
         by = cs[len(cs) // 2]["by_command"]
         top = sorted(((k, v) for k, v in by.items() if k != "fcall"), key=lambda kv: -kv[1][1])[:4]
         tops = ", ".join(f"{k} {c:.2f}/{u:.1f}" for k, (c, u) in top)
         out.append(
-            f"| {label} | {fmt(d.get('drain_median'))} | {m('scripts'):.2f} | "
-            f"{m('lua_us'):.1f} | {m('redis_cpu_us'):.1f} | {m('worker_us'):.1f} | "
-            f"{m('sched_us'):.1f} | {tops} |"
+            f"| {label} | {fmt(d.get('drain_median'))} | {median_cost('scripts'):.2f} | "
+            f"{median_cost('lua_us'):.1f} | {median_cost('redis_cpu_us'):.1f} | {median_cost('worker_us'):.1f} | "
+            f"{median_cost('sched_us'):.1f} | {tops} |"
         )
     return out
 

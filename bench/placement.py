@@ -15,29 +15,29 @@ import time
 from rota.core.model import NodeRecord, NodeSpec, NodeState, PendingJob
 from rota.scheduler.placement import POLICIES, Placement, place
 
-G = 1e9
+GB = 1e9
 ZONES = ("eu-1", "eu-2", "us-1")
 
 # (share, slots, prefetch, resources, extra labels, queues)
 NODE_CLASSES: list[tuple[float, int, int, dict[str, float], dict[str, str], tuple[str, ...]]] = [
-    (0.60, 8, 2, {"cpu": 16, "mem": 64 * G}, {}, ("default", "batch")),
-    (0.20, 8, 2, {"cpu": 32, "mem": 256 * G}, {"disk": "ssd"}, ("default", "batch", "analytics")),
-    (0.10, 4, 1, {"cpu": 16, "mem": 128 * G, "gpu": 2}, {"accel": "a100"}, ("gpu", "default")),
-    (0.10, 4, 0, {"cpu": 4, "mem": 8 * G}, {"tier": "edge"}, ("edge",)),
+    (0.60, 8, 2, {"cpu": 16, "mem": 64 * GB}, {}, ("default", "batch")),
+    (0.20, 8, 2, {"cpu": 32, "mem": 256 * GB}, {"disk": "ssd"}, ("default", "batch", "analytics")),
+    (0.10, 4, 1, {"cpu": 16, "mem": 128 * GB, "gpu": 2}, {"accel": "a100"}, ("gpu", "default")),
+    (0.10, 4, 0, {"cpu": 4, "mem": 8 * GB}, {"tier": "edge"}, ("edge",)),
 ]
 
 # (weight, queue, resources, required labels, affinity)
 JOB_SHAPES: list[tuple[int, str, dict[str, float], dict[str, str], dict[str, str]]] = [
-    (30, "default", {"cpu": 1, "mem": 1 * G}, {}, {}),
-    (10, "default", {"cpu": 2, "mem": 4 * G}, {}, {"zone": "eu-1"}),
+    (30, "default", {"cpu": 1, "mem": 1 * GB}, {}, {}),
+    (10, "default", {"cpu": 2, "mem": 4 * GB}, {}, {"zone": "eu-1"}),
     (5, "default", {}, {}, {}),
-    (5, "default", {"cpu": 0.5, "mem": 0.5 * G}, {}, {"disk": "ssd"}),
-    (15, "batch", {"cpu": 4, "mem": 16 * G}, {}, {}),
-    (5, "batch", {"cpu": 8, "mem": 32 * G}, {"zone": "us-1"}, {}),
-    (8, "analytics", {"cpu": 8, "mem": 64 * G}, {"disk": "ssd"}, {"zone": "eu-2"}),
-    (8, "gpu", {"cpu": 4, "mem": 32 * G, "gpu": 1}, {}, {}),
-    (2, "gpu", {"cpu": 8, "mem": 64 * G, "gpu": 2}, {"accel": "a100"}, {"zone": "eu-1"}),
-    (5, "edge", {"cpu": 1, "mem": 0.5 * G}, {"tier": "edge"}, {"zone": "us-1"}),
+    (5, "default", {"cpu": 0.5, "mem": 0.5 * GB}, {}, {"disk": "ssd"}),
+    (15, "batch", {"cpu": 4, "mem": 16 * GB}, {}, {}),
+    (5, "batch", {"cpu": 8, "mem": 32 * GB}, {"zone": "us-1"}, {}),
+    (8, "analytics", {"cpu": 8, "mem": 64 * GB}, {"disk": "ssd"}, {"zone": "eu-2"}),
+    (8, "gpu", {"cpu": 4, "mem": 32 * GB, "gpu": 1}, {}, {}),
+    (2, "gpu", {"cpu": 8, "mem": 64 * GB, "gpu": 2}, {"accel": "a100"}, {"zone": "eu-1"}),
+    (5, "edge", {"cpu": 1, "mem": 0.5 * GB}, {"tier": "edge"}, {"zone": "us-1"}),
     (1, "default", {"gpu": 8}, {}, {}),  # never: no node has 8 GPUs
     (1, "nightly", {"cpu": 1}, {}, {}),  # never: no node serves the queue
 ]

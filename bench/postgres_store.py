@@ -23,7 +23,8 @@ import psycopg
 from psycopg import sql
 
 from bench.store_phases import new_jobs, run_phases
-from rota.core.model import Assignment, NodeSpec, Outcome, OutcomeKind
+from rota.core.model import Assignment, NodeSpec
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.store import SCHEDULER_LEASE
 from rota.store.postgres.store import PostgresStore, query
 

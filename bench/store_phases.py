@@ -8,7 +8,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-from rota.core.model import Assignment, JobRecord, NewJob, NodeSpec, Outcome, OutcomeKind
+from rota.core.model import Assignment, JobRecord, NewJob, NodeSpec
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.payload import encode_arguments
 from rota.store import SCHEDULER_LEASE, Store
 

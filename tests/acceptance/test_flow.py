@@ -1,6 +1,6 @@
-"""Issue 5 end to end, on every store, with real ``rota`` processes: periodic ticks exactly
-once across a leader kill, workflows resolved in the store, cancellation in each state,
-keyed concurrency under load and a fleet-wide rate limit."""
+"""Flow features end to end, on every store, with real ``rota`` processes: periodic ticks
+exactly once across a leader kill, workflows resolved in the store, cancellation in each
+state, keyed concurrency under load and a fleet-wide rate limit."""
 
 from __future__ import annotations
 
@@ -220,11 +220,14 @@ def test_periodic_ticks_run_once_across_a_leader_kill(fleet: Fleet, app: Rota) -
     time.sleep(4.0)
     ended = fleet.store.now()
     for name in ("flow.tick_skip", "flow.tick_once"):
+
+        def all_succeeded(task: str = name) -> bool:
+            runs = tick_runs(fleet, task, (began, ended))
+            return all(s is JobState.SUCCEEDED for s in runs.values())
+
         fleet.wait_for(
             f"{name}'s jobs to finish",
-            lambda n=name: all(
-                s is JobState.SUCCEEDED for s in tick_runs(fleet, n, (began, ended)).values()
-            ),
+            all_succeeded,
             timeout=20,
         )
     for name, log in (("flow.tick_skip", "tick_skip.log"), ("flow.tick_once", "tick_once.log")):

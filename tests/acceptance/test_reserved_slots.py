@@ -39,7 +39,7 @@ def test_plain_jobs_start_in_reserved_slots_while_the_scheduler_is_frozen(
         fleet.kill("scheduler", signal.SIGSTOP)
         for c in store.redis.client_list():
             if str(c.get("name", "")).endswith(f":{pid}"):
-                store.redis.execute_command("CLIENT", "KILL", "ID", c["id"])
+                store.redis.client_kill_filter(_id=c["id"])
         if store.redis.hget(reserved, "default"):
             break
         fleet.kill("scheduler", signal.SIGCONT)  # its wait ended first: again

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from rota.core.model import Assignment, NewJob, NodeSpec, Outcome, OutcomeKind, ScheduleRecord
+from rota.core.model import Assignment, NewJob, NodeSpec, ScheduleRecord
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.payload import encode_arguments
 from rota.core.periodic import ScheduleSpec
 from rota.scheduler import STATS_NAME

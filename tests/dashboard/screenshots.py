@@ -23,8 +23,8 @@ from pathlib import Path
 
 import uvicorn
 from playwright.sync_api import sync_playwright
-from rota.states import JobState
 
+from rota.core.states import JobState
 from rota.dashboard import create_app
 from rota.store import open_store
 from tests.dashboard.test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, _free_port

@@ -17,6 +17,7 @@ import pytest
 
 from rota import Rota
 from rota.core.model import JobRecord
+from rota.core.outcomes import ExecKind, ExecResult
 from rota.core.payload import encode_arguments
 from rota.core.states import JobState
 from rota.telemetry.logs import (
@@ -28,12 +29,12 @@ from rota.telemetry.logs import (
     job_log_fields,
     setup_logging,
 )
-from rota.worker.executor import ExecResult, ProcessPool
 from rota.worker.node import WorkerNode
+from rota.worker.pool import ProcessPool
 from tests.acceptance.conftest import Fleet
 
 WORKER = ["worker", "tests.acceptance.apps.basic:app", "--name", "w1", "--heartbeat", "0.5"]
-FIELDS = {"job": "j1", "task": "app.resize", "node": "w1-abc", "attempt": 2}
+FIELDS: dict[str, Any] = {"job": "j1", "task": "app.resize", "node": "w1-abc", "attempt": 2}
 
 
 def job_record(task: str = "app.resize", attempts: int = 2, max_attempts: int = 3) -> JobRecord:
@@ -118,7 +119,7 @@ def test_job_context_fills_in_records_that_lack_the_fields() -> None:
         explicit = make_record(job="other")
         flt.filter(explicit)
     assert {k: getattr(inside, k) for k in JOB_FIELDS} == FIELDS
-    assert explicit.job == "other"  # an explicit field wins
+    assert explicit.__dict__["job"] == "other"  # an explicit field wins
 
 
 def test_setup_logging_selects_the_format(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,9 +153,9 @@ def test_worker_lines_about_a_job_carry_its_fields(caplog: pytest.LogCaptureFixt
     node = node_for_logs()
     failed, cancelled, refused = job_record(), job_record(), job_record(attempts=3)
     caplog.set_level(logging.DEBUG, logger="rota")
-    node._record(failed, ExecResult("error", error="ValueError: bad width"))
-    node._record(cancelled, ExecResult("cancelled", error="cancelled"))
-    node._record(refused, ExecResult("ok", result="1"))
+    node._record(failed, ExecResult(ExecKind.ERROR, error="ValueError: bad width"))
+    node._record(cancelled, ExecResult(ExecKind.CANCELLED, error="cancelled"))
+    node._record(refused, ExecResult(ExecKind.OK, result="1"))
     batch, node.outcomes = node.outcomes, []
     node._count_refused(batch, [True, True, False])
     by_job: dict[str, list[logging.LogRecord]] = {}

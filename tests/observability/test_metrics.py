@@ -14,7 +14,7 @@ import pytest
 
 from rota import Retry, Rota
 from rota.core.model import NodeSpec
-from rota.core.outcomes import ExecResult
+from rota.core.outcomes import ExecKind, ExecResult, OutcomeLabel
 from rota.dashboard.metrics import render
 from rota.scheduler import STATS_NAME, Scheduler, SchedulerConfig
 from rota.status import collect
@@ -47,7 +47,7 @@ def test_each_node_has_its_own_registry_served_on_its_port() -> None:
     a, b = WorkerMetrics(), WorkerMetrics()
     try:
         a.job_started("t", "q")
-        a.job_ended("t", "q", "succeeded")
+        a.job_ended("t", "q", OutcomeLabel.SUCCEEDED)
         a.job_ran("t", "q", 0.02)
         a.lease_lost("t", "q", "heartbeat")
         a.track_in_flight(lambda: 3)
@@ -80,13 +80,21 @@ def test_node_counts_outcomes_once_the_store_accepts_them() -> None:
     node.node_id = "w1-abc"
     node.metrics = metrics = WorkerMetrics()
     cases = [
-        (job_record(attempts=1, max_attempts=1), ExecResult("ok", result="1"), True),
-        (job_record(attempts=1, max_attempts=3), ExecResult("error", error="E: x"), True),
-        (job_record(attempts=1, max_attempts=3), ExecResult("retry", error="Retry: y"), True),
-        (job_record(attempts=3, max_attempts=3), ExecResult("timeout", error="timed out"), True),
-        (job_record(attempts=1, max_attempts=3), ExecResult("error", fatal=True), True),
-        (job_record(attempts=1, max_attempts=3), ExecResult("cancelled"), True),
-        (job_record(attempts=1, max_attempts=3), ExecResult("ok", result="2"), False),
+        (job_record(attempts=1, max_attempts=1), ExecResult(ExecKind.OK, result="1"), True),
+        (job_record(attempts=1, max_attempts=3), ExecResult(ExecKind.ERROR, error="E: x"), True),
+        (
+            job_record(attempts=1, max_attempts=3),
+            ExecResult(ExecKind.RETRY, error="Retry: y"),
+            True,
+        ),
+        (
+            job_record(attempts=3, max_attempts=3),
+            ExecResult(ExecKind.TIMEOUT, error="timed out"),
+            True,
+        ),
+        (job_record(attempts=1, max_attempts=3), ExecResult(ExecKind.ERROR, fatal=True), True),
+        (job_record(attempts=1, max_attempts=3), ExecResult(ExecKind.CANCELLED), True),
+        (job_record(attempts=1, max_attempts=3), ExecResult(ExecKind.OK, result="2"), False),
     ]
     for job, result, _ in cases:
         node._record(job, result)

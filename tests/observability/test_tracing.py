@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from rota import Rota
-from rota.core.outcomes import ExecResult
+from rota.core.outcomes import ExecKind, ExecResult
 from rota.core.payload import decode_arguments
 from rota.telemetry.tracing import trace_carrier, traced_run, tracing_enabled
 from tests.observability.conftest import node_in_thread, wait_final
@@ -114,7 +114,7 @@ def test_run_span_is_a_child_of_the_submit_span_and_records_the_outcome(spans: A
         from opentelemetry import trace
 
         assert trace.get_current_span().get_span_context().is_valid  # current while it runs
-        return ExecResult("error", error="ValueError: bad width", traceback="Traceback ...")
+        return ExecResult(ExecKind.ERROR, error="ValueError: bad width", traceback="Traceback ...")
 
     result = asyncio.run(traced_run(run, job, "w1-abc"))
     assert result.kind == "error"

@@ -8,7 +8,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from rota.cli import cli
-from rota.core.model import Assignment, NewJob, NodeSpec, Outcome, OutcomeKind
+from rota.core.model import Assignment, NewJob, NodeSpec
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.payload import encode_arguments
 from rota.core.states import JobState
 from rota.store import SCHEDULER_LEASE, open_store

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+# Transitional: the store backends and tests/store still import these two from here. Their
+# home is rota.core.outcomes; drop this line once those imports point there.
+from rota.core.outcomes import Outcome as Outcome
+from rota.core.outcomes import OutcomeKind as OutcomeKind
 from rota.core.payload import decode_arguments, loads
 from rota.core.resources import Resources
 from rota.core.states import JobState
@@ -173,26 +177,6 @@ class NodeRecord:
     @property
     def in_flight(self) -> int:
         return self.assigned + self.running
-
-
-class OutcomeKind(StrEnum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"  # retried while attempts are left, then dead
-    FATAL = "fatal"  # dead at once (corrupt payload, not retryable)
-    CANCELLED = "cancelled"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The end of one attempt, as a worker reports it. Refused unless ``token`` is current."""
-
-    job_id: str
-    token: int
-    kind: OutcomeKind
-    result: str | None = None  # JSON text for SUCCEEDED
-    error: str | None = None
-    traceback: str | None = None
-    retry_delay: float = 0.0  # seconds to wait before the next attempt (FAILED)
 
 
 @dataclass(frozen=True, slots=True)

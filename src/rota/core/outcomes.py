@@ -1,17 +1,37 @@
-"""How one attempt of a job ended, as the runner saw it (``ExecResult``): shared by the
-worker's runners, its reporting and tracing."""
+"""How one attempt of a job ends: one vocabulary, from the runner to the store and metrics.
+
+Three views of the same event, each derived from the one before:
+
+* :class:`ExecKind` / :class:`ExecResult`: what the runner saw (the task returned, raised,
+  asked to be retried, ran out of time, lost its process, or was cancelled);
+* :class:`OutcomeKind` / :class:`Outcome`: what the worker reports to the store, which
+  decides the job's next state (:meth:`ExecResult.outcome_kind`);
+* :class:`OutcomeLabel`: the ``outcome`` label of ``rota_worker_jobs_total``, how the node
+  counts the attempt once the store accepted (or refused) it (:meth:`OutcomeLabel.of`).
+
+The string values are stored and exported: they never change.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from enum import StrEnum
 
-ExecKind = Literal["ok", "error", "retry", "timeout", "crashed", "cancelled"]
+
+class ExecKind(StrEnum):
+    """How running the task code ended, as the runner saw it."""
+
+    OK = "ok"  # returned a JSON value
+    ERROR = "error"  # raised (or its return value was not JSON)
+    RETRY = "retry"  # raised rota.Retry
+    TIMEOUT = "timeout"  # ran past the job's timeout and was stopped
+    CRASHED = "crashed"  # its process died, or the worker shut down under it
+    CANCELLED = "cancelled"  # stopped on request
 
 
 @dataclass(frozen=True, slots=True)
 class ExecResult:
-    """How one attempt of a job ended, as the executor saw it."""
+    """How one attempt of a job ended, as the runner saw it."""
 
     kind: ExecKind
     result: str | None = None  # JSON text of the return value (kind "ok")
@@ -19,3 +39,57 @@ class ExecResult:
     traceback: str | None = None  # formatted traceback for "error"/"retry"
     retry_delay: float | None = None  # from rota.Retry(delay=...) for kind "retry"
     fatal: bool = False  # no attempt can ever succeed (corrupt payload, unknown task)
+
+    def outcome_kind(self) -> OutcomeKind:
+        """What the worker reports for this attempt."""
+        if self.kind == ExecKind.OK:
+            return OutcomeKind.SUCCEEDED
+        if self.kind == ExecKind.CANCELLED:
+            return OutcomeKind.CANCELLED
+        return OutcomeKind.FATAL if self.fatal else OutcomeKind.FAILED
+
+
+class OutcomeKind(StrEnum):
+    """The end of an attempt as the store records it."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # retried while attempts are left, then dead
+    FATAL = "fatal"  # dead at once (corrupt payload, not retryable)
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one attempt, as a worker reports it. Refused unless ``token`` is current."""
+
+    job_id: str
+    token: int
+    kind: OutcomeKind
+    result: str | None = None  # JSON text for SUCCEEDED
+    error: str | None = None
+    traceback: str | None = None
+    retry_delay: float = 0.0  # seconds to wait before the next attempt (FAILED)
+
+
+class OutcomeLabel(StrEnum):
+    """How a node counts an attempt it ended: the ``outcome`` label of its metrics."""
+
+    SUCCEEDED = OutcomeKind.SUCCEEDED.value
+    FAILED = OutcomeKind.FAILED.value  # an error, a timeout or a crash; attempts are left
+    RETRIED = "retried"  # the task raised Retry; attempts are left
+    DEAD = "dead"  # no attempt left, or an error no attempt can fix
+    CANCELLED = OutcomeKind.CANCELLED.value
+    LEASE_LOST = "lease_lost"  # the outcome was dropped or refused: the lease had passed on
+    RELEASED = "released"  # handed back unfinished at shutdown; the attempt does not count
+
+    @classmethod
+    def of(cls, result: ExecResult, attempts_left: bool) -> OutcomeLabel:
+        """The label of an attempt that ended with ``result`` and was reported."""
+        kind = result.outcome_kind()
+        if kind is OutcomeKind.SUCCEEDED:
+            return cls.SUCCEEDED
+        if kind is OutcomeKind.CANCELLED:
+            return cls.CANCELLED
+        if kind is OutcomeKind.FATAL or not attempts_left:
+            return cls.DEAD
+        return cls.RETRIED if result.kind == ExecKind.RETRY else cls.FAILED

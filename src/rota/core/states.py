@@ -40,7 +40,8 @@ FINAL_STATES: frozenset[JobState] = frozenset(
 FAILED_STATES: frozenset[JobState] = frozenset(
     {JobState.DEAD, JobState.CANCELLED, JobState.UPSTREAM_FAILED}
 )
-WAITING_STATES: frozenset[JobState] = frozenset({JobState.SCHEDULED, JobState.RETRYING})
+# Waiting for a time (a delay or ETA, or a retry's backoff); promoted to pending when due.
+DELAYED_STATES: frozenset[JobState] = frozenset({JobState.SCHEDULED, JobState.RETRYING})
 ACTIVE_STATES: frozenset[JobState] = frozenset({JobState.ASSIGNED, JobState.RUNNING})
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {

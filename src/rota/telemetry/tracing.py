@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from rota.core.outcomes import ExecKind
 from rota.core.payload import encode_arguments
 
 if TYPE_CHECKING:
@@ -120,13 +121,13 @@ def trace_carrier(payload: str | bytes) -> dict[str, str]:
 def _record_outcome(span: Any, result: ExecResult) -> None:
     from opentelemetry.trace import Status, StatusCode
 
-    span.set_attribute("rota.outcome", result.kind)
-    if result.kind in ("ok", "cancelled"):
+    span.set_attribute("rota.outcome", str(result.kind))
+    if result.kind in (ExecKind.OK, ExecKind.CANCELLED):
         return  # status left unset, as instrumentations do for success
-    error = result.error or result.kind
+    error = result.error or str(result.kind)
     kind, sep, message = error.partition(": ")
     attributes = {
-        "exception.type": kind if sep and " " not in kind else result.kind,
+        "exception.type": kind if sep and " " not in kind else str(result.kind),
         "exception.message": message if sep and " " not in kind else error,
     }
     if result.traceback:

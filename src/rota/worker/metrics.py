@@ -9,7 +9,7 @@ Series (labels ``task`` and ``queue`` unless said otherwise):
 
 * ``rota_worker_jobs_started_total``: attempts this node started;
 * ``rota_worker_jobs_total{outcome}``: attempts this node reported and the store accepted,
-  by how they ended: ``succeeded``; ``failed`` (an error, a timeout or a crash, with
+  by how they ended (:class:`rota.core.outcomes.OutcomeLabel`): ``succeeded``; ``failed`` (an error, a timeout or a crash, with
   attempts left: the job will be retried); ``retried`` (the task raised ``Retry``, with
   attempts left); ``dead`` (no attempts left, or an error no attempt can fix); ``cancelled``;
   and ``lease_lost`` (the outcome was dropped or refused: the lease had passed on);
@@ -38,7 +38,8 @@ from prometheus_client import (
     start_http_server,
 )
 
-Outcome = Literal["succeeded", "failed", "retried", "dead", "cancelled", "lease_lost", "released"]
+from rota.core.outcomes import OutcomeLabel
+
 LeaseLossReason = Literal["heartbeat", "refused", "node_dead"]
 
 DURATION_BUCKETS = (
@@ -124,7 +125,7 @@ class WorkerMetrics:
     def job_started(self, task: str, queue: str) -> None:
         self.started.labels(task, queue).inc()
 
-    def job_ended(self, task: str, queue: str, outcome: Outcome) -> None:
+    def job_ended(self, task: str, queue: str, outcome: OutcomeLabel) -> None:
         self.outcomes.labels(task, queue, outcome).inc()
 
     def job_ran(self, task: str, queue: str, seconds: float) -> None:
@@ -132,7 +133,7 @@ class WorkerMetrics:
 
     def lease_lost(self, task: str, queue: str, reason: LeaseLossReason) -> None:
         self.leases_lost.labels(task, queue, reason).inc()
-        self.outcomes.labels(task, queue, "lease_lost").inc()
+        self.outcomes.labels(task, queue, OutcomeLabel.LEASE_LOST).inc()
 
     # ---- exposing ---------------------------------------------------------------------
     def render(self) -> bytes:

@@ -21,20 +21,21 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 from rota.app import Rota
 from rota.core.backoff import retry_delay
 from rota.core.errors import CorruptPayload, RotaError
-from rota.core.model import JobRecord, NodeSpec, NodeState, Outcome, OutcomeKind
+from rota.core.model import JobRecord, NodeSpec, NodeState
+from rota.core.outcomes import ExecKind, ExecResult, Outcome, OutcomeKind, OutcomeLabel
 from rota.core.payload import decode_arguments
 from rota.core.resources import Resources
 from rota.scheduler import Scheduler, SchedulerConfig
 from rota.store import Store, open_store
 from rota.telemetry import tracing
 from rota.telemetry.logs import job_context, job_log_fields
-from rota.worker.executor import ExecResult, ProcessPool, run_async
+from rota.worker.pool import ProcessPool
+from rota.worker.runner import run_async
 from rota.workflow import with_parent_results
 
 if TYPE_CHECKING:
     from rota.store.contract import AsyncClaims
     from rota.worker.metrics import LeaseLossReason, WorkerMetrics
-    from rota.worker.metrics import Outcome as MetricOutcome
 
 log = logging.getLogger("rota.worker")
 T = TypeVar("T")
@@ -112,7 +113,7 @@ class WorkerNode:
         self._tracing = app.tracing  # OpenTelemetry spans (rota.telemetry.tracing)
         self.metrics: WorkerMetrics | None = None  # set by run() when metrics_port is set
         # Outcomes on their way to the store, by (job id, token): the job and its metric.
-        self._reporting: dict[tuple[str, int], tuple[JobRecord, MetricOutcome]] = {}
+        self._reporting: dict[tuple[str, int], tuple[JobRecord, OutcomeLabel]] = {}
 
     # ---- store access off the event loop ----------------------------------------------
     async def _call(
@@ -423,16 +424,16 @@ class WorkerNode:
             try:
                 return await self._run_job(job, fields)
             except asyncio.CancelledError:
-                return ExecResult(kind="cancelled", error="cancelled")
+                return ExecResult(ExecKind.CANCELLED, error="cancelled")
             except Exception as exc:  # never let a job take the node down
                 log.exception("job %s: internal error", job.id, extra=fields)
-                return ExecResult(kind="error", error=f"internal error: {exc!r}")
+                return ExecResult(ExecKind.ERROR, error=f"internal error: {exc!r}")
 
     async def _run_job(self, job: JobRecord, fields: dict[str, Any]) -> ExecResult:
         task = self.app.tasks.get(job.task)
         if task is None:
             return ExecResult(
-                kind="error", error=f"task {job.task!r} is not registered on node {self.node_id}"
+                ExecKind.ERROR, error=f"task {job.task!r} is not registered on node {self.node_id}"
             )
         payload = job.payload
         try:
@@ -443,38 +444,32 @@ class WorkerNode:
                 args, kwargs = decode_arguments(payload)
                 return await run_async(task, args, kwargs, job.timeout)
         except CorruptPayload as exc:
-            return ExecResult(kind="error", error=f"corrupt payload: {exc}", fatal=True)
+            return ExecResult(ExecKind.ERROR, error=f"corrupt payload: {exc}", fatal=True)
         assert self._pool is not None
         if self._tracing:  # the task's own spans in the pool process nest under rota.run
             payload = tracing.with_current_context(payload)
         return await self._pool.run(job.id, job.task, payload, job.timeout, fields)
 
     def _record(self, job: JobRecord, res: ExecResult) -> None:
-        label: MetricOutcome
-        if res.kind == "ok":
-            outcome = Outcome(job.id, job.token, OutcomeKind.SUCCEEDED, result=res.result)
+        kind = res.outcome_kind()
+        if kind is OutcomeKind.SUCCEEDED:
+            outcome = Outcome(job.id, job.token, kind, result=res.result)
             self.stats["succeeded"] += 1
-            label = "succeeded"
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("job %s succeeded", job.id, extra=job_log_fields(job, self.node_id))
-        elif res.kind == "cancelled":
-            outcome = Outcome(
-                job.id, job.token, OutcomeKind.CANCELLED, error=res.error or "cancelled"
-            )
-            label = "cancelled"
+        elif kind is OutcomeKind.CANCELLED:
+            outcome = Outcome(job.id, job.token, kind, error=res.error or "cancelled")
             log.info("job %s cancelled", job.id, extra=job_log_fields(job, self.node_id))
         else:
             self.stats["failed"] += 1
-            kind = OutcomeKind.FATAL if res.fatal else OutcomeKind.FAILED
-            if res.kind == "retry" and res.retry_delay is not None:
+            if res.kind is ExecKind.RETRY and res.retry_delay is not None:
                 delay = res.retry_delay
             else:
                 delay = retry_delay(max(job.attempts, 1), job.backoff_base, job.backoff_max)
             outcome = Outcome(
                 job.id, job.token, kind, error=res.error, traceback=res.traceback, retry_delay=delay
             )
-            last = res.fatal or job.attempts >= job.max_attempts
-            label = "dead" if last else "retried" if res.kind == "retry" else "failed"
+            last = kind is OutcomeKind.FATAL or job.attempts >= job.max_attempts
             log.info(
                 "job %s attempt %d/%d failed (%s): %s; %s",
                 job.id,
@@ -485,6 +480,7 @@ class WorkerNode:
                 "no attempt left" if last else f"next attempt in {delay:.3g} s",
                 extra=job_log_fields(job, self.node_id),
             )
+        label = OutcomeLabel.of(res, attempts_left=job.attempts < job.max_attempts)
         self._reporting[(job.id, job.token)] = (job, label)
         self.outcomes.append(outcome)
         if self._flush_needed is not None:
@@ -615,7 +611,7 @@ class WorkerNode:
                     extra=job_log_fields(entry.job, self.node_id),
                 )
                 if self.metrics is not None:
-                    self.metrics.job_ended(entry.job.task, entry.job.queue, "released")
+                    self.metrics.job_ended(entry.job.task, entry.job.queue, OutcomeLabel.RELEASED)
                 await self._abandon(entry.job.id)
             handed = [(e.job.id, e.job.token) for e in left]
             node_id = self.node_id

@@ -1,5 +1,6 @@
-"""Tasks for the issue-5 acceptance tests: periodic jobs, workflows, cancellation, keyed
-concurrency and rate limits. Runs are recorded with ``basic.append_line``."""
+"""Tasks for the flow acceptance tests (test_flow.py): periodic jobs, workflows,
+cancellation, keyed concurrency and rate limits. Runs are recorded with
+``basic.append_line``."""
 
 from __future__ import annotations
 

@@ -1,145 +1,40 @@
-"""Run task code on a worker node.
+"""The process pool (parent side): sync tasks run in forked child processes, one job per
+child at a time, so that a job over its timeout (or cancelled) is stopped by killing the
+process that runs it.
 
-Sync tasks run in a :class:`ProcessPool` of forked child processes, one job per child at
-a time, so that a job over its timeout (or cancelled) is stopped by killing the process
-that runs it. ``async def`` tasks run on the node's own event loop through
-:func:`run_async`. Both paths produce an :class:`ExecResult`.
-
-Wire protocol between the pool and a child (a Unix socket pair): frames of a 4-byte
-big-endian length followed by a JSON array (orjson; no pickle). Parent to child: ``(job_id, task_name, payload,
-log_fields)`` (the job's structured log fields, which the child's log records carry while the
-job runs; see :func:`rota.telemetry.logs.job_context`);
-child to parent: the fields of an ``ExecResult`` plus a "retiring" flag (the child exits
-after this reply). The parent never blocks: it reads with ``loop.add_reader`` and notices a
-child's death through a pidfd (Linux) or the process sentinel.
-
-Signals in a child: SIGINT and SIGTERM do not interrupt a job (the parent runs shutdown);
-SIGTERM makes the child exit once its current job is done. SIGUSR1 raises
-:class:`JobCancelled` inside the running task (a graceful cancel, see
-:meth:`ProcessPool.cancel`).
+The parent never blocks: it talks to each child over a Unix socket pair
+(:mod:`rota.worker.frames`), reads with ``loop.add_reader`` and notices a child's death
+through a pidfd (Linux) or the process sentinel. The child's side is
+:mod:`rota.worker.child`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import inspect
 import logging
 import multiprocessing
 import multiprocessing.util
 import os
 import signal
 import socket
-import struct
 import sys
-import threading
-import traceback
 from collections import deque
 from collections.abc import Mapping, Sequence
-from types import FrameType, TracebackType
 from typing import Any
 
-import orjson
-
-from rota.app import Rota, Task
-from rota.core.errors import JobCancelled, Retry
+from rota.app import Rota
 from rota.core.outcomes import ExecKind, ExecResult
-from rota.core.payload import decode_arguments, dumps
-from rota.telemetry.logs import job_context
-from rota.telemetry.tracing import carries_trace, child_context
-from rota.worker.cancel import child_state as _state
+from rota.worker.child import child_main
+from rota.worker.frames import READ_SIZE, decode_reply, job_frame, split_frames
+from rota.worker.runner import timeout_result
 
-__all__ = [
-    "ExecKind",
-    "ExecResult",
-    "ProcessPool",
-    "describe_exception",
-    "encode_result",
-    "prepare",
-    "run_async",
-]
+__all__ = ["ProcessPool"]
 
-log = logging.getLogger("rota.worker.executor")
+log = logging.getLogger("rota.worker.pool")
 
 
-_HEADER = struct.Struct("!I")
-_MAX_ERROR = 1000  # characters kept of a one-line error
-_READ_SIZE = 256 * 1024
-
-
-# ---- helpers shared by both paths ------------------------------------------------------
-def _encode_frame(fields: list[Any]) -> bytes:
-    """One message body as JSON. What JSON cannot carry (a payload a damaged row returned as
-    bytes, lone surrogates in an exception message) is escaped into text rather than lost:
-    the child then reports such a payload as corrupt."""
-    try:
-        return orjson.dumps(fields)
-    except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return orjson.dumps([_as_text(f) for f in fields])
-
-
-def _as_text(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode()
-    return value
-
-
-def _one_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    line = lines[0].strip() if lines else ""
-    if len(lines) > 1:
-        line += " ..."
-    if len(line) > _MAX_ERROR:
-        line = line[: _MAX_ERROR - 3] + "..."
-    return line
-
-
-def describe_exception(exc: BaseException) -> str:
-    """One line: ``"ValueError: bad width"`` (module-qualified unless a builtin)."""
-    cls = type(exc)
-    name = cls.__qualname__
-    if cls.__module__ not in ("builtins", "__main__"):
-        name = f"{cls.__module__}.{name}"
-    try:
-        message = _one_line(str(exc))
-    except Exception:  # a broken __str__ must not break error reporting
-        message = "<exception str() failed>"
-    return f"{name}: {message}" if message else name
-
-
-def _format_traceback(exc: BaseException) -> str:
-    """The traceback without the executor's own calling frame."""
-    tb: TracebackType | None = exc.__traceback__
-    if tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    try:
-        return "".join(traceback.format_exception(type(exc), exc, tb))
-    except Exception:  # pragma: no cover - defensive
-        return describe_exception(exc) + "\n"
-
-
-def _error_result(exc: BaseException) -> ExecResult:
-    return ExecResult("error", error=describe_exception(exc), traceback=_format_traceback(exc))
-
-
-def _retry_result(exc: Retry) -> ExecResult:
-    delay = None if exc.delay is None else float(exc.delay)
-    return ExecResult(
-        "retry",
-        error=f"Retry: {_one_line(str(exc.reason))}",
-        traceback=_format_traceback(exc),
-        retry_delay=delay,
-    )
-
-
-def _timed_out(timeout: float | None) -> ExecResult:
-    return ExecResult("timeout", error=f"timed out after {float(timeout or 0.0)} s")
-
-
-def _died(code: int | None) -> str:
+def _describe_death(code: int | None) -> str:
     if code is None:
         return "worker process died (exit code unknown)"
     if code < 0:
@@ -151,222 +46,6 @@ def _died(code: int | None) -> str:
     return f"worker process died (exit code {code})"
 
 
-def encode_result(value: Any) -> ExecResult:
-    """A task's return value as an ``ok`` result, or an ``error`` if it is not JSON."""
-    try:
-        text = dumps(value, "return value")
-    except Exception as exc:  # InvalidPayload, with the reason
-        return ExecResult("error", error=_one_line(str(exc)))
-    return ExecResult("ok", result=text)
-
-
-def prepare(
-    app: Rota, task_name: str, payload: str
-) -> tuple[Task[Any, Any], list[Any], dict[str, Any]] | ExecResult:
-    """Look the task up and decode its arguments: ``(task, args, kwargs)``, or a fatal
-    ``error`` result for an unknown task or a corrupt payload (dead-letter those)."""
-    try:
-        task = app.get_task(task_name)
-    except LookupError as exc:  # UnknownTask
-        return ExecResult("error", error=_one_line(str(exc)), fatal=True)
-    try:
-        args, kwargs = decode_arguments(payload)
-    except Exception as exc:  # CorruptPayload (anything else is corruption too)
-        return ExecResult("error", error=f"corrupt payload: {_one_line(str(exc))}", fatal=True)
-    return task, args, kwargs
-
-
-async def run_async(
-    task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], timeout: float | None
-) -> ExecResult:
-    """Await ``task.fn(*args, **kwargs)`` on the running loop, within ``timeout`` seconds.
-
-    Kinds: ``ok``, ``error``, ``retry``, ``timeout`` (the deadline passed), ``cancelled``
-    (the asyncio task running this was cancelled: the cancellation is absorbed and the
-    task's cancel count restored). ``KeyboardInterrupt`` propagates.
-    """
-    scope = None if timeout is None else asyncio.timeout(timeout)
-    try:
-        if scope is None:  # no deadline: no timer to arm and cancel for every job
-            value = task.fn(*args, **kwargs)
-            if inspect.isawaitable(value):
-                value = await value
-        else:
-            async with scope:
-                value = task.fn(*args, **kwargs)
-                if inspect.isawaitable(value):
-                    value = await value
-    except TimeoutError as exc:
-        if scope is not None and scope.expired():
-            return _timed_out(timeout)
-        return _error_result(exc)
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None:
-            current.uncancel()
-        return ExecResult("cancelled", error="cancelled")
-    except Retry as exc:
-        return _retry_result(exc)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # SystemExit and friends are the task's errors
-        return _error_result(exc)
-    return encode_result(value)
-
-
-# ---- the child process -----------------------------------------------------------------
-_inherited: list[Any] = []  # objects the child must keep alive but never use
-
-
-def _flush_std() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            pass
-
-
-def _child_exit(code: int) -> None:
-    _flush_std()
-    os._exit(code)
-
-
-def _on_sigusr1(signum: int, frame: FrameType | None) -> None:
-    if _state.running:
-        _state.cancelled = True
-        _state.running = False  # raise once: let the task clean up in peace
-        raise JobCancelled("job cancelled")
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    _state.exit_requested = True
-    if _state.idle:
-        _child_exit(0)
-
-
-def _ignore_signal(signum: int, frame: FrameType | None) -> None:
-    """SIGINT: the parent handles shutdown. A Python no-op handler rather than SIG_IGN, so
-    that programs the task starts do not inherit an ignored SIGINT."""
-
-
-def _set_parent_death_signal() -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:  # best effort: the socket closing still stops an idle child
-        pass
-
-
-def _setup_child(app: Rota, inherited_fds: list[int], parent_pid: int) -> None:
-    # Other children's sockets (and our own parent end): holding them would hide the
-    # parent's death from those children.
-    for fd in inherited_fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    # Signals: drop handlers inherited from the parent (asyncio's included).
-    with contextlib.suppress(ValueError, OSError):
-        signal.set_wakeup_fd(-1)
-    for sig in signal.valid_signals():
-        try:
-            handler = signal.getsignal(sig)
-            if callable(handler):
-                signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            continue
-    signal.signal(signal.SIGINT, _ignore_signal)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    signal.signal(signal.SIGUSR1, _on_sigusr1)
-    _set_parent_death_signal()
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(0)
-    # The parent's event loop is not ours: let tasks use asyncio.run().
-    asyncio.events._set_running_loop(None)
-    with contextlib.suppress(Exception):
-        asyncio.set_event_loop(None)
-    # The parent's store connections are not ours either: a task that submits jobs opens
-    # its own. Keep the old ones referenced so no finalizer ever runs on them here.
-    _inherited.append(app._local)
-    app._local = threading.local()
-
-
-def _call_in_child(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> ExecResult:
-    try:
-        try:
-            _state.running, _state.cancelled = True, False
-            value = task.fn(*args, **kwargs)
-            if inspect.iscoroutine(value):
-                value = asyncio.run(value)
-        finally:
-            _state.running = False
-    except JobCancelled:
-        return ExecResult("cancelled", error="cancelled")
-    except Retry as exc:
-        return _retry_result(exc)
-    except BaseException as exc:  # SystemExit, KeyboardInterrupt: reported, not obeyed
-        return _error_result(exc)
-    return encode_result(value)
-
-
-def _execute(app: Rota, task_name: str, payload: str) -> ExecResult:
-    prepared = prepare(app, task_name, payload)
-    if isinstance(prepared, ExecResult):
-        return prepared
-    task, args, kwargs = prepared
-    if not carries_trace(payload):
-        return _call_in_child(task, args, kwargs)
-    with child_context(payload):  # a traced job: its trace context is current
-        return _call_in_child(task, args, kwargs)
-
-
-def _child_main(app: Rota, sock: socket.socket, inherited_fds: list[int], parent_pid: int) -> None:
-    _setup_child(app, inherited_fds, parent_pid)
-    sock.setblocking(True)
-    rfile = sock.makefile("rb", buffering=_READ_SIZE)
-    header_size = _HEADER.size
-    while True:
-        _state.idle = True
-        if _state.exit_requested:
-            _child_exit(0)
-        try:
-            header = rfile.read(header_size)
-            if len(header) < header_size:
-                _child_exit(0)  # the parent closed the socket (or died)
-            (size,) = _HEADER.unpack(header)
-            body = rfile.read(size)
-            if len(body) < size:
-                _child_exit(0)
-        except OSError:
-            _child_exit(0)
-        _state.idle = False
-        try:
-            _job_id, task_name, payload, *rest = orjson.loads(body)
-            fields = rest[0] if rest and isinstance(rest[0], dict) else None
-            with job_context(fields):
-                result = _execute(app, task_name, payload)
-        except BaseException as exc:  # never die silently
-            result = _error_result(exc)
-        reply = _encode_frame(
-            [
-                result.kind,
-                result.result,
-                result.error,
-                result.traceback,
-                result.retry_delay,
-                result.fatal,
-                _state.exit_requested,
-            ]
-        )
-        _flush_std()
-        try:
-            sock.sendall(_HEADER.pack(len(reply)) + reply)
-        except OSError:
-            _child_exit(0)
-
-
-# ---- the pool (parent side) --------------------------------------------------------------
 class _Job:
     __slots__ = (
         "cancel_requested",
@@ -564,7 +243,7 @@ class ProcessPool:
         if child is None:
             with contextlib.suppress(ValueError):
                 self._waiting.remove(job)
-            self._resolve(job, ExecResult("cancelled", error="cancelled before it started"))
+            self._resolve(job, ExecResult(ExecKind.CANCELLED, error="cancelled before it started"))
             return
         if grace > 0:
             with contextlib.suppress(OSError):
@@ -572,7 +251,9 @@ class ProcessPool:
             await asyncio.wait([job.fut], timeout=grace)
             if job.fut.done() or job.child is not child:
                 return
-        self._resolve(job, ExecResult("cancelled", error="cancelled (worker process killed)"))
+        self._resolve(
+            job, ExecResult(ExecKind.CANCELLED, error="cancelled (worker process killed)")
+        )
         self._kill(child)
 
     async def close(self, grace: float = 5.0) -> None:
@@ -592,7 +273,7 @@ class ProcessPool:
         while self._waiting:
             job = self._waiting.popleft()
             self._resolve(
-                job, ExecResult("crashed", error="worker shut down before the job started")
+                job, ExecResult(ExecKind.CRASHED, error="worker shut down before the job started")
             )
         running = [child.job.fut for child in self._children if child.job is not None]
         if running and grace > 0:
@@ -602,7 +283,8 @@ class ProcessPool:
                 self._resolve(
                     child.job,
                     ExecResult(
-                        "crashed", error=f"worker shut down: job killed after {grace} s grace"
+                        ExecKind.CRASHED,
+                        error=f"worker shut down: job killed after {grace} s grace",
                     ),
                 )
             self._kill(child)
@@ -637,8 +319,7 @@ class ProcessPool:
         assert self._loop is not None
         child.job = job
         job.child = child
-        body = _encode_frame([job.id, job.task_name, job.payload, job.log_fields])
-        data = _HEADER.pack(len(body)) + body
+        data = job_frame(job.id, job.task_name, job.payload, job.log_fields)
         try:
             sent = child.sock.send(data)
         except (BlockingIOError, InterruptedError):
@@ -692,7 +373,7 @@ class ProcessPool:
         child = job.child
         if child is None or job.fut.done():
             return
-        self._resolve(job, _timed_out(job.timeout))
+        self._resolve(job, timeout_result(job.timeout))
         self._kill(child)
 
     def _abandon(self, job: _Job) -> None:
@@ -702,12 +383,12 @@ class ProcessPool:
             with contextlib.suppress(ValueError):
                 self._waiting.remove(job)
             return
-        self._resolve(job, ExecResult("cancelled", error="cancelled"))
+        self._resolve(job, ExecResult(ExecKind.CANCELLED, error="cancelled"))
         self._kill(child)
 
     def _on_readable(self, child: _Child) -> None:
         try:
-            data = child.sock.recv(_READ_SIZE)
+            data = child.sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -718,35 +399,19 @@ class ProcessPool:
         self._feed(child, data)
 
     def _feed(self, child: _Child, data: bytes) -> None:
-        header_size = _HEADER.size
-        buf = child.buf
-        if not buf and len(data) >= header_size:  # fast path: exactly one whole frame
-            (size,) = _HEADER.unpack_from(data)
-            if len(data) == header_size + size:
-                self._on_reply(child, orjson.loads(memoryview(data)[header_size:]))
-                return
-        buf += data
-        while len(buf) >= header_size:
-            (size,) = _HEADER.unpack_from(buf)
-            end = header_size + size
-            if len(buf) < end:
-                break
-            message = orjson.loads(bytes(buf[header_size:end]))
-            del buf[:end]
+        for message in split_frames(child.buf, data):
             self._on_reply(child, message)
 
     def _on_reply(self, child: _Child, message: list[Any]) -> None:
         if child.killed:
             return
-        *fields, retiring = message
+        result, retiring = decode_reply(message)
         if retiring:
             child.retiring = True
         job = child.job
         if job is not None:
             if job.cancel_requested:
-                result = ExecResult("cancelled", error="cancelled")
-            else:
-                result = ExecResult(*fields)
+                result = ExecResult(ExecKind.CANCELLED, error="cancelled")
             self._resolve(job, result)
         if not child.retiring and child.job is None:
             self._release(child)
@@ -785,7 +450,7 @@ class ProcessPool:
     def _drain(self, child: _Child) -> None:
         while child.reading and not child.killed:
             try:
-                data = child.sock.recv(_READ_SIZE)
+                data = child.sock.recv(READ_SIZE)
             except OSError:
                 return
             if not data:
@@ -818,12 +483,12 @@ class ProcessPool:
         job = child.job
         if job is not None:
             if job.cancel_requested:
-                self._resolve(job, ExecResult("cancelled", error="cancelled"))
+                self._resolve(job, ExecResult(ExecKind.CANCELLED, error="cancelled"))
             else:
-                self._resolve(job, ExecResult("crashed", error=_died(code)))
+                self._resolve(job, ExecResult(ExecKind.CRASHED, error=_describe_death(code)))
         if code not in (0, None) and not child.killed:
             log.warning(
-                "rota executor: child process %d died (exit code %s)%s",
+                "rota process pool: child process %d died (exit code %s)%s",
                 child.pid,
                 code,
                 "" if job is None else " running a job",
@@ -847,9 +512,9 @@ class ProcessPool:
         self._spawned += 1
         try:
             proc = self._ctx.Process(
-                target=_child_main,
+                target=child_main,
                 args=(self.app, child_sock, inherited, os.getpid()),
-                name=f"rota-executor-{self._spawned}",
+                name=f"rota-pool-{self._spawned}",
                 daemon=False,  # tasks may use multiprocessing themselves
             )
             proc.start()
@@ -877,7 +542,7 @@ class ProcessPool:
             try:
                 child = self._spawn()
             except Exception as exc:
-                log.error("rota executor: cannot start a child process: %s", exc)
+                log.error("rota process pool: cannot start a child process: %s", exc)
                 assert self._loop is not None
                 self._respawn_timer = self._loop.call_later(self._respawn_delay, self._respawn)
                 self._respawn_delay = min(self._respawn_delay * 2, 5.0)

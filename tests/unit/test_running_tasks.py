@@ -1,4 +1,5 @@
-"""The executor: sync tasks in a pool of forked child processes, async tasks on the loop."""
+"""Running tasks: sync tasks in a pool of forked child processes (rota.worker.pool), async
+tasks on the loop (rota.worker.runner)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from rota import Retry, Rota
+from rota import JobCancelled, Retry, Rota
+from rota.core.outcomes import ExecKind, ExecResult
 from rota.core.payload import encode_arguments
-from rota.worker.executor import (
-    ExecResult,
-    JobCancelled,
-    ProcessPool,
-    encode_result,
-    prepare,
-    run_async,
-)
+from rota.worker.pool import ProcessPool
+from rota.worker.runner import encode_result, prepare, run_async
 
 T = TypeVar("T")
 
@@ -64,6 +60,13 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
+@app.task(name="mark_then_sleep")
+def mark_then_sleep(path: str, seconds: float) -> float:
+    Path(path).write_text("running")
+    time.sleep(seconds)
+    return seconds
+
+
 @app.task(name="exit_hard")
 def exit_hard(code: int) -> None:
     os._exit(code)
@@ -97,6 +100,7 @@ def echo(value: Any) -> Any:
 
 @app.task(name="cleanup_on_cancel")
 def cleanup_on_cancel(path: str) -> None:
+    Path(path).write_text("running")
     try:
         time.sleep(30)
     except JobCancelled:
@@ -179,11 +183,20 @@ async def wait_for_pid(pool: ProcessPool, job_id: str) -> int:
     raise AssertionError(f"job {job_id} never started")
 
 
+async def wait_for_file(path: Path) -> None:
+    """Until a task wrote ``path``: its child is set up (signal handlers included)."""
+    for _ in range(2000):
+        if path.exists():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{path} was never written")
+
+
 # ---- results ---------------------------------------------------------------------------
 def test_ok_result_is_json_text() -> None:
     async def body(pool: ProcessPool) -> None:
         res = await pool.run("j1", "add", payload(2, b=3), None)
-        assert res == ExecResult("ok", result="5")
+        assert res == ExecResult(ExecKind.OK, result="5")
         res = await pool.run("j2", "noop", payload(), 5.0)
         assert res.kind == "ok" and res.result == "null"
 
@@ -198,7 +211,7 @@ def test_exception_gives_one_line_error_and_traceback() -> None:
         assert res.traceback is not None
         assert "Traceback" in res.traceback and "in fail" in res.traceback
         assert "raise ValueError(message)" in res.traceback
-        assert "_call_in_child" not in res.traceback  # the executor's own frame is left out
+        assert "_call_task" not in res.traceback  # the runner's own frame is left out
         # the child survives an exception and goes on
         assert (await pool.run("j2", "add", payload(1), None)).result == "1"
 
@@ -254,7 +267,7 @@ def test_corrupt_payload_and_unknown_task_are_fatal() -> None:
 def test_async_task_sent_to_the_pool_runs_in_the_child() -> None:
     async def body(pool: ProcessPool) -> None:
         res = await pool.run("j", "async_in_child", payload(21), None)
-        assert res == ExecResult("ok", result="42")
+        assert res == ExecResult(ExecKind.OK, result="42")
 
     with_pool(1, body)
 
@@ -333,10 +346,13 @@ def test_idle_child_killed_from_outside_is_replaced() -> None:
     with_pool(1, body)
 
 
-def test_sigterm_lets_a_child_finish_its_job_then_it_is_replaced() -> None:
+def test_sigterm_lets_a_child_finish_its_job_then_it_is_replaced(tmp_path: Path) -> None:
+    marker = tmp_path / "running"
+
     async def body(pool: ProcessPool) -> None:
-        job = asyncio.create_task(pool.run("j", "sleep", payload(0.3), None))
+        job = asyncio.create_task(pool.run("j", "mark_then_sleep", payload(str(marker), 0.3), None))
         child = await wait_for_pid(pool, "j")
+        await wait_for_file(marker)  # a signal before the child's set-up would kill it
         os.kill(child, signal.SIGTERM)
         assert (await job).kind == "ok"
         res = await pool.run("j2", "pid", payload(), None)
@@ -363,10 +379,14 @@ def test_no_descriptors_leak() -> None:
     assert open_fds() == before
 
 
-def test_sigint_does_not_stop_a_child() -> None:
+def test_sigint_does_not_stop_a_child(tmp_path: Path) -> None:
+    marker = tmp_path / "running"
+
     async def body(pool: ProcessPool) -> None:
-        job = asyncio.create_task(pool.run("j", "sleep", payload(0.3), None))
-        os.kill(await wait_for_pid(pool, "j"), signal.SIGINT)
+        job = asyncio.create_task(pool.run("j", "mark_then_sleep", payload(str(marker), 0.3), None))
+        child = await wait_for_pid(pool, "j")
+        await wait_for_file(marker)
+        os.kill(child, signal.SIGINT)
         assert (await job).kind == "ok"
 
     with_pool(1, body)
@@ -393,7 +413,7 @@ def test_cancel_with_grace_lets_the_task_clean_up(tmp_path: Path) -> None:
     async def body(pool: ProcessPool) -> None:
         job = asyncio.create_task(pool.run("j", "cleanup_on_cancel", payload(str(marker)), None))
         child = await wait_for_pid(pool, "j")
-        await asyncio.sleep(0.05)  # let it enter the sleep
+        await wait_for_file(marker)  # in the task: SIGUSR1 raises JobCancelled there
         await pool.cancel("j", grace=5.0)
         assert (await job).kind == "cancelled"
         assert marker.read_text() == "cleaned up"
@@ -503,7 +523,7 @@ def test_children_die_with_their_parent(tmp_path: Path) -> None:
         """
         import asyncio, os, sys, time
         from rota import Rota
-        from rota.worker.executor import ProcessPool
+        from rota.worker.pool import ProcessPool
 
         app = Rota("sqlite:///:memory:")
 
@@ -550,7 +570,7 @@ def test_throughput_of_no_op_jobs() -> None:
 
 # ---- helpers shared with the async path --------------------------------------------------
 def test_encode_result_and_prepare() -> None:
-    assert encode_result([1, "a", None]) == ExecResult("ok", result='[1,"a",null]')
+    assert encode_result([1, "a", None]) == ExecResult(ExecKind.OK, result='[1,"a",null]')
     bad = encode_result(float("nan"))
     assert bad.kind == "error" and not bad.fatal
     prepared = prepare(app, "add", payload(1, b=2))
@@ -562,7 +582,7 @@ def test_encode_result_and_prepare() -> None:
 
 def test_run_async_kinds() -> None:
     async def main() -> None:
-        assert await run_async(async_add, [1, 2], {}, None) == ExecResult("ok", result="3")
+        assert await run_async(async_add, [1, 2], {}, None) == ExecResult(ExecKind.OK, result="3")
         res = await run_async(async_fail, [], {}, 5.0)
         assert res.kind == "error" and res.error == "RuntimeError: boom"
         assert res.traceback is not None and "async_fail" in res.traceback
