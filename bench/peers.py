@@ -666,7 +666,7 @@ class RotaBench:
         entries = self.r.slowlog_get(1_000_000)
         for k, v in ctx["old"].items():
             self.r.config_set(k, v)
-        from rota.store.redis.store import LIBRARY
+        from rota.store.redis.library import LIBRARY
 
         per: Counter[str] = Counter()
         calls: Counter[str] = Counter()

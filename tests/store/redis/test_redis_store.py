@@ -46,7 +46,8 @@ pytest.importorskip("redis")
 
 import redis
 
-from rota.store.redis.store import RedisStore, parse_url
+from rota.store.redis.connection import parse_url
+from rota.store.redis.store import RedisStore
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "rota" / "store" / "redis"
 TTL = 30.0
@@ -187,7 +188,7 @@ def test_two_prefixes_do_not_see_each_other(
 
 def test_every_key_is_documented_in_the_script_header(store: RedisStore, raw: redis.Redis) -> None:
     full_flow(store)
-    header = (SRC / "scripts.lua").read_text().split("-- name: lib")[0]
+    header = (SRC / "lua" / "lib.lua").read_text().split("]]")[0]
     families = set(re.findall(r'B\.\."([a-z:]+)"', header))
     assert {"job:", "jobs", "pending", "nodes:alive", "wake:sched"} <= families
     base = f"{store.prefix}:{{{store.prefix}}}:"
@@ -199,7 +200,7 @@ def test_every_key_is_documented_in_the_script_header(store: RedisStore, raw: re
 
 
 def test_no_keys_command_anywhere(store: RedisStore, raw: redis.Redis) -> None:
-    for path in (SRC / "store.py", SRC / "scripts.lua"):
+    for path in [*SRC.glob("*.py"), *SRC.glob("lua/*.lua")]:
         text = path.read_text()
         assert not re.search(r"""['"]KEYS['"]""", text), path
         assert not re.search(r"\.keys\(|scan_iter|['\"]SCAN['\"]", text), path
@@ -1112,15 +1113,15 @@ def test_a_replayed_unique_submit_returns_the_same_ids(store: RedisStore) -> Non
     store.submit([held])
     import orjson
 
-    from rota.store.redis.store import _submit_args
+    from rota.store.redis.codec import submit_args
 
     fresh = job(unique_key="other")
-    call = store._fcall_command("submit", _submit_args([job(unique_key="k"), fresh]), rid="r1")
+    call = store._fcall_command("submit", submit_args([job(unique_key="k"), fresh]), rid="r1")
     first = store._fcall(call)
     again = store._fcall(call)
     assert first == again == [held.id, fresh.id]
-    assert orjson.loads(_submit_args([job()])[0])[0][7:] == []  # plain: no extra fields
-    assert _submit_args([job()])[1] == ""  # and no specials
+    assert orjson.loads(submit_args([job()])[0])[0][7:] == []  # plain: no extra fields
+    assert submit_args([job()])[1] == ""  # and no specials
 
 
 def test_a_child_of_a_deduplicated_parent_depends_on_the_holder(store: RedisStore) -> None:
