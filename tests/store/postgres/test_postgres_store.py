@@ -131,7 +131,7 @@ def catalog(conn: Any, schema: str) -> dict[str, Any]:
 
 
 def test_migrations_give_exactly_the_schema_file(store: Any) -> None:
-    from rota.store.postgres.store import SCHEMA_FILE, migrations
+    from rota.store.postgres.queries import SCHEMA_FILE, migrations
 
     assert store.migrate() == [name for _, name, _ in migrations()]
     assert store.migrate() == []  # nothing left to apply
@@ -204,7 +204,7 @@ def test_auto_migrate_off_leaves_the_database_alone(url: str) -> None:
 
 
 def test_migrate_applies_only_what_is_pending(url: str) -> None:
-    from rota.store.postgres.store import migrations
+    from rota.store.postgres.queries import migrations
 
     store = open_store(url + "&auto_migrate=0")
     try:
@@ -225,7 +225,7 @@ def test_migrate_applies_only_what_is_pending(url: str) -> None:
 
 def test_url_parameters() -> None:
     from rota.core.errors import InvalidOption
-    from rota.store.postgres.store import parse_url
+    from rota.store.postgres.connection import parse_url
 
     conninfo, schema, auto = parse_url(
         "postgresql://u:p@h:5432/db?sslmode=disable&schema=s1&auto_migrate=0"
@@ -244,16 +244,17 @@ SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|LISTEN|NOTIFY|CREATE|DRO
 
 
 def test_sql_is_never_formatted_with_values() -> None:
-    import rota.store.postgres.store as module
-    from rota.store.postgres.store import MIGRATIONS_DIR, QUERIES, QUERIES_FILE, SCHEMA_FILE
+    from rota.store.postgres.queries import MIGRATIONS_DIR, QUERIES, QUERIES_FILES, SCHEMA_FILE
 
-    for path in [QUERIES_FILE, SCHEMA_FILE, *MIGRATIONS_DIR.glob("*.sql")]:
+    assert len(QUERIES_FILES) > 1
+    for path in [*QUERIES_FILES, SCHEMA_FILE, *MIGRATIONS_DIR.glob("*.sql")]:
         assert "%" not in path.read_text(), f"{path.name}: parameters are :name, never %"
     for name, text in QUERIES.items():
         stripped = re.sub(r"%\([a-z_]+\)b", "", text)
         assert "%" not in stripped and "{" not in stripped.replace("'{}'", ""), name
-    tree = ast.parse(Path(module.__file__).read_text())
-    for node in ast.walk(tree):
+    package = Path(SCHEMA_FILE).parent
+    trees = [ast.parse(path.read_text()) for path in sorted(package.glob("*.py"))]
+    for node in (node for tree in trees for node in ast.walk(tree)):
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
             pytest.fail(f"%-formatting at line {node.lineno}")
         if isinstance(node, ast.JoinedStr):
@@ -269,10 +270,10 @@ def test_sql_is_never_formatted_with_values() -> None:
 
 
 def test_named_query_loader() -> None:
-    from rota.store.postgres.store import load_queries
+    from rota.store.postgres.queries import psycopg_queries
 
     text = "-- name: a\n-- doc: x\nSELECT :x::int, 'a'::text, :y\n\n-- name: b\nSELECT 1\n"
-    assert load_queries(text) == {"a": "SELECT %(x)b::int, 'a'::text, %(y)b", "b": "SELECT 1"}
+    assert psycopg_queries(text) == {"a": "SELECT %(x)b::int, 'a'::text, %(y)b", "b": "SELECT 1"}
 
 
 # ---- the pending index --------------------------------------------------------------
@@ -300,7 +301,7 @@ def test_pending_query_uses_the_partial_index(store: Any, admin: Any) -> None:
     (A page larger than the whole pending set may instead be planned as a Bitmap Index Scan
     of the same partial index plus a sort of the pending rows: still never a Seq Scan.)
     """
-    from rota.store.postgres.store import query
+    from rota.store.postgres.queries import query
 
     t0 = time.perf_counter()
     admin.execute(
@@ -620,10 +621,10 @@ def test_channels_nobody_waits_on_are_dropped(
     """A LISTENing connection nobody reads holds back PostgreSQL's global notification
     queue: a standby scheduler (no more waits, still calling the store) and a producer
     done waiting for results must not stay subscribed."""
-    from rota.store.postgres import store as postgres
+    from rota.store.postgres import listen
 
-    monkeypatch.setattr(postgres, "_LISTEN_IDLE", 1.5)
-    monkeypatch.setattr(postgres, "_TEND_EVERY", 0.0)
+    monkeypatch.setattr(listen, "LISTEN_IDLE", 1.5)
+    monkeypatch.setattr(listen, "TEND_EVERY", 0.0)
     store.wait_for_pending(0)
     store.wait_for_assignments("n1", 0)
     assert listening_channels(store) == {store.pending_channel, store.node_channel("n1")}
@@ -754,7 +755,7 @@ def test_prune_deletes_only_final_jobs_and_gone_nodes_past_retention(
 def test_prune_works_in_batches(store: Any, admin: Any) -> None:
     from rota.store.postgres import store as postgres
 
-    n = postgres._PRUNE_BATCH * 2 + 7
+    n = postgres.PRUNE_BATCH * 2 + 7
     admin.execute(
         "INSERT INTO jobs (id, task, queue, payload, state, created_at, finished_at) "
         "SELECT 'old-' || g, 't', 'default', '{}', 'dead', 0, 0 FROM generate_series(1, %s) g",
@@ -862,7 +863,7 @@ def _finish(store: Any, job_id: str, kind: OutcomeKind = OutcomeKind.SUCCEEDED) 
 def test_a_store_of_the_previous_version_is_upgraded(url: str) -> None:
     """A schema made by 0001+0002 (the release before workflows), with jobs in it, is
     migrated in place: old rows read back with the new fields' defaults and can be parents."""
-    from rota.store.postgres.store import QUERIES, migrations
+    from rota.store.postgres.queries import QUERIES, migrations
 
     old = [m for m in migrations() if m[0] <= 2]
     store = open_store(url + "&auto_migrate=0")
@@ -901,7 +902,7 @@ def test_a_store_of_the_previous_version_is_upgraded(url: str) -> None:
 def test_children_are_found_through_the_partial_gin_index(store: Any, admin: Any) -> None:
     """resolve_dependencies never reads the waiting jobs unrelated to the parents that
     finished: the candidates come from a Bitmap Index Scan on jobs_children_idx."""
-    from rota.store.postgres.store import query
+    from rota.store.postgres.queries import query
 
     admin.execute(
         "INSERT INTO jobs (id, task, queue, payload, state, created_at, has_children) "
