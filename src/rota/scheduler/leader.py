@@ -97,11 +97,8 @@ class Scheduler:
                 log.warning("store error, retrying in %.1f s: %s", backoff, exc)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
-            except Exception as exc:  # a bad row or a store outage must not kill the loop
-                if _is_connection_error(exc):
-                    log.warning("store unreachable, retrying in %.1f s: %s", backoff, exc)
-                else:
-                    log.exception("scheduler cycle failed, retrying in %.1f s", backoff)
+            except Exception:  # a bad row must not kill the loop (stores raise StoreError)
+                log.exception("scheduler cycle failed, retrying in %.1f s", backoff)
                 if store is not None:
                     with contextlib.suppress(Exception):
                         store.close()
@@ -372,8 +369,3 @@ class Scheduler:
             ],
             "schedules": self.periodic.summary(),
         }
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    name = type(exc).__name__
-    return "Connection" in name or "Operational" in name or isinstance(exc, OSError)
