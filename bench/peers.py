@@ -721,9 +721,9 @@ MARKERS = [
     "EpollSelector.select",
     # store calls (worker's I/O and wait threads, scheduler)
     "RedisStore.start_jobs",
-    "_AsyncClaims.complete_and_start",
-    "_AsyncClaims.wait_and_start",
-    "_AsyncClaims._request",
+    "RedisAsyncClaims.complete_and_start",
+    "RedisAsyncClaims.wait_and_start",
+    "RedisAsyncClaims._request",
     "job_from_hash",
     "RedisStore.complete",
     "RedisStore.heartbeat",

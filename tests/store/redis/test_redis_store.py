@@ -473,7 +473,7 @@ def test_the_scheduler_never_reads_job_hashes_to_place(store: RedisStore, raw: r
     store.submit(jobs)
     for j in jobs:
         raw.hdel(store.key("job", j.id), "resources", "labels", "concurrency_key", "queue")
-    _, _, page, _ = store.placement_snapshot(lease, 100, 100, 100, True)
+    page = store.placement_snapshot(lease, 100, 100, 100, True).pending
     assert len(page) == 50 and page[0].resources == {"cpu": 1.0} and page[0].labels == {"z": "eu"}
     assert page[0].concurrency_key == "k" and page[0].queue == "default"
     assert store.assign(lease, [Assignment(p.id, spec.id) for p in page]) == 50
@@ -685,7 +685,7 @@ def test_a_woken_scheduler_gets_its_snapshot_with_the_wake_up(
 
     elapsed = _latency(wait, lambda: producer.submit([j]))
     assert elapsed < 0.5
-    _, nodes, page, _ = got[0]
+    nodes, page = got[0].nodes, got[0].pending
     assert [p.id for p in page] == [j.id] and [n.id for n in nodes] == [spec.id]
     assert store.assign(lease, [Assignment(j.id, spec.id)]) == 1
     # idle: the snapshot is taken when the wait times out; a stale lease gets none

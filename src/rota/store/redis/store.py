@@ -37,6 +37,7 @@ from rota.core.model import (
     NodeState,
     Outcome,
     PendingJob,
+    PlacementSnapshot,
     ReapReport,
     ScheduleRecord,
 )
@@ -333,16 +334,18 @@ class RedisStore(RedisConnection, Store):
 
     def placement_snapshot(
         self, lease: Lease, promote_limit: int, page: int, min_page: int, census: bool
-    ) -> tuple[int, list[NodeRecord], list[PendingJob], int]:
-        """:meth:`Store.placement_snapshot` in one script (one round trip)."""
+    ) -> PlacementSnapshot:
+        """:meth:`FastPaths.placement_snapshot` in one script (one round trip)."""
         args = [*self._lease_args(lease), promote_limit, page, min_page, 1 if census else 0]
         return self._snapshot(self._run("placement_snapshot", args))
 
-    def _snapshot(self, reply: Any) -> tuple[int, list[NodeRecord], list[PendingJob], int]:
+    def _snapshot(self, reply: Any) -> PlacementSnapshot:
         promoted, nodes, members, size = reply
         self._members = {}  # a new cycle: forget the members read by the last one
         pending = pending_from_members(members, self._members)
-        return int(promoted), node_records(nodes, [NodeState.LIVE]), pending, int(size)
+        return PlacementSnapshot(
+            int(promoted), node_records(nodes, [NodeState.LIVE]), pending, int(size)
+        )
 
     def wait_for_pending_snapshot(
         self,
@@ -352,14 +355,15 @@ class RedisStore(RedisConnection, Store):
         page: int,
         min_page: int,
         reserve: Mapping[str, Sequence[str]] | None = None,
-    ) -> tuple[int, list[NodeRecord], list[PendingJob], int] | None:
+    ) -> PlacementSnapshot | None:
         """``reserve_slots``, the ``BLPOP`` on ``wake:sched`` and ``placement_snapshot``
         pipelined: Redis takes the snapshot the moment the wait ends, woken or not (one
         round trip from a submit to the scheduler's placement, not two)."""
         if timeout <= 0 or timeout > WAIT_CHUNK:
-            return super().wait_for_pending_snapshot(
-                timeout, lease, promote_limit, page, min_page, reserve
-            )
+            if reserve:
+                self.reserve_slots(lease, reserve)
+            self.wait_for_pending(timeout)
+            return None
         commands: list[tuple[Any, ...]] = []
         lease_args = self._lease_args(lease)
         if reserve:  # a lost lease or a missing library only costs this reservation

@@ -27,6 +27,7 @@ from rota.core.model import (
 )
 from rota.core.states import FAILED_STATES, FINAL_STATES, JobState, after_parents
 from rota.store.contract import Store
+from rota.store.fast_paths import PlainFastPaths
 from rota.store.sqlite.codec import (
     job_from_row,
     job_insert_params,
@@ -42,7 +43,7 @@ SPEC_CACHE = 16384  # decoded node specs kept for list_nodes
 
 
 @raises_store_errors
-class SQLiteStore(SQLiteConnection, Store):
+class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
     """Store in one SQLite file (``sqlite:///path``)."""
 
     # ---- producers and operators ---------------------------------------------------
