@@ -847,7 +847,7 @@ def test_overlapping_batches_in_opposite_orders_do_not_deadlock(url: str, store:
     assert store.count_jobs() == {("default", JobState.SUCCEEDED): 300}
 
 
-# ---- workflows, unique keys, schedules (issue 5) --------------------------------------
+# ---- workflows, unique keys, schedules ----------------------------------------------
 
 
 def _finish(store: Any, job_id: str, kind: OutcomeKind = OutcomeKind.SUCCEEDED) -> None:

@@ -1020,7 +1020,7 @@ def test_unreachable_redis_raises_store_error_after_backoff() -> None:
     store.close()
 
 
-# ---- workflows, unique keys, concurrency keys (issue 5) ------------------------------------
+# ---- workflows, unique keys, concurrency keys --------------------------------------------------
 FLOW_KEYS = ("settle", "concurrency", "unique:", "children:", "schedules")
 
 

@@ -4,7 +4,7 @@
   time; many processes share the database). Connections are autocommit: a method is one
   statement where it can be (one round trip), or one explicit transaction.
 * The schema is ``schema.sql``; every statement is a named query in
-  ``queries.sql``, with server-bound parameters only. Migrations
+  ``queries/*.sql`` (loaded by ``queries.py``), with server-bound parameters only. Migrations
   (``migrations/NNNN_name.sql``) are applied in order by :meth:`PostgresStore.migrate`
   under an advisory lock, recorded in ``rota_migrations``, automatically on first use unless
   the URL says ``?auto_migrate=0``.
@@ -34,6 +34,11 @@
   waiting children (the partial GIN index ``jobs_children_idx``) and settles up to
   ``limit`` of them. ``fire_schedule`` is one transaction: compare-and-set ``last_tick``,
   then the job's insert (a taken id rolls both back).
+
+This module is the store class, its methods grouped by the role that calls them;
+``connection.py`` (URL, pool, statements, migrations), ``listen.py`` (LISTEN/NOTIFY),
+``submit.py`` (writing a batch of jobs), ``codec.py`` (rows -> records) and ``queries.py``
+(the SQL files) do the rest.
 
 URL parameters besides libpq's: ``schema`` (default ``rota``; created if missing),
 ``auto_migrate`` (``1``/``0``, default ``1``).

@@ -1,6 +1,9 @@
-"""The Redis store: every state change is one Lua script (``scripts.lua``, whose
+"""The Redis store: every state change is one Lua script (``lua/*.lua``; ``lua/lib.lua``'s
 header documents the key layout), run with Redis' own clock (``TIME``). The scripts are
-one Redis function library (Redis 7 or newer), loaded once and called with ``FCALL``.
+one Redis function library (Redis 7 or newer, see ``library.py``), loaded once and called
+with ``FCALL``. This module is the store class, its methods grouped by the role that calls
+them; ``connection.py`` (URL, connection, retries), ``codec.py`` (rows <-> records) and
+``async_claims.py`` (a worker's claims on its event loop) do the rest.
 
 URL: ``redis://[user:password@]host:port/db?prefix=NAME&result_ttl=SECONDS`` (also
 ``rediss://`` and ``unix://``). ``prefix`` (default ``rota``) namespaces every key as

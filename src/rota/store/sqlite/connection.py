@@ -32,7 +32,10 @@ from rota.store.sqlite.wal import (
     WalWatch,
 )
 
-QUERIES = load_queries("rota.store.sqlite", "queries.sql")
+QUERIES = load_queries(
+    "rota.store.sqlite",
+    *(f"queries/{name}.sql" for name in ("schema", "submit", "worker", "scheduler", "flow")),
+)
 log = logging.getLogger("rota.store.sqlite")
 _AUTOCHECKPOINT = 10000  # WAL pages before a committing writer checkpoints in-line itself
 _WAL_SIZE_LIMIT = 32 * 1024 * 1024  # bytes the WAL file is cut back to when it starts over

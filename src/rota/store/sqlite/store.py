@@ -1,5 +1,8 @@
 """The embedded SQLite store: WAL mode, ``BEGIN IMMEDIATE`` for every write, statements in
-``queries.sql``. Many processes on one machine share one database file."""
+``queries/*.sql``. Many processes on one machine share one database file. This module is
+the store class by role; ``connection.py`` opens the file, runs write transactions, waits
+for other connections' commits and turns sqlite3 errors into ``StoreError``; ``codec.py``
+converts rows and records."""
 
 from __future__ import annotations
 
