@@ -275,7 +275,7 @@ class ScheduleRecord:
 
 @dataclass(frozen=True, slots=True)
 class PlacementSnapshot:
-    """What a scheduler cycle starts from (``Store.placement_snapshot``)."""
+    """What a scheduler cycle starts from (``FastPaths.placement_snapshot`` in ``rota.store.fast_paths``)."""
 
     promoted: int  # jobs moved from scheduled/retrying to pending
     nodes: list[NodeRecord]  # the live nodes
