@@ -666,7 +666,7 @@ class RotaBench:
         entries = self.r.slowlog_get(1_000_000)
         for k, v in ctx["old"].items():
             self.r.config_set(k, v)
-        from rota.store.redis.store import LIBRARY
+        from rota.store.redis.library import LIBRARY
 
         per: Counter[str] = Counter()
         calls: Counter[str] = Counter()
@@ -721,9 +721,9 @@ MARKERS = [
     "EpollSelector.select",
     # store calls (worker's I/O and wait threads, scheduler)
     "RedisStore.start_jobs",
-    "_AsyncClaims.complete_and_start",
-    "_AsyncClaims.wait_and_start",
-    "_AsyncClaims._request",
+    "RedisAsyncClaims.complete_and_start",
+    "RedisAsyncClaims.wait_and_start",
+    "RedisAsyncClaims._request",
     "job_from_hash",
     "RedisStore.complete",
     "RedisStore.heartbeat",

@@ -26,7 +26,8 @@ from bench.store_phases import new_jobs, run_phases
 from rota.core.model import Assignment, NodeSpec
 from rota.core.outcomes import Outcome, OutcomeKind
 from rota.store import SCHEDULER_LEASE
-from rota.store.postgres.store import PostgresStore, query
+from rota.store.postgres.queries import query
+from rota.store.postgres.store import PostgresStore
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

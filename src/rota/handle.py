@@ -7,14 +7,14 @@ from typing import Any, Protocol
 from rota.core.errors import JobFailed, ResultTimeout
 from rota.core.model import JobRecord
 from rota.core.states import JobState
-from rota.store import Store
+from rota.store.contract import ProducerStore
 
 
 class StoreOwner(Protocol):
     """What a handle needs of its app (``Rota``): the store connection to read the job from."""
 
     @property
-    def store(self) -> Store: ...
+    def store(self) -> ProducerStore: ...
 
 
 class JobHandle:

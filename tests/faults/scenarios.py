@@ -658,7 +658,7 @@ def corrupt_payload(url: str, job_id: str, payload: bytes) -> None:
     elif url.startswith("redis"):
         import redis
 
-        from rota.store.redis.store import parse_url
+        from rota.store.redis.connection import parse_url
 
         conn_url, prefix, _ = parse_url(url)
         client = redis.Redis.from_url(conn_url)

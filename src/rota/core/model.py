@@ -48,6 +48,20 @@ class NewJob:
     concurrency_limit: int = 0  # > 0 with a key: at most this many assigned+running
     rate_limit: str | None = None  # "<count>/<seconds>", per task, fleet-wide
 
+    @property
+    def uses_flow(self) -> bool:
+        """Whether the job sets a workflow, uniqueness or flow-control field (the stores
+        write those columns only for a batch that has such a job)."""
+        return bool(
+            self.depends_on
+            or self.unique_key is not None
+            or self.concurrency_key is not None
+            or self.concurrency_limit
+            or self.rate_limit is not None
+            or self.workflow_id is not None
+            or self.pass_results
+        )
+
 
 @dataclass(slots=True)
 class JobRecord:
@@ -241,3 +255,13 @@ class ScheduleRecord:
     name: str
     spec: str
     last_tick: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementSnapshot:
+    """What a scheduler cycle starts from (``FastPaths.placement_snapshot`` in ``rota.store.fast_paths``)."""
+
+    promoted: int  # jobs moved from scheduled/retrying to pending
+    nodes: list[NodeRecord]  # the live nodes
+    pending: list[PendingJob]  # the first page of pending jobs
+    page_size: int  # the size that page was asked with (0: none was read)

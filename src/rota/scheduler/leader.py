@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rota.core.errors import LeaseLost, StoreError
-from rota.core.model import Assignment, Lease, NodeRecord, PendingJob
+from rota.core.model import Assignment, Lease, NodeRecord, PendingJob, PlacementSnapshot
 from rota.scheduler.config import STATS_NAME, SchedulerConfig
 from rota.scheduler.limits import RateGate, admit, fair_order, record_placed
 from rota.scheduler.periodic import PeriodicRunner
 from rota.scheduler.placement import get_policy, place
 from rota.scheduler.reservations import reserve
 from rota.store import SCHEDULER_LEASE, Store, open_store
+from rota.store import fast_paths as fast
 
 log = logging.getLogger("rota.scheduler")
 RATES_NAME = "rate_limits"  # the rate-limit state, handed from leader to leader
@@ -76,7 +77,7 @@ class Scheduler:
         self._rate_held = False
         self._placed_all = False
         # A snapshot taken by the store as the last wait woke up (and under which lease).
-        self._woken: tuple[int, tuple[int, list[NodeRecord], list[PendingJob], int]] | None = None
+        self._woken: tuple[int, PlacementSnapshot] | None = None
         self.held: Counter[str] = Counter()  # jobs held back by concurrency or rate limits
         self.rates = RateGate()
         self._rates_saved: dict[str, float] = {}
@@ -97,11 +98,8 @@ class Scheduler:
                 log.warning("store error, retrying in %.1f s: %s", backoff, exc)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
-            except Exception as exc:  # a bad row or a store outage must not kill the loop
-                if _is_connection_error(exc):
-                    log.warning("store unreachable, retrying in %.1f s: %s", backoff, exc)
-                else:
-                    log.exception("scheduler cycle failed, retrying in %.1f s", backoff)
+            except Exception:  # a bad row must not kill the loop (stores raise StoreError)
+                log.exception("scheduler cycle failed, retrying in %.1f s", backoff)
                 if store is not None:
                     with contextlib.suppress(Exception):
                         store.close()
@@ -145,10 +143,14 @@ class Scheduler:
             if woken is not None and woken[0] == lease.token and not census:
                 snapshot = woken[1]
             else:
-                snapshot = store.placement_snapshot(lease, 10000, cfg.page, cfg.min_page, census)
-            promoted, nodes, first, size = snapshot
-            placed = self.place_pending(store, lease, nodes, first, size, census)
-            did = promoted + placed
+                snapshot = fast.placement_snapshot(
+                    store, lease, 10000, cfg.page, cfg.min_page, census
+                )
+            nodes = snapshot.nodes
+            placed = self.place_pending(
+                store, lease, nodes, snapshot.pending, snapshot.page_size, census
+            )
+            did = snapshot.promoted + placed
             if mono - self._resolved >= cfg.resolve_every:
                 moved = store.resolve_dependencies(lease, cfg.page)
                 # Moved jobs may have children of their own: look again at once.
@@ -197,11 +199,11 @@ class Scheduler:
                 self._rate_held = False
             # Nothing left pending: reserve free slots for plain jobs in the store.
             slots = None
-            if self._placed_all and cfg.reserve_slots > 0 and store.reserves_slots:
+            if self._placed_all and cfg.reserve_slots > 0 and fast.reserves_slots(store):
                 slots = reserve(nodes, self.policy, cfg.reserve_slots)
             # The store may take the next cycle's snapshot as it wakes (one round trip less).
-            taken = store.wait_for_pending_snapshot(
-                wait, lease, 10000, cfg.page, cfg.min_page, reserve=slots
+            taken = fast.wait_for_pending_snapshot(
+                store, wait, lease, 10000, cfg.page, cfg.min_page, reserve=slots
             )
             self._woken = None if taken is None else (lease.token, taken)
 
@@ -372,8 +374,3 @@ class Scheduler:
             ],
             "schedules": self.periodic.summary(),
         }
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    name = type(exc).__name__
-    return "Connection" in name or "Operational" in name or isinstance(exc, OSError)

@@ -2,15 +2,21 @@
 
 Every method is one atomic operation inside the store (an SQL transaction, a Redis Lua
 script), and every time it compares is the store's own clock, never the caller's.
-``tests/contract`` is the suite every implementation must pass.
+``tests/store/contract`` is the suite every implementation must pass.
+
+:class:`Store` is the ABC one backend class implements (every role together). Each caller
+uses a part of it, named here as a protocol: :class:`ProducerStore` (the API: submit, wait,
+cancel), :class:`WorkerStore` (a worker node), :class:`SchedulerStore` (the leader loop)
+and :class:`OperatorStore` (CLI, dashboard, status). The speed shortcuts are an optional
+capability apart (``rota.store.fast_paths``), with a plain fallback.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from rota.core.errors import InvalidOption
 from rota.core.model import (
@@ -33,7 +39,8 @@ SCHEDULER_LEASE = "scheduler"
 
 
 class AsyncClaims(Protocol):
-    """A worker's hot path on its own event loop (see :meth:`Store.async_claims`): the
+    """A worker's hot path on its own event loop (see :meth:`FastPaths.async_claims
+    <rota.store.fast_paths.FastPaths.async_claims>`): the
     same operations as the :class:`Store` methods of the same names, awaited instead of
     run on a thread. Each retries dropped connections itself (replayed requests run once)
     and raises ``StoreError`` when the store stays unreachable."""
@@ -180,22 +187,6 @@ class Store(ABC):
         goes to ``retrying`` (after ``retry_delay``) while attempts are left, else
         ``dead``."""
 
-    def complete_and_start(
-        self, outcomes: Sequence[Outcome], node_id: str, limit: int, lease_ttl: float
-    ) -> tuple[list[bool], list[JobRecord]]:
-        """``complete(outcomes)`` then ``start_jobs(node_id, limit, lease_ttl)``: a worker
-        reports what finished and claims what is next. Stores override it to do both in one
-        round trip (one transaction, one script); the default makes the two calls."""
-        accepted = self.complete(outcomes) if outcomes else []
-        return accepted, self.start_jobs(node_id, limit, lease_ttl) if limit > 0 else []
-
-    def async_claims(self) -> AsyncClaims | None:
-        """A client for a worker's claim loop that runs on the caller's event loop (no
-        thread hop per call), or ``None``: the worker then makes these calls through
-        its I/O thread. Only stores with a non-blocking client offer one (Redis); the
-        object is made here and connects on first use, from the event loop that uses it."""
-        return None
-
     @abstractmethod
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
         """Hand jobs ``(id, token)`` held by the node back to pending (graceful shutdown).
@@ -236,25 +227,6 @@ class Store(ABC):
         """Pending jobs by priority (highest first), then FIFO, starting after the cursor
         ``(priority, seq)`` of the last job of the previous page."""
 
-    def placement_snapshot(
-        self, lease: Lease, promote_limit: int, page: int, min_page: int, census: bool
-    ) -> tuple[int, list[NodeRecord], list[PendingJob], int]:
-        """What a scheduler cycle starts from: ``promote_due(lease, promote_limit)``, the
-        live nodes, and the first ``pending_jobs`` page, sized to the nodes' free room
-        clamped to ``[min_page, page]`` (with no room: ``page`` rows if ``census``, else
-        none). Fenced. Returns ``(promoted, live nodes, first page, its size)``. Stores
-        override it to do it in one round trip; the default makes the three calls."""
-        promoted = self.promote_due(lease, promote_limit)
-        nodes = self.list_nodes([NodeState.LIVE])
-        free = sum(max(0, n.spec.slots + n.spec.prefetch - n.in_flight) for n in nodes)
-        if free > 0:
-            size = min(page, max(min_page, free))
-        elif census:
-            size = page
-        else:
-            return promoted, nodes, [], 0
-        return promoted, nodes, self.pending_jobs(size), size
-
     @abstractmethod
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
         """Place pending jobs on live nodes, each with a new fencing token. Jobs no longer
@@ -264,38 +236,6 @@ class Store(ABC):
     def wait_for_pending(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when there may be placement
         work (a submit, a finished job, a new node). Spurious early returns are allowed."""
-
-    def wait_for_pending_snapshot(
-        self,
-        timeout: float,
-        lease: Lease,
-        promote_limit: int,
-        page: int,
-        min_page: int,
-        reserve: Mapping[str, Sequence[str]] | None = None,
-    ) -> tuple[int, list[NodeRecord], list[PendingJob], int] | None:
-        """``reserve_slots(lease, reserve)`` if given, ``wait_for_pending(timeout)``, then
-        the ``placement_snapshot(lease, promote_limit, page, min_page, False)`` taken the
-        moment the wait ended (stores that can do all in one round trip), so the
-        scheduler's next cycle need not ask for it. ``None``: no snapshot (the default,
-        which only waits); the caller takes its own."""
-        if reserve:
-            self.reserve_slots(lease, reserve)
-        self.wait_for_pending(timeout)
-        return None
-
-    # Whether reserve_slots does anything here (the scheduler skips computing them if not).
-    reserves_slots: ClassVar[bool] = False
-
-    def reserve_slots(self, lease: Lease, slots: Mapping[str, Sequence[str]]) -> None:
-        """Replace the slots the leader reserves for plain jobs: ``slots[queue]`` lists
-        live node ids (a node once per slot), in the order the placement policy chose.
-        Until the next ``placement_snapshot`` (which drops them), a submit of a plain job
-        (no resources, labels, affinity or limits; due now; no parents) finds its queue's
-        first node that is still live and is assigned to it in the submit's own
-        transaction, if no job is pending: it starts without waiting for a scheduler
-        cycle. Fenced (``LeaseLost``). Stores that cannot do this ignore it (the default)."""
-        return None
 
     @abstractmethod
     def put_stats(self, name: str, data: dict[str, Any]) -> None:
@@ -344,3 +284,90 @@ class Store(ABC):
     def prune(self, older_than: float) -> int:
         """Delete final jobs finished more than ``older_than`` seconds ago, and nodes gone
         (dead or stopped) for that long. Returns how many jobs were deleted."""
+
+
+# ---- the part of the contract each caller uses ----------------------------------------
+class ProducerStore(Protocol):
+    """What the API (``Rota``, ``JobHandle``, workflows) uses: submit, read, wait, cancel."""
+
+    url: str
+
+    def submit(self, jobs: Sequence[NewJob]) -> list[str]: ...
+    def submit_in_transaction(self, connection: Any, jobs: Sequence[NewJob]) -> list[str]: ...
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+    def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]: ...
+    def wait_for_results(self, job_ids: Sequence[str], timeout: float) -> list[JobRecord]: ...
+    def cancel(self, job_id: str) -> JobState | None: ...
+    def put_schedules(self, schedules: Sequence[ScheduleRecord]) -> None: ...
+    def close(self) -> None: ...
+
+
+class WorkerStore(Protocol):
+    """What a worker node uses (``rota.worker.node``); its claims may also take the fast
+    paths (``complete_and_start``, ``async_claims``)."""
+
+    def register_node(self, spec: NodeSpec) -> None: ...
+    def heartbeat(
+        self, node_id: str, running: Sequence[tuple[str, int]], lease_ttl: float
+    ) -> HeartbeatReply: ...
+    def set_node_state(self, node_id: str, state: NodeState) -> None: ...
+    def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]: ...
+    def complete(self, outcomes: Sequence[Outcome]) -> list[bool]: ...
+    def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int: ...
+    def wait_for_assignments(self, node_id: str, timeout: float) -> None: ...
+    def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]: ...
+    def close(self) -> None: ...
+
+
+class SchedulerStore(Protocol):
+    """What the scheduler leader uses (``rota.scheduler``); each cycle may also take the
+    fast paths (``placement_snapshot``, ``wait_for_pending_snapshot``, ``reserve_slots``)."""
+
+    def now(self) -> float: ...
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None: ...
+    def release_lease(self, lease: Lease) -> None: ...
+    def promote_due(self, lease: Lease, limit: int) -> int: ...
+    def reap(self, lease: Lease, failure_timeout: float) -> ReapReport: ...
+    def list_nodes(self, states: Sequence[NodeState] | None = None) -> list[NodeRecord]: ...
+    def pending_jobs(
+        self, limit: int, after: tuple[int, int] | None = None
+    ) -> list[PendingJob]: ...
+    def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int: ...
+    def wait_for_pending(self, timeout: float) -> None: ...
+    def resolve_dependencies(self, lease: Lease, limit: int) -> int: ...
+    def concurrency_usage(self, keys: Sequence[str]) -> dict[str, int]: ...
+    def list_schedules(self) -> list[ScheduleRecord]: ...
+    def fire_schedule(self, lease: Lease, name: str, tick: float, job: NewJob | None) -> bool: ...
+    def put_stats(self, name: str, data: dict[str, Any]) -> None: ...
+    def get_stats(self, name: str) -> dict[str, Any] | None: ...
+    def prune(self, older_than: float) -> int: ...
+    def close(self) -> None: ...
+
+
+class OperatorStore(Protocol):
+    """What an operator's tools use (``rota.cli``, ``rota.status``, ``rota.dashboard``)."""
+
+    url: str
+
+    def now(self) -> float: ...
+    def migrate(self) -> list[str]: ...
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+    def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]: ...
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        node_id: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]: ...
+    def count_jobs(self) -> dict[tuple[str, JobState], int]: ...
+    def cancel(self, job_id: str) -> JobState | None: ...
+    def retry_dead(self, job_ids: Sequence[str]) -> int: ...
+    def wait_for_results(self, job_ids: Sequence[str], timeout: float) -> list[JobRecord]: ...
+    def list_nodes(self, states: Sequence[NodeState] | None = None) -> list[NodeRecord]: ...
+    def get_lease(self, name: str) -> Lease | None: ...
+    def get_stats(self, name: str) -> dict[str, Any] | None: ...
+    def list_schedules(self) -> list[ScheduleRecord]: ...
+    def close(self) -> None: ...

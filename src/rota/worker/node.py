@@ -27,6 +27,7 @@ from rota.core.payload import decode_arguments
 from rota.core.resources import Resources
 from rota.scheduler import Scheduler, SchedulerConfig
 from rota.store import Store, open_store
+from rota.store import fast_paths as fast
 from rota.telemetry import tracing
 from rota.telemetry.logs import job_context, job_log_fields
 from rota.worker.pool import ProcessPool
@@ -119,14 +120,18 @@ class WorkerNode:
     async def _call(
         self, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kw: P.kwargs
     ) -> T:
-        """Run the :class:`Store` method ``fn`` (``Store.start_jobs``) with ``args`` on the
-        I/O thread, which owns this node's connection. The method is looked up on the store
-        instance: the base-class function is the abstract one."""
+        """Run the :class:`Store` method ``fn`` (``Store.start_jobs``) or the function of a
+        store ``fn`` (``fast_paths.complete_and_start``) with ``args`` on the I/O thread,
+        which owns this node's connection. A method is looked up on the store instance: the
+        base-class function is the abstract one."""
         name = fn.__name__
+        is_method = getattr(Store, name, None) is fn
 
         def run() -> T:
             if self._io_store is None:
                 self._io_store = open_store(self.app.store_url)
+            if not is_method:
+                return fn(self._io_store, *args, **kw)
             method = cast("Callable[P, T]", getattr(self._io_store, name))
             return method(*args, **kw)
 
@@ -276,7 +281,7 @@ class WorkerNode:
     async def _claim(self) -> None:
         # Claims go through the store's asyncio client when it has one (Redis): no thread
         # hop, and the loop runs jobs while a claim is on its way.
-        self._claims = await self._call(Store.async_claims)
+        self._claims = await self._call(fast.async_claims)
         try:
             await self._claim_rounds()
         finally:
@@ -347,7 +352,7 @@ class WorkerNode:
                 batch, self.outcomes = self.outcomes, []
                 accepted, jobs = await self._claim_call(
                     "reporting outcomes and starting jobs",
-                    Store.complete_and_start,
+                    fast.complete_and_start,
                     batch,
                     node_id,
                     free,

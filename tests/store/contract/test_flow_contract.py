@@ -1,5 +1,5 @@
-"""The store contract for workflows, uniqueness, periodic ticks and concurrency keys
-(issue 5). Every store must pass every test here."""
+"""The store contract for workflows, uniqueness, periodic ticks and concurrency keys.
+Every store must pass every test here."""
 
 from __future__ import annotations
 
@@ -346,3 +346,24 @@ def test_unique_ids_for_ticks_stay_unique(store: Store) -> None:
     assert store.fire_schedule(lease, "s", 60.0, first)
     rec = store.get_job(fixed)
     assert rec is not None and rec.arguments() == ([1], {})
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        {"concurrency_limit": 3},  # without a key: still a flow field, kept as given
+        {"rate_limit": "5/1"},
+        {"workflow_id": "wf"},
+        {"pass_results": True},
+    ],
+)
+def test_every_flow_field_is_stored_even_alone(store: Store, flow: dict[str, object]) -> None:
+    """A job that sets one flow field (and nothing else of the flow) keeps it: the stores
+    pick the plain or the flow insert with ``NewJob.uses_flow``, which counts every one."""
+    new = job(**flow)
+    assert new.uses_flow
+    store.submit([new])
+    stored = store.get_job(new.id)
+    assert stored is not None
+    for name, value in flow.items():
+        assert getattr(stored, name) == value, name

@@ -23,6 +23,7 @@ from rota.core.model import (
 from rota.core.payload import encode_arguments
 from rota.core.states import JobState
 from rota.store import SCHEDULER_LEASE, Store
+from rota.store import fast_paths as fast
 
 TTL = 30.0
 
@@ -617,14 +618,14 @@ def test_complete_and_start_reports_then_claims(store: Store) -> None:
     store.assign(lease, [Assignment(j.id, spec.id) for j in nxt])
     done = Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, result="7")
     stale = Outcome(r.id, r.token + 5, OutcomeKind.SUCCEEDED, result="8")
-    accepted, started = store.complete_and_start([done, stale], spec.id, 1, TTL)
+    accepted, started = fast.complete_and_start(store, [done, stale], spec.id, 1, TTL)
     assert accepted == [True, False]
     assert [s.priority for s in started] == [4] and started[0].state is JobState.RUNNING
     rec = store.get_job(r.id)
     assert rec is not None and rec.result_value() == 7
-    accepted, started = store.complete_and_start([], spec.id, 5, TTL)
+    accepted, started = fast.complete_and_start(store, [], spec.id, 5, TTL)
     assert accepted == [] and [s.priority for s in started] == [1]
-    assert store.complete_and_start([], spec.id, 0, TTL) == ([], [])
+    assert fast.complete_and_start(store, [], spec.id, 0, TTL) == ([], [])
 
 
 def test_duplicate_ids_are_refused_and_nothing_is_stored(store: Store) -> None:
@@ -665,16 +666,16 @@ def test_placement_snapshot_promotes_lists_and_sizes_the_page(store: Store) -> N
     soon = job(delay=0.01)
     store.submit([soon, *[job() for _ in range(9)]])
     time.sleep(0.05)
-    promoted, nodes, page, size = store.placement_snapshot(lease, 100, 1000, 2, False)
-    assert promoted == 1 and [n.id for n in nodes] == [spec.id]
-    assert size == 3 and len(page) == 3  # free room 3, within [2, 1000]
-    assert page == store.pending_jobs(3)
-    store.assign(lease, [Assignment(p.id, spec.id) for p in page])
-    assert store.placement_snapshot(lease, 100, 1000, 2, False)[2] == []  # no room
-    assert len(store.placement_snapshot(lease, 100, 5, 2, True)[2]) == 5  # census page
+    snap = fast.placement_snapshot(store, lease, 100, 1000, 2, False)
+    assert snap.promoted == 1 and [n.id for n in snap.nodes] == [spec.id]
+    assert snap.page_size == 3 and len(snap.pending) == 3  # free room 3, within [2, 1000]
+    assert snap.pending == store.pending_jobs(3)
+    store.assign(lease, [Assignment(p.id, spec.id) for p in snap.pending])
+    assert fast.placement_snapshot(store, lease, 100, 1000, 2, False).pending == []  # no room
+    assert len(fast.placement_snapshot(store, lease, 100, 5, 2, True).pending) == 5  # census
     stale = Lease(lease.name, lease.holder, lease.token + 1, lease.expires_at, 0.0)
     with pytest.raises(LeaseLost):
-        store.placement_snapshot(stale, 100, 1000, 2, False)
+        fast.placement_snapshot(store, stale, 100, 1000, 2, False)
 
 
 def test_reserved_slots_place_a_plain_job_where_the_store_offers_them(store: Store) -> None:
@@ -684,12 +685,12 @@ def test_reserved_slots_place_a_plain_job_where_the_store_offers_them(store: Sto
     lease = leader(store)
     spec = node()
     store.register_node(spec)
-    store.reserve_slots(lease, {"default": [spec.id]})
+    fast.reserve_slots(store, lease, {"default": [spec.id]})
     first, second = job(), job()
     store.submit([first])
     store.submit([second])  # the one slot was used, or there was none
     got = {r.id: r for r in store.get_jobs([first.id, second.id])}
-    if store.reserves_slots:
+    if fast.reserves_slots(store):
         assert (got[first.id].state, got[first.id].node_id) == (JobState.ASSIGNED, spec.id)
         assert got[first.id].token > 0
         assert [r.id for r in store.start_jobs(spec.id, 4, TTL)] == [first.id]
@@ -697,12 +698,12 @@ def test_reserved_slots_place_a_plain_job_where_the_store_offers_them(store: Sto
         assert got[first.id].state is JobState.PENDING
     assert got[second.id].state is JobState.PENDING
     store.cancel(second.id)
-    store.reserve_slots(lease, {"default": [spec.id]})
-    store.placement_snapshot(lease, 100, 100, 10, False)  # drops them
+    fast.reserve_slots(store, lease, {"default": [spec.id]})
+    fast.placement_snapshot(store, lease, 100, 100, 10, False)  # drops them
     third = job()
     store.submit([third])
     assert store.get_job(third.id).state is JobState.PENDING  # type: ignore[union-attr]
     stale = Lease(lease.name, lease.holder, lease.token + 1, lease.expires_at, 0.0)
-    if store.reserves_slots:
+    if fast.reserves_slots(store):
         with pytest.raises(LeaseLost):
-            store.reserve_slots(stale, {"default": [spec.id]})
+            fast.reserve_slots(store, stale, {"default": [spec.id]})

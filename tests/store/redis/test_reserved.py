@@ -216,7 +216,7 @@ def test_reservations_made_with_the_wait_serve_a_submit_that_need_not_wake_it(
         # whose snapshot (taken when it timed out) sees the job on the node
         assert time.monotonic() - began >= 0.9
         assert snap is not None
-        _, nodes, page, _ = snap
+        nodes, page = snap.nodes, snap.pending
         assert page == []  # nothing left to place: the submit placed it
         assert [(n.id, n.assigned) for n in nodes] == [(spec.id, 1)]
         assert states(store, [j]) == [(JobState.ASSIGNED, spec.id)]

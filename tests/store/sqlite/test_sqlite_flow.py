@@ -1,5 +1,5 @@
-"""SQLite-specific behaviour of the issue 5 flow features (the shared semantics are in
-``tests/contract``): opening a database made by the previous version, how the settle queue
+"""SQLite-specific behaviour of the flow features: workflows, unique keys, limits (the
+shared semantics are in ``tests/store/contract``): opening a database made by the previous version, how the settle queue
 and has_children behave across retries, fan-out, pruning and idle calls."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rota.store.sqlite.store import SQLiteStore
 from tests.store.contract.test_flow_contract import finish, settle
 from tests.store.contract.test_store_contract import TTL, job, leader, node, state_of
 
-# The schema of the jobs table (and its indexes) before issue 5, as that version created it.
+# The schema of the jobs table (and its indexes) before the flow columns were added, as that version created it.
 PREVIOUS_SCHEMA = """
     CREATE TABLE IF NOT EXISTS jobs (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -40,7 +40,7 @@ CREATE TABLE jobs (
     error            text,
     traceback        text,
     cancel_requested boolean          NOT NULL DEFAULT false,
-    -- Issue 5 (migration 0003). NULL means the default (no parents, false, 0), so that a job
+    -- Flow columns (migration 0003). NULL means the default (no parents, false, 0), so that a job
     -- using none of them has a row no wider than before.
     depends_on       text[],                     -- parents that must succeed first
     pass_results     boolean,
@@ -76,7 +76,7 @@ CREATE INDEX jobs_children_idx ON jobs USING gin (depends_on) WHERE state = 'wai
 CREATE INDEX jobs_concurrency_idx ON jobs (concurrency_key)
     WHERE concurrency_key IS NOT NULL AND state IN ('assigned', 'running');
 
--- Workflow settling, in two steps (see resolve_dependencies in queries.sql):
+-- Workflow settling, in two steps (see resolve_dependencies in queries/flow.sql):
 -- settle_parents: jobs with children that became final, appended by each statement that
 -- ends jobs (complete, cancel_now, release_jobs, reap_jobs, resolve_dependencies) for the
 -- rows it ended with has_children (a CTE, not a trigger: a trigger's WHEN is parsed again

@@ -1,5 +1,5 @@
 -- 0003: workflows (depends_on, the waiting and upstream_failed states), unique jobs,
--- concurrency keys, rate limits and periodic schedules (issue 5). Every step can run again
+-- concurrency keys, rate limits and periodic schedules. Every step can run again
 -- (IF [NOT] EXISTS), so re-applying it after a lost rota_migrations record is harmless.
 
 -- New columns go at the end of jobs. All nullable without a default, NULL meaning the

@@ -1,0 +1,188 @@
+-- Worker nodes: register, heartbeat, node state, list nodes, claim (start_jobs), complete,
+-- release, and the check behind wait_for_assignments.
+
+-- ---- worker nodes ------------------------------------------------------------------------
+
+-- name: register_node
+WITH node AS (
+    INSERT INTO nodes (id, name, slots, prefetch, resources, labels, queues, host, pid,
+        state, registered_at, heartbeat_at, gone_at)
+    VALUES (:id, :name, :slots, :prefetch, :resources::jsonb, :labels::jsonb,
+        :queues::text[], :host, :pid, 'live', rota_now(), rota_now(), NULL)
+    ON CONFLICT (id) DO UPDATE SET
+        name = excluded.name, slots = excluded.slots, prefetch = excluded.prefetch,
+        resources = excluded.resources, labels = excluded.labels, queues = excluded.queues,
+        host = excluded.host, pid = excluded.pid, state = 'live',
+        registered_at = excluded.registered_at, heartbeat_at = excluded.heartbeat_at,
+        gone_at = NULL
+)
+SELECT pg_notify(:pending_channel, '')
+
+-- name: heartbeat
+-- Alive unless declared dead (or unknown); extend the leases the node still holds; report
+-- the running jobs it lost and its running jobs an operator asked to cancel.
+WITH node AS (
+    UPDATE nodes SET heartbeat_at = rota_now()
+    WHERE id = :node_id AND state <> 'dead'
+    RETURNING id
+), held AS (
+    SELECT * FROM unnest(:ids::text[], :tokens::bigint[]) WITH ORDINALITY AS h (id, token, ord)
+), locked AS (
+    SELECT j.id FROM jobs j
+    JOIN held h ON h.id = j.id AND h.token = j.token
+    WHERE j.node_id = :node_id AND j.state = 'running' AND EXISTS (SELECT FROM node)
+    ORDER BY j.id
+    FOR UPDATE OF j
+), extended AS (
+    UPDATE jobs j SET lease_expires_at = rota_now() + :ttl
+    FROM locked WHERE j.id = locked.id
+    RETURNING j.id
+)
+SELECT
+    EXISTS (SELECT FROM node),
+    ARRAY(SELECT h.id FROM held h WHERE h.id NOT IN (SELECT id FROM extended) ORDER BY h.ord),
+    ARRAY(
+        SELECT id FROM jobs
+        WHERE node_id = :node_id AND state = 'running' AND cancel_requested
+            AND EXISTS (SELECT FROM node)
+        ORDER BY seq
+    )
+
+-- name: set_node_state
+WITH changed AS (
+    UPDATE nodes
+    SET state = :state,
+        gone_at = CASE WHEN :state IN ('dead', 'stopped') THEN rota_now() ELSE gone_at END
+    WHERE id = :id
+    RETURNING 1
+)
+SELECT pg_notify(:pending_channel, '') FROM changed
+
+-- name: list_nodes
+SELECT n.id, n.name, n.slots, n.prefetch, n.resources, n.labels, n.queues, n.host, n.pid,
+    n.state, n.registered_at, n.heartbeat_at,
+    coalesce(load.assigned, 0) AS assigned, coalesce(load.running, 0) AS running,
+    coalesce(used.used, '{}'::jsonb) AS used
+FROM nodes n
+LEFT JOIN (
+    SELECT node_id, count(*) FILTER (WHERE state = 'assigned') AS assigned,
+        count(*) FILTER (WHERE state = 'running') AS running
+    FROM jobs
+    WHERE state IN ('assigned', 'running')
+    GROUP BY node_id
+) load ON load.node_id = n.id
+LEFT JOIN (
+    SELECT node_id, jsonb_object_agg(name, total) AS used
+    FROM (
+        SELECT j.node_id, r.key AS name, sum(r.value::double precision) AS total
+        FROM jobs j, jsonb_each(j.resources) r
+        WHERE j.state IN ('assigned', 'running')
+        GROUP BY j.node_id, r.key
+    ) per_resource
+    GROUP BY node_id
+) used ON used.node_id = n.id
+WHERE :states::text[] IS NULL OR n.state = ANY(:states::text[])
+ORDER BY n.registered_at, n.id
+
+-- name: start_jobs
+-- Claim a batch of the node's assigned jobs (only while the node is live or draining);
+-- SKIP LOCKED so concurrent callers for the same node never start one job twice.
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE node_id = :node_id AND state = 'assigned'
+        AND EXISTS (
+            SELECT FROM nodes WHERE id = :node_id AND state IN ('live', 'draining')
+        )
+    ORDER BY priority DESC, seq
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j
+SET state = 'running', attempts = j.attempts + 1, started_at = rota_now(),
+    lease_expires_at = rota_now() + :ttl
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts, j.max_attempts,
+    j.timeout, j.resources, j.labels, j.affinity, j.backoff_base, j.backoff_max, j.created_at,
+    j.scheduled_at, j.node_id, j.token, j.started_at, j.finished_at, j.lease_expires_at,
+    j.result, j.error, j.traceback, j.cancel_requested, j.seq, j.depends_on, j.pass_results,
+    j.workflow_id, j.unique_key, j.concurrency_key, j.concurrency_limit, j.rate_limit
+
+-- name: complete
+-- Accept each outcome only if its job is running with the same token; a failure goes to
+-- retrying (due after its delay) while attempts are left, else dead. Jobs with children
+-- that ended are queued for resolve_dependencies (has_children as of the row lock: a child
+-- submitted meanwhile marked it first, or saw it final).
+WITH outcome AS (
+    SELECT *
+    FROM unnest(:ids::text[], :tokens::bigint[], :kinds::text[], :results::text[],
+        :errors::text[], :tracebacks::text[], :delays::double precision[])
+        AS o (id, token, kind, result, error, traceback, delay)
+), decided AS (
+    SELECT j.id, o.result, o.error, o.traceback, o.delay,
+        CASE o.kind
+            WHEN 'succeeded' THEN 'succeeded'
+            WHEN 'cancelled' THEN 'cancelled'
+            WHEN 'failed' THEN CASE WHEN j.cancel_requested THEN 'cancelled'
+                WHEN j.attempts < j.max_attempts THEN 'retrying' ELSE 'dead' END
+            ELSE 'dead'
+        END AS state
+    FROM jobs j
+    JOIN outcome o ON o.id = j.id AND o.token = j.token
+    WHERE j.state = 'running'
+    ORDER BY j.id  -- rows are locked in id order: concurrent batches never deadlock
+    FOR UPDATE OF j
+), done AS (
+    UPDATE jobs j
+    SET state = d.state,
+        result = CASE WHEN d.state = 'succeeded' THEN d.result ELSE j.result END,
+        error = CASE WHEN d.state = 'succeeded' THEN NULL ELSE d.error END,
+        traceback = CASE WHEN d.state = 'succeeded' THEN NULL ELSE d.traceback END,
+        lease_expires_at = NULL,
+        scheduled_at = CASE WHEN d.state = 'retrying' THEN rota_now() + d.delay
+            ELSE j.scheduled_at END,
+        finished_at = CASE WHEN d.state = 'retrying' THEN NULL ELSE rota_now() END
+    FROM decided d
+    WHERE j.id = d.id
+    RETURNING j.id, j.state, j.has_children
+), settled AS (
+    INSERT INTO settle_parents (parent_id)
+    SELECT id FROM done WHERE has_children IS TRUE AND state <> 'retrying'
+), woken AS (
+    SELECT pg_notify(:pending_channel, ''), pg_notify(:done_channel, '')
+    WHERE EXISTS (SELECT FROM done)
+)
+SELECT id FROM done
+UNION ALL
+SELECT NULL FROM woken
+
+-- name: release_jobs
+-- Hand the node's jobs back to pending; a running job's attempt is not counted.
+WITH held AS (
+    SELECT * FROM unnest(:ids::text[], :tokens::bigint[]) AS h (id, token)
+), locked AS (
+    SELECT j.id FROM jobs j
+    JOIN held h ON h.id = j.id AND h.token = j.token
+    WHERE j.node_id = :node_id AND j.state IN ('assigned', 'running')
+    ORDER BY j.id
+    FOR UPDATE OF j
+), released AS (
+    UPDATE jobs j
+    SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'pending' END,
+        finished_at = CASE WHEN j.cancel_requested THEN rota_now() END,
+        node_id = CASE WHEN j.cancel_requested THEN j.node_id END,
+        started_at = NULL, lease_expires_at = NULL,
+        attempts = CASE WHEN j.state = 'running' THEN greatest(j.attempts - 1, 0)
+            ELSE j.attempts END
+    FROM locked WHERE j.id = locked.id
+    RETURNING j.id, j.state, j.has_children
+), settled AS (
+    INSERT INTO settle_parents (parent_id)
+    SELECT id FROM released WHERE has_children IS TRUE AND state = 'cancelled'
+), woken AS (
+    SELECT pg_notify(:pending_channel, '') WHERE EXISTS (SELECT FROM released)
+)
+SELECT (SELECT count(*) FROM released), (SELECT count(*) FROM woken)
+
+-- name: has_assigned
+SELECT EXISTS (SELECT FROM jobs WHERE node_id = :node_id AND state = 'assigned')

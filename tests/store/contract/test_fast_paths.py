@@ -1,0 +1,65 @@
+"""The optional fast paths (``rota.store.fast_paths``): which stores offer them, and the
+plain fallback (the basic methods composed), run on every store whether it offers the
+capability or not. The dispatching functions are covered by the contract suite on all
+three stores: PostgreSQL has no fast paths, so there they run the fallback."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rota.core.errors import LeaseLost
+from rota.core.model import Assignment, Lease, NodeSpec, Outcome, OutcomeKind
+from rota.core.states import JobState
+from rota.store import Store
+from rota.store import fast_paths as fast
+from tests.store.contract.test_store_contract import TTL, job, leader, node, run_on
+
+
+def test_which_stores_offer_fast_paths(store: Store) -> None:
+    kind = store.url.split(":", 1)[0]
+    offers = isinstance(store, fast.FastPaths)
+    assert offers is (kind in ("sqlite", "redis")), kind
+    assert fast.reserves_slots(store) is (kind == "redis")
+    assert (fast.async_claims(store) is not None) is (kind == "redis")
+
+
+def test_the_plain_complete_and_start(store: Store) -> None:
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    (r,) = run_on(store, spec, [job()], lease)
+    nxt = job(priority=3)
+    store.submit([nxt])
+    store.assign(lease, [Assignment(nxt.id, spec.id)])
+    done = Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, result="1")
+    accepted, started = fast.plain_complete_and_start(store, [done, done], spec.id, 1, TTL)
+    assert accepted == [True, False] and [s.id for s in started] == [nxt.id]
+    assert started[0].state is JobState.RUNNING
+    assert fast.plain_complete_and_start(store, [], spec.id, 0, TTL) == ([], [])
+
+
+def test_the_plain_placement_snapshot_matches_the_stores_own(store: Store) -> None:
+    lease = leader(store)
+    spec = NodeSpec(id="n-plain", name="n", slots=1, prefetch=1)
+    store.register_node(spec)
+    store.submit([job(delay=0.01), *[job() for _ in range(4)]])
+    time.sleep(0.05)
+    plain = fast.plain_placement_snapshot(store, lease, 100, 1000, 1, False)
+    assert plain.promoted == 1 and [n.id for n in plain.nodes] == [spec.id]
+    assert plain.page_size == 2 and plain.pending == store.pending_jobs(2)
+    own = fast.placement_snapshot(store, lease, 100, 1000, 1, False)
+    assert (own.promoted, own.page_size, own.pending) == (0, 2, plain.pending)
+    assert [n.id for n in own.nodes] == [spec.id]
+    stale = Lease(lease.name, lease.holder, lease.token + 1, lease.expires_at, 0.0)
+    with pytest.raises(LeaseLost):
+        fast.plain_placement_snapshot(store, stale, 100, 1000, 1, False)
+
+
+def test_the_plain_wait_only_waits(store: Store) -> None:
+    lease = leader(store)
+    assert fast.plain_wait_for_pending_snapshot(store, 0.01) is None
+    if not isinstance(store, fast.FastPaths):
+        assert fast.wait_for_pending_snapshot(store, 0.01, lease, 100, 100, 10) is None
+        fast.reserve_slots(store, lease, {"default": ["nobody"]})  # nothing to do: no error
