@@ -6,10 +6,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-# Transitional: the store backends and tests/store still import these two from here. Their
-# home is rota.core.outcomes; drop this line once those imports point there.
-from rota.core.outcomes import Outcome as Outcome
-from rota.core.outcomes import OutcomeKind as OutcomeKind
 from rota.core.payload import decode_arguments, loads
 from rota.core.resources import Resources
 from rota.core.states import JobState

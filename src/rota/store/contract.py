@@ -28,11 +28,11 @@ from rota.core.model import (
     NodeRecord,
     NodeSpec,
     NodeState,
-    Outcome,
     PendingJob,
     ReapReport,
     ScheduleRecord,
 )
+from rota.core.outcomes import Outcome
 from rota.core.states import FINAL_STATES, JobState
 
 SCHEDULER_LEASE = "scheduler"

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
-from rota.core.model import JobRecord, Lease, NodeState, Outcome, PlacementSnapshot
+from rota.core.model import JobRecord, Lease, NodeState, PlacementSnapshot
+from rota.core.outcomes import Outcome
 
 if TYPE_CHECKING:
     from rota.store.contract import AsyncClaims, SchedulerStore, Store, WorkerStore

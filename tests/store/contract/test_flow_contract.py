@@ -7,11 +7,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from rota.core.errors import InvalidOption, LeaseLost
-from rota.core.model import Assignment, NewJob, Outcome, OutcomeKind, ScheduleRecord
+from rota.core.model import Assignment, NewJob, ScheduleRecord
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.states import FINAL_STATES, JobState
 from rota.store import Store
 from tests.store.contract.test_store_contract import TTL, job, leader, node, run_on, state_of
@@ -357,7 +359,7 @@ def test_unique_ids_for_ticks_stay_unique(store: Store) -> None:
         {"pass_results": True},
     ],
 )
-def test_every_flow_field_is_stored_even_alone(store: Store, flow: dict[str, object]) -> None:
+def test_every_flow_field_is_stored_even_alone(store: Store, flow: dict[str, Any]) -> None:
     """A job that sets one flow field (and nothing else of the flow) keeps it: the stores
     pick the plain or the flow insert with ``NewJob.uses_flow``, which counts every one."""
     new = job(**flow)

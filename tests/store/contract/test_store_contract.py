@@ -6,20 +6,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
 from rota.core.errors import LeaseLost, SubmitError
-from rota.core.model import (
-    Assignment,
-    JobRecord,
-    Lease,
-    NewJob,
-    NodeSpec,
-    NodeState,
-    Outcome,
-    OutcomeKind,
-)
+from rota.core.model import Assignment, JobRecord, Lease, NewJob, NodeSpec, NodeState
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.payload import encode_arguments
 from rota.core.states import JobState
 from rota.store import SCHEDULER_LEASE, Store
@@ -47,10 +40,10 @@ def job(
     )
 
 
-def node(name: str = "n", slots: int = 4, **extra: object) -> NodeSpec:
+def node(name: str = "n", slots: int = 4, **extra: Any) -> NodeSpec:
     return NodeSpec(
         id=f"{name}-{uuid.uuid4().hex[:8]}", name=name, slots=slots, prefetch=0, **extra
-    )  # type: ignore[arg-type]
+    )
 
 
 def leader(store: Store, holder: str = "sched-a", ttl: float = TTL) -> Lease:

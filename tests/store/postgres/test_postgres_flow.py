@@ -14,11 +14,8 @@ psycopg = pytest.importorskip("psycopg")
 from psycopg import sql  # noqa: E402
 
 from rota.core.errors import InvalidOption  # noqa: E402
-from rota.core.model import (  # noqa: E402
-    Assignment,
-    Outcome,
-    OutcomeKind,
-)
+from rota.core.model import Assignment  # noqa: E402
+from rota.core.outcomes import Outcome, OutcomeKind  # noqa: E402
 from rota.core.states import JobState  # noqa: E402
 from tests.store.postgres.helpers import PAYLOAD, new_job, node_spec, open_store  # noqa: E402
 

@@ -10,11 +10,8 @@ import pytest
 
 psycopg = pytest.importorskip("psycopg")
 
-from rota.core.model import (  # noqa: E402
-    Assignment,
-    Outcome,
-    OutcomeKind,
-)
+from rota.core.model import Assignment  # noqa: E402
+from rota.core.outcomes import Outcome, OutcomeKind  # noqa: E402
 from tests.store.postgres.helpers import assert_fast, latencies, new_job, node_spec, open_store  # noqa: E402
 
 # ---- reconnection -------------------------------------------------------------------

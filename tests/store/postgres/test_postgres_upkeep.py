@@ -13,12 +13,8 @@ import pytest
 psycopg = pytest.importorskip("psycopg")
 
 from rota.core.errors import LeaseLost  # noqa: E402
-from rota.core.model import (  # noqa: E402
-    Assignment,
-    NodeState,
-    Outcome,
-    OutcomeKind,
-)
+from rota.core.model import Assignment, NodeState  # noqa: E402
+from rota.core.outcomes import Outcome, OutcomeKind  # noqa: E402
 from rota.core.states import JobState  # noqa: E402
 from tests.store.postgres.helpers import new_job, node_spec, open_store  # noqa: E402
 

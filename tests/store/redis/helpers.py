@@ -12,16 +12,8 @@ from typing import Any
 
 import pytest
 
-from rota.core.model import (
-    Assignment,
-    Lease,
-    NewJob,
-    NodeSpec,
-    NodeState,
-    Outcome,
-    OutcomeKind,
-    ScheduleRecord,
-)
+from rota.core.model import Assignment, Lease, NewJob, NodeSpec, NodeState, ScheduleRecord
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.payload import encode_arguments
 from rota.core.states import JobState
 from rota.store import SCHEDULER_LEASE

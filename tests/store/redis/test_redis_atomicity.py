@@ -13,12 +13,8 @@ from typing import Any
 import pytest
 
 from rota.core.errors import LeaseLost, SubmitError
-from rota.core.model import (
-    Assignment,
-    Lease,
-    Outcome,
-    OutcomeKind,
-)
+from rota.core.model import Assignment, Lease
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.states import JobState
 
 pytest.importorskip("redis")

@@ -37,7 +37,7 @@ def _kill_clients(r: redis.Redis, name: str) -> int:
     killed = 0
     for c in r.client_list():
         if c.get("name") == name:
-            killed += int(r.execute_command("CLIENT", "KILL", "ID", c["id"]))
+            killed += int(r.execute_command("CLIENT", "KILL", "ID", c["id"]))  # type: ignore[no-untyped-call]
     return killed
 
 

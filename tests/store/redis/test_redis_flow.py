@@ -9,13 +9,8 @@ from typing import Any
 
 import pytest
 
-from rota.core.model import (
-    Assignment,
-    NewJob,
-    NodeState,
-    Outcome,
-    OutcomeKind,
-)
+from rota.core.model import Assignment, NewJob, NodeState
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.states import JobState
 
 pytest.importorskip("redis")

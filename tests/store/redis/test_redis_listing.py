@@ -4,15 +4,12 @@ drift of resource usage, a node leaving with jobs."""
 from __future__ import annotations
 
 import random
+from typing import cast
 
 import pytest
 
-from rota.core.model import (
-    Assignment,
-    NodeState,
-    Outcome,
-    OutcomeKind,
-)
+from rota.core.model import Assignment, NodeState
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.payload import encode_arguments
 from rota.core.states import JobState
 
@@ -113,14 +110,16 @@ def test_pending_members_of_an_older_rota_are_rewritten(
     a, b = job("a", resources={"cpu": 2}), job("b")
     store.submit([a, b])
     key = store.key("pending")
-    for m in raw.zrange(key, 0, -1):
+    members = cast(list[str], raw.zrange(key, 0, -1))
+    for m in members:
         raw.zrem(key, m)
         raw.zadd(key, {m.split("\0")[0]: 0})  # the old form
     raw.hset(store.key("job", b.id), "state", "cancelled")  # cancelled meanwhile
     (p,) = store.pending_jobs(10)
     assert p.id == a.id and p.resources == {"cpu": 2.0}
-    assert [m.split("\0")[0][20:] for m in raw.zrange(key, 0, -1)] == [a.id]
-    assert "\0" in raw.zrange(key, 0, -1)[0]
+    members = cast(list[str], raw.zrange(key, 0, -1))
+    assert [m.split("\0")[0][20:] for m in members] == [a.id]
+    assert "\0" in members[0]
 
 
 def test_odd_values_survive_the_lua_roundtrip(store: RedisStore) -> None:

@@ -7,11 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from rota.core.model import (
-    Assignment,
-    Outcome,
-    OutcomeKind,
-)
+from rota.core.model import Assignment
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.states import JobState
 
 pytest.importorskip("redis")

@@ -4,6 +4,7 @@ waiters, the asyncio claims), and wake-up lists never grow."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import statistics
 import threading
@@ -13,12 +14,8 @@ from typing import Any
 
 import pytest
 
-from rota.core.model import (
-    Assignment,
-    Lease,
-    Outcome,
-    OutcomeKind,
-)
+from rota.core.model import Assignment, Lease
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.states import JobState
 
 pytest.importorskip("redis")
@@ -43,19 +40,20 @@ def test_wake_ups_arrive_within_milliseconds(
         j = job()
         sched.wait_for_pending(0)  # take the wake-up an earlier step left
         pending_lat.append(
-            latency(lambda: sched.wait_for_pending(5), lambda j=j: store.submit([j]))
+            latency(lambda: sched.wait_for_pending(5), functools.partial(store.submit, [j]))
         )
         assign_lat.append(
             latency(
                 lambda: store.wait_for_assignments(spec.id, 5),
-                lambda j=j: sched.assign(lease, [Assignment(j.id, spec.id)]),
+                functools.partial(sched.assign, lease, [Assignment(j.id, spec.id)]),
             )
         )
         (r,) = store.start_jobs(spec.id, 1, TTL)
         ok = Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, result="1")
         result_lat.append(
             latency(
-                lambda r=r: sched.wait_for_results([r.id], 5), lambda ok=ok: store.complete([ok])
+                functools.partial(sched.wait_for_results, [r.id], 5),
+                functools.partial(store.complete, [ok]),
             )
         )
     for lat in (assign_lat, pending_lat, result_lat):

@@ -8,7 +8,8 @@ import sqlite3
 import uuid
 from pathlib import Path
 
-from rota.core.model import Assignment, Outcome, OutcomeKind
+from rota.core.model import Assignment
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.states import JobState
 from rota.store.sqlite.store import SQLiteStore
 from tests.store.contract.test_flow_contract import finish, settle

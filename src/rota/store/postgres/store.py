@@ -66,11 +66,11 @@ from rota.core.model import (
     NodeRecord,
     NodeSpec,
     NodeState,
-    Outcome,
     PendingJob,
     ReapReport,
     ScheduleRecord,
 )
+from rota.core.outcomes import Outcome
 from rota.core.states import FINAL_STATES, JobState
 from rota.store.contract import Store
 from rota.store.postgres.codec import floats_of, job_from_row, json_text

@@ -16,10 +16,8 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rota.core.errors import StoreError
-from rota.core.model import (
-    JobRecord,
-    Outcome,
-)
+from rota.core.model import JobRecord
+from rota.core.outcomes import Outcome
 from rota.store.redis.codec import num_arg, outcome_rows, started_jobs
 from rota.store.redis.connection import SOCKET_TIMEOUT, WAIT_CHUNK, RedisConnection, log, parse_url
 from rota.store.redis.library import LOAD_LIBRARY, missing_library

@@ -8,16 +8,8 @@ from typing import Any
 import orjson
 
 from rota.core.backoff import DEFAULT_BASE, DEFAULT_MAX
-from rota.core.model import (
-    JobRecord,
-    Lease,
-    NewJob,
-    NodeRecord,
-    NodeSpec,
-    NodeState,
-    Outcome,
-    PendingJob,
-)
+from rota.core.model import JobRecord, Lease, NewJob, NodeRecord, NodeSpec, NodeState, PendingJob
+from rota.core.outcomes import Outcome
 from rota.core.states import JobState
 
 

@@ -38,12 +38,12 @@ from rota.core.model import (
     NodeRecord,
     NodeSpec,
     NodeState,
-    Outcome,
     PendingJob,
     PlacementSnapshot,
     ReapReport,
     ScheduleRecord,
 )
+from rota.core.outcomes import Outcome
 from rota.core.states import FINAL_STATES, JobState
 from rota.store.contract import AsyncClaims, Store
 from rota.store.redis.async_claims import RedisAsyncClaims

@@ -22,12 +22,11 @@ from rota.core.model import (
     NodeRecord,
     NodeSpec,
     NodeState,
-    Outcome,
-    OutcomeKind,
     PendingJob,
     ReapReport,
     ScheduleRecord,
 )
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.states import FAILED_STATES, FINAL_STATES, JobState, after_parents
 from rota.store.contract import Store
 from rota.store.fast_paths import PlainFastPaths
