@@ -805,6 +805,9 @@ class RedisStore(Store):
     def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
         return _lease(name, self._run("acquire_lease", [name, holder, _num(ttl)]))
 
+    def adopt_lease(self, name: str, holder: str, token: int, ttl: float) -> Lease | None:
+        return _lease(name, self._run("adopt_lease", [name, holder, int(token), _num(ttl)]))
+
     def release_lease(self, lease: Lease) -> None:
         self._run("release_lease", self._lease_args(lease))
 
