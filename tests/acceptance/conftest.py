@@ -428,8 +428,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # ---- fixtures ---------------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
 def _no_ambient_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ROTA_STORE`` would override every URL the tests hand out."""
+    """``ROTA_STORE`` would override every URL the tests hand out (and
+    ``ROTA_COORDINATOR`` the coordinator: the ``coordination`` fixture sets it)."""
     monkeypatch.delenv("ROTA_STORE", raising=False)
+    monkeypatch.delenv("ROTA_COORDINATOR", raising=False)
 
 
 @pytest.fixture
@@ -457,7 +459,6 @@ def coordination(
     """With ``zookeeper``: a private ZooKeeper server (stopped by pid afterwards), whose
     URL every process of the fleet gets as ``ROTA_COORDINATOR``."""
     if coordinator == "store":
-        monkeypatch.delenv("ROTA_COORDINATOR", raising=False)
         yield None
         return
     need_module("kazoo", "zookeeper")
@@ -467,14 +468,11 @@ def coordination(
 
 
 @pytest.fixture
-def fleet(
-    url: str,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-    coordination: ZooKeeperServer | None,
-) -> Iterator[Fleet]:
+def fleet(url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
     f = Fleet(url, tmp_path)
-    f.zookeeper = coordination
+    # Tests that parametrise ``coordinator`` get their coordination set up first.
+    if "coordinator" in request.fixturenames:
+        f.zookeeper = request.getfixturevalue("coordination")
     request.node.stash[FLEET_KEY] = f
     try:
         yield f

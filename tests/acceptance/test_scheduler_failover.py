@@ -20,7 +20,9 @@ pytestmark = pytest.mark.acceptance
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("coordinator", ["store", "zookeeper"])
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_standby_takes_over_when_leader_is_killed(fleet: Fleet, client: Rota) -> None:
+def test_standby_takes_over_when_leader_is_killed(
+    fleet: Fleet, client: Rota, coordinator: str
+) -> None:
     fleet.scheduler("sched-a")
     assert fleet.wait_leader()[0] == "sched-a"  # so that "a" leads and "b" stands by
     fleet.scheduler("sched-b")
