@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from rota.coord import resolve_coordinator
 from rota.core.errors import InvalidOption, UnknownTask
 from rota.core.model import NewJob, ScheduleRecord
 from rota.core.payload import DEFAULT_MAX_PAYLOAD, encode_arguments
@@ -36,8 +37,12 @@ class Rota:
         *,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         tracing: bool | None = None,
+        coordinator: str | None = None,
     ) -> None:
         self.store_url = resolve_url(store)
+        # Who decides liveness and leadership: "store" (default) or zookeeper://host/root
+        # ($ROTA_COORDINATOR); see rota.coord. Jobs stay in the store either way.
+        self.coordinator = resolve_coordinator(coordinator)
         self.max_payload = max_payload
         # OpenTelemetry spans for submit and run (None: $ROTA_TRACING); see rota.telemetry.tracing.
         self.tracing = tracing_enabled(tracing)

@@ -3,7 +3,7 @@ the scheduler (leader, placement rate, unplaceable jobs). Data first, rendering 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -13,6 +13,9 @@ from rota.core.model import JobRecord, NodeState
 from rota.core.states import JobState
 from rota.scheduler import STATS_NAME
 from rota.store import SCHEDULER_LEASE, Store
+
+if TYPE_CHECKING:
+    from rota.coord import Coordinator
 
 
 def redact_url(url: str) -> str:
@@ -34,9 +37,11 @@ def fmt_quantity(name: str, value: float) -> str:
     return f"{value:g}"
 
 
-def collect(store: Store) -> dict[str, Any]:
-    """A JSON-ready snapshot of the fleet."""
+def collect(store: Store, coordinator: Coordinator | None = None) -> dict[str, Any]:
+    """A JSON-ready snapshot of the fleet; with a ``coordinator`` that decides liveness
+    itself (ZooKeeper), each node's session too (``None``: no session, it counts dead)."""
     now = store.now()
+    sessions = coordinator.node_sessions() if coordinator is not None else None
     nodes = []
     for n in store.list_nodes():
         spec = n.spec
@@ -56,6 +61,7 @@ def collect(store: Store) -> dict[str, Any]:
                 "queues": list(spec.queues),
                 "host": spec.host,
                 "pid": spec.pid,
+                "session": "store heartbeats" if sessions is None else sessions.get(n.id),
             }
         )
     by_queue: dict[str, dict[str, int]] = {}
@@ -67,6 +73,7 @@ def collect(store: Store) -> dict[str, Any]:
     stats = store.get_stats(STATS_NAME) or {}
     return {
         "store": redact_url(store.url),
+        "coordinator": coordinator.describe() if coordinator else {"kind": "store", "url": "store"},
         "now": now,
         "nodes": nodes,
         "jobs": {"total": totals, "by_queue": by_queue},
@@ -80,6 +87,9 @@ def collect(store: Store) -> dict[str, Any]:
             "unplaceable": stats.get("unplaceable", []),
             "held": stats.get("held", []),
             "policy": stats.get("policy"),
+            # The leader's coordination session as it last published it (ZooKeeper: state,
+            # session id, znode, token); the store lease otherwise.
+            "session": stats.get("coordinator") if lease else None,
             # Cumulative across leaders (the scheduler's ``totals``), for /metrics.
             "totals": {
                 key: int(stats.get(key) or 0)
@@ -100,7 +110,10 @@ _JOB_COLUMNS = [s.value for s in JobState]
 
 def render(data: dict[str, Any], console: Console) -> None:
     """Print the snapshot as tables."""
+    coord = data.get("coordinator") or {"kind": "store"}
     console.print(f"[bold]rota[/] store {data['store']}")
+    if coord.get("kind") != "store":
+        console.print(f"coordinator {escape(str(coord.get('url')))}")
     nodes = Table(title="Nodes", title_justify="left")
     for col in (
         "name",
@@ -112,13 +125,16 @@ def render(data: dict[str, Any], console: Console) -> None:
         "queues",
     ):
         nodes.add_column(col)
+    by_session = coord.get("kind") != "store"  # ZooKeeper: each node's own session
+    if by_session:
+        nodes.add_column("session")
     for n in data["nodes"]:
         res = ", ".join(
             f"{k} {fmt_quantity(k, n['used'].get(k, 0.0))}/{fmt_quantity(k, v)}"
             for k, v in sorted(n["resources"].items())
         )
         style = _STATE_STYLE.get(n["state"], "")
-        nodes.add_row(
+        row = [
             n["name"],
             f"[{style}]{n['state']}[/]",
             f"{n['heartbeat_age']:.1f}s ago",
@@ -126,7 +142,10 @@ def render(data: dict[str, Any], console: Console) -> None:
             res or "-",
             ",".join(f"{k}={v}" for k, v in n["labels"].items()) or "-",
             ",".join(n["queues"]),
-        )
+        ]
+        if by_session:
+            row.append(_session_cell(n.get("session")))
+        nodes.add_row(*row)
     console.print(nodes)
     jobs = Table(title="Jobs", title_justify="left")
     jobs.add_column("queue")
@@ -142,6 +161,11 @@ def render(data: dict[str, Any], console: Console) -> None:
             f"Scheduler leader [bold]{s['leader']}[/] (token {s['token']}), policy {s['policy']}, "
             f"{s['decisions_per_s'] or 0} placements/s, {s['waiting'] or 0} pending jobs waiting for room"
         )
+        session = s.get("session") or {}
+        if session.get("session_id"):
+            console.print(
+                f"Scheduler ZooKeeper session {session['session_id']}: {session.get('state')}"
+            )
     else:
         console.print(
             "[red]No scheduler is leading[/]: start `rota scheduler` or a worker with --scheduler"
@@ -150,6 +174,14 @@ def render(data: dict[str, Any], console: Console) -> None:
         console.print(f"[yellow]unplaceable[/]: {u['jobs']} job(s): {escape(str(u['reason']))}")
     for u in s.get("held", []):
         console.print(f"[cyan]held[/]: {u['jobs']} job(s): {escape(str(u['reason']))}")
+
+
+def _session_cell(session: Any) -> str:
+    if isinstance(session, str):
+        return session
+    if not session:
+        return "[red]none[/]"
+    return f"{session.get('session_id')} ({session.get('load') or '-'})"
 
 
 def render_job(job: JobRecord, console: Console) -> None:

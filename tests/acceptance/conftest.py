@@ -32,7 +32,8 @@ from rota.core.model import JobRecord, NodeRecord, NodeState
 from rota.core.states import FINAL_STATES
 from rota.store import SCHEDULER_LEASE, Store, open_store
 from tests.acceptance.apps import basic
-from tests.stores import store_url
+from tests.stores import need_module, store_url
+from tests.zookeeper import ZooKeeperServer, zookeeper_server
 
 T = TypeVar("T")
 
@@ -86,6 +87,7 @@ class Fleet:
     marker: str = field(default_factory=lambda: uuid.uuid4().hex)
     _store: Store | None = None
     _files: list[IO[bytes]] = field(default_factory=list)
+    zookeeper: ZooKeeperServer | None = None  # the coordinator's server, if ZooKeeper
 
     def __post_init__(self) -> None:
         self.runs = self.root / "runs"
@@ -426,8 +428,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # ---- fixtures ---------------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
 def _no_ambient_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ROTA_STORE`` would override every URL the tests hand out."""
+    """``ROTA_STORE`` would override every URL the tests hand out (and
+    ``ROTA_COORDINATOR`` the coordinator: the ``coordination`` fixture sets it)."""
     monkeypatch.delenv("ROTA_STORE", raising=False)
+    monkeypatch.delenv("ROTA_COORDINATOR", raising=False)
 
 
 @pytest.fixture
@@ -443,8 +447,32 @@ def url(kind: str, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def coordinator() -> str:
+    """The coordinator kind ("store" or "zookeeper"); tests parametrise it to run on both."""
+    return "store"
+
+
+@pytest.fixture
+def coordination(
+    coordinator: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ZooKeeperServer | None]:
+    """With ``zookeeper``: a private ZooKeeper server (stopped by pid afterwards), whose
+    URL every process of the fleet gets as ``ROTA_COORDINATOR``."""
+    if coordinator == "store":
+        yield None
+        return
+    need_module("kazoo", "zookeeper")
+    with zookeeper_server(tmp_path / "zookeeper") as server:
+        monkeypatch.setenv("ROTA_COORDINATOR", server.url())
+        yield server
+
+
+@pytest.fixture
 def fleet(url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
     f = Fleet(url, tmp_path)
+    # Tests that parametrise ``coordinator`` get their coordination set up first.
+    if "coordinator" in request.fixturenames:
+        f.zookeeper = request.getfixturevalue("coordination")
     request.node.stash[FLEET_KEY] = f
     try:
         yield f

@@ -1,5 +1,7 @@
 """kill -9 the scheduler leader with a standby running: the standby takes the lease (a
-higher fencing token) and placement resumes."""
+higher fencing token) and placement resumes; with store leases and with ZooKeeper (the
+standby is elected when the dead leader's session expires; its token is its znode's
+czxid)."""
 
 from __future__ import annotations
 
@@ -16,8 +18,11 @@ pytestmark = pytest.mark.acceptance
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("coordinator", ["store", "zookeeper"])
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_standby_takes_over_when_leader_is_killed(fleet: Fleet, client: Rota) -> None:
+def test_standby_takes_over_when_leader_is_killed(
+    fleet: Fleet, client: Rota, coordinator: str
+) -> None:
     fleet.scheduler("sched-a")
     assert fleet.wait_leader()[0] == "sched-a"  # so that "a" leads and "b" stands by
     fleet.scheduler("sched-b")

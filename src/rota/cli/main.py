@@ -46,6 +46,12 @@ store_option = click.option(
 app_option = click.option(
     "--app", "app_spec", default=None, help="module:app, to use its store URL."
 )
+coordinator_option = click.option(
+    "--coordinator",
+    default=None,
+    help="Who decides liveness and leadership: store (default) or "
+    "zookeeper://host:2181/root ($ROTA_COORDINATOR; a worker defaults to its app's).",
+)
 log_options = [
     click.option("--log-level", default="INFO", show_default=True),
     click.option("--log-json", is_flag=True, help="One JSON object per log line."),
@@ -113,6 +119,7 @@ def cli() -> None:
 @click.option(
     "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
 )
+@coordinator_option
 @with_logging
 def worker(
     app_spec: str,
@@ -131,6 +138,7 @@ def worker(
     cancel_grace: float,
     metrics_port: int,
     metrics_host: str,
+    coordinator: str | None,
     log_level: str,
     log_json: bool,
 ) -> None:
@@ -154,6 +162,7 @@ def worker(
         cancel_grace=cancel_grace,
         metrics_port=metrics_port or None,
         metrics_host=metrics_host,
+        coordinator=coordinator,
         scheduler=SchedulerConfig(policy=policy, failure_timeout=lease_ttl)
         if with_scheduler
         else None,
@@ -203,6 +212,7 @@ def _sync_schedules(app: Rota) -> None:
     help="Free slots per queue reserved for plain jobs when nothing is pending, so the "
     "store places them as they are submitted (Redis); 0 turns it off.",
 )
+@coordinator_option
 @with_logging
 def scheduler(
     app_spec: str | None,
@@ -212,6 +222,7 @@ def scheduler(
     failure_timeout: float,
     retention: float,
     reserve_slots: int,
+    coordinator: str | None,
     log_level: str,
     log_json: bool,
 ) -> None:
@@ -224,6 +235,7 @@ def scheduler(
 
         app = load_app(app_spec)
         url = app.store_url
+        coordinator = coordinator or app.coordinator
         _sync_schedules(app)
     else:
         url = store_url or resolve_url()
@@ -234,7 +246,7 @@ def scheduler(
         retention=retention,
         reserve_slots=reserve_slots,
     )
-    sched = Scheduler(url, config)
+    sched = Scheduler(url, config, coordinator=coordinator)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sched.stop.set())
     sched.run()
@@ -355,11 +367,24 @@ def _wait_for(handles: list[Any], wait_timeout: float | None) -> None:
 @cli.command()
 @store_option
 @app_option
+@coordinator_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(store_url: str | None, app_spec: str | None, as_json: bool) -> None:
+def status(
+    store_url: str | None, app_spec: str | None, coordinator: str | None, as_json: bool
+) -> None:
     """Nodes with their load and liveness; jobs by state and queue; the scheduler."""
+    from rota.coord import open_coordinator
+
     store = _store_from(store_url, app_spec)
-    data = collect(store)
+    if app_spec and not coordinator:
+        from rota.loader import load_app
+
+        coordinator = load_app(app_spec).coordinator
+    coord = open_coordinator(coordinator)
+    try:
+        data = collect(store, coord)
+    finally:
+        coord.close()
     if as_json:
         _print_json(data)
     else:
@@ -542,6 +567,7 @@ def demo(n_jobs: int, store_url: str | None, no_kill: bool) -> None:
     show_default=True,
     help="Seconds between chart samples (history starts when the dashboard starts).",
 )
+@coordinator_option
 @with_logging
 def dashboard(
     app_spec: str | None,
@@ -551,6 +577,7 @@ def dashboard(
     token: str | None,
     metrics_public: bool,
     history_interval: float,
+    coordinator: str | None,
     log_level: str,
     log_json: bool,
 ) -> None:
@@ -576,7 +603,9 @@ def dashboard(
     if app_spec:
         from rota.loader import load_app
 
-        url = load_app(app_spec).store_url
+        loaded = load_app(app_spec)
+        url = loaded.store_url
+        coordinator = coordinator or loaded.coordinator
     else:
         url = resolve_url(store_url)
     app = create_app(
@@ -585,6 +614,7 @@ def dashboard(
         metrics_public=metrics_public,
         sample_interval=history_interval,
         trusted_hosts=None if token else open_mode_hosts(host),
+        coordinator=coordinator,
     )
     logging.getLogger("rota.dashboard").warning(startup_message(url, host, port, token))
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)

@@ -134,9 +134,13 @@ def read_detail(store: Store, job: JobRecord) -> dict[str, Any]:
     return job_detail(job, parents)
 
 
-def build_routes(pool: StorePool, history_snapshot: Callable[[float | None], Any]) -> list[Route]:
+def build_routes(
+    pool: StorePool,
+    history_snapshot: Callable[[float | None], Any],
+    snapshot: Callable[[Store], dict[str, Any]] = collect,
+) -> list[Route]:
     async def status(request: Request) -> Response:
-        return ORJSONResponse(await pool.run(collect))
+        return ORJSONResponse(await pool.run(snapshot))
 
     async def history(request: Request) -> Response:
         raw = request.query_params.get("since")

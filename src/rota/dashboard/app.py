@@ -8,6 +8,7 @@ the token (bearer header or session cookie) when one is configured; see ``auth.p
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import ipaddress
 import logging
@@ -27,6 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rota.coord import open_coordinator
 from rota.dashboard.api import ORJSONResponse, StorePool, build_routes, error
 from rota.dashboard.auth import (
     SAFE_METHODS,
@@ -148,6 +150,7 @@ def create_app(
     trusted_hosts: list[str] | None = None,
     store_factory: Callable[[str], Store] = open_store,
     secret: bytes | None = None,
+    coordinator: str | None = None,
 ) -> Starlette:
     """The dashboard over the store at ``store_url``.
 
@@ -159,8 +162,10 @@ def create_app(
     """
     auth = Auth(token, secret=secret)
     pool = StorePool(lambda: store_factory(store_url))
+    coord = open_coordinator(coordinator)  # each node's session comes from it (ZooKeeper)
+    snapshot = functools.partial(collect, coordinator=coord)
     history = History(
-        lambda: store_factory(store_url), collect, interval=sample_interval, span=history_span
+        lambda: store_factory(store_url), snapshot, interval=sample_interval, span=history_span
     )
     display_url = redact_url(store_url)
 
@@ -172,6 +177,7 @@ def create_app(
         finally:
             await run_in_threadpool(history.stop)
             pool.close()
+            coord.close()
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
@@ -229,7 +235,7 @@ def create_app(
 
     async def metrics(request: Request) -> Response:
         try:
-            data: dict[str, Any] | None = await pool.run(collect)
+            data: dict[str, Any] | None = await pool.run(snapshot)
         except Exception as exc:
             log.warning("metrics: the store did not answer: %s", redact_url(str(exc)))
             data = None
@@ -243,7 +249,7 @@ def create_app(
         Route("/favicon.ico", favicon, methods=["GET"]),
         Route("/api/session", session, methods=["GET"]),
         Route("/api/openapi.json", openapi, methods=["GET"]),
-        *build_routes(pool, history.snapshot),
+        *build_routes(pool, history.snapshot, snapshot),
         Route("/metrics", metrics, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -80,6 +80,8 @@ def snapshot_metrics(data: dict[str, Any]) -> Iterator[Metric]:
             res_used.add_metric([*key, resource], n["used"].get(resource, 0.0))
     yield from (slots, used, assigned, heartbeat, up, capacity, res_used)
 
+    yield from coordinator_metrics(data)
+
     s = data["scheduler"]
     leader = GaugeMetricFamily(
         "rota_scheduler_leader", "1 for the scheduler holding the leader lease.", labels=["holder"]
@@ -119,6 +121,33 @@ def snapshot_metrics(data: dict[str, Any]) -> Iterator[Metric]:
         counter = CounterMetricFamily(name, doc)
         counter.add_metric([], totals.get(stat) or 0)
         yield counter
+
+
+def coordinator_metrics(data: dict[str, Any]) -> Iterator[Metric]:
+    """The coordinator in use, the leader's session state and each node's session."""
+    coord = data.get("coordinator") or {"kind": "store", "url": "store"}
+    info = GaugeMetricFamily(
+        "rota_coordinator_info", "1, labelled with the coordinator in use.", labels=["kind", "url"]
+    )
+    info.add_metric([str(coord.get("kind")), str(coord.get("url"))], 1)
+    yield info
+    session = data["scheduler"].get("session") or {}
+    leader = GaugeMetricFamily(
+        "rota_scheduler_coordinator_session",
+        "1 for the state of the leader's coordination session (connected, suspended, lost).",
+        labels=["state"],
+    )
+    if session.get("state"):
+        leader.add_metric([str(session["state"])], 1)
+    yield leader
+    nodes = GaugeMetricFamily(
+        "rota_node_session_up",
+        "1 if the node holds a coordination session (ZooKeeper znode, or store heartbeats).",
+        labels=["node", "name"],
+    )
+    for n in data["nodes"]:
+        nodes.add_metric([n["id"], n["name"]], 1 if n.get("session") else 0)
+    yield nodes
 
 
 def _by_reason(name: str, doc: str, rows: list[dict[str, Any]] | None) -> GaugeMetricFamily:

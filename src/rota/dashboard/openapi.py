@@ -296,12 +296,44 @@ _DOCUMENT: dict[str, Any] = {
                     "queues": {"type": "array", "items": {"type": "string"}},
                     "host": {"type": "string"},
                     "pid": {"type": "integer"},
+                    "session": {
+                        "description": "The node's coordination session: \"store "
+                        "heartbeats\" with the store coordinator; with ZooKeeper its znode's "
+                        "owner session (session_id, load, since), or null: no session, dead",
+                        "nullable": True,
+                        "oneOf": [{"type": "string"}, _ref("CoordinatorSession")],
+                    },
+                },
+            },
+            "CoordinatorSession": {
+                "type": "object",
+                "properties": {
+                    "state": {"type": "string"},
+                    "session_id": {"type": "string", "nullable": True},
+                    "session_timeout": {"type": "number"},
+                    "leading": {"type": "boolean"},
+                    "token": {"type": "integer", "nullable": True},
+                    "znode": {"type": "string", "nullable": True},
+                    "load": {"type": "string", "nullable": True},
+                    "since": {"type": "number"},
+                    "url": {"type": "string"},
                 },
             },
             "Status": {
                 "type": "object",
                 "properties": {
                     "store": {"type": "string"},
+                    "coordinator": {
+                        "type": "object",
+                        "description": "Who decides liveness and leadership: kind store or "
+                        "zookeeper, and its URL",
+                        "properties": {
+                            "kind": {"type": "string", "enum": ["store", "zookeeper"]},
+                            "url": {"type": "string"},
+                            "session_timeout": {"type": "number"},
+                            "reader": {"nullable": True, **_ref("CoordinatorSession")},
+                        },
+                    },
                     "now": {"type": "number"},
                     "nodes": {"type": "array", "items": _ref("Node")},
                     "jobs": {
@@ -353,6 +385,12 @@ _DOCUMENT: dict[str, Any] = {
                                 },
                             },
                             "policy": {"type": "string", "nullable": True},
+                            "session": {
+                                "description": "The leader's coordination session as it "
+                                "last published it",
+                                "nullable": True,
+                                **_ref("CoordinatorSession"),
+                            },
                             "totals": {
                                 "type": "object",
                                 "description": "Cumulative counts carried from leader to "

@@ -14,6 +14,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from rota.coord import Leadership, open_coordinator, resolve_coordinator
 from rota.core.errors import LeaseLost, StoreError
 from rota.core.model import Assignment, Lease, NodeRecord, PendingJob, PlacementSnapshot
 from rota.scheduler.config import STATS_NAME, SchedulerConfig
@@ -21,7 +22,7 @@ from rota.scheduler.limits import RateGate, admit, fair_order, record_placed
 from rota.scheduler.periodic import PeriodicRunner
 from rota.scheduler.placement import get_policy, place
 from rota.scheduler.reservations import reserve
-from rota.store import SCHEDULER_LEASE, Store, open_store
+from rota.store import Store, open_store
 from rota.store import fast_paths as fast
 
 log = logging.getLogger("rota.scheduler")
@@ -51,12 +52,19 @@ class Scheduler:
     """One scheduler process (or thread). ``run()`` blocks until ``stop`` is set."""
 
     def __init__(
-        self, store_url: str, config: SchedulerConfig | None = None, holder: str | None = None
+        self,
+        store_url: str,
+        config: SchedulerConfig | None = None,
+        holder: str | None = None,
+        coordinator: str | None = None,
     ) -> None:
         self.config = config or SchedulerConfig()
         self.policy = get_policy(self.config.policy)
         self.store_url = store_url
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # Who leads and who is alive: the store's leases, or ZooKeeper (rota.coord).
+        self.coordinator = resolve_coordinator(coordinator)
+        self.leadership: Leadership = open_coordinator(self.coordinator).leadership(self.holder)
         self.stop = threading.Event()
         self.lease: Lease | None = None
         self.placed_total = 0
@@ -109,16 +117,20 @@ class Scheduler:
         if store is not None:
             if self.lease is not None:
                 with contextlib.suppress(Exception):
-                    store.release_lease(self.lease)
+                    self.leadership.release(store, self.lease)
                     log.info("gave up leadership (token %d)", self.lease.token)
             store.close()
+        self.leadership.close()
 
     def cycle(self, store: Store) -> None:
         """One pass: keep or take the lease; if leading, promote, reap, place, publish."""
         cfg = self.config
         mono = time.monotonic()
+        if self.lease is not None and not self.leadership.holds(self.lease):
+            log.warning("lost leadership (token %d): coordinator session", self.lease.token)
+            self.lease = None  # no placements until elected again
         if self.lease is None or mono - self._renewed >= cfg.lease_ttl / 3:
-            lease = store.acquire_lease(SCHEDULER_LEASE, self.holder, cfg.lease_ttl)
+            lease = self.leadership.lead(store, cfg.lease_ttl)
             if lease is None:
                 if self.lease is not None:
                     log.warning("lost leadership (token %d)", self.lease.token)
@@ -158,7 +170,12 @@ class Scheduler:
                 did += moved
             did += self.periodic.run_due(store, lease, cfg)
             if mono - self._reaped >= cfg.reap_every:
-                report = store.reap(lease, cfg.failure_timeout)
+                gone = self.leadership.gone(store)  # coordinator sessions that ended
+                if gone:
+                    log.warning("nodes dead (coordinator session ended): %s", ", ".join(gone))
+                    report = store.reap_nodes(lease, gone, cfg.failure_timeout)
+                else:
+                    report = store.reap(lease, cfg.failure_timeout)
                 self._reaped = mono
                 self.totals["nodes_reaped"] += len(report.dead_nodes)
                 self.totals["lease_expiries"] += report.retried + report.dead_jobs
@@ -373,4 +390,5 @@ class Scheduler:
                 {"reason": reason, "jobs": count} for reason, count in self.held.most_common(20)
             ],
             "schedules": self.periodic.summary(),
+            "coordinator": {"url": self.coordinator, **self.leadership.session()},
         }

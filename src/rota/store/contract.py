@@ -211,6 +211,14 @@ class Store(ABC):
     def get_lease(self, name: str) -> Lease | None:
         """The current, unexpired holder of a lease, if any."""
 
+    def adopt_lease(self, name: str, holder: str, token: int, ttl: float) -> Lease | None:
+        """Take or renew the lease under a token minted outside the store (ZooKeeper's
+        zxid, see ``rota.coord.zookeeper``): taken when ``token`` is higher than the lease's
+        token (whoever holds it, expired or not), renewed when ``holder`` holds it with this
+        very token; ``None`` otherwise: a token older than the newest the store has seen is
+        refused. Fenced writes then check the lease exactly as for ``acquire_lease``."""
+        raise InvalidOption(f"the {self.url.split(':')[0]} store cannot adopt external tokens")
+
     @abstractmethod
     def promote_due(self, lease: Lease, limit: int) -> int:
         """Move up to ``limit`` scheduled/retrying jobs that are due to pending.
@@ -221,6 +229,23 @@ class Store(ABC):
         """Declare dead the nodes silent for ``failure_timeout`` seconds and take back
         their jobs (assigned: back to pending untouched; running: the attempt counts, then
         pending or dead); also take back running jobs whose lease expired. Fenced."""
+
+    def reap_nodes(
+        self, lease: Lease, node_ids: Sequence[str], failure_timeout: float
+    ) -> ReapReport:
+        """``reap``, and also declare dead now the nodes ``node_ids`` (their coordinator
+        session ended): their jobs are taken back as for a silent node. Fenced: a deposed
+        leader is refused by the first ``reap`` before it marks any node."""
+        first = self.reap(lease, failure_timeout)
+        for node_id in node_ids:
+            self.set_node_state(node_id, NodeState.DEAD)
+        second = self.reap(lease, failure_timeout)
+        return ReapReport(
+            tuple(dict.fromkeys((*first.dead_nodes, *node_ids, *second.dead_nodes))),
+            first.requeued + second.requeued,
+            first.retried + second.retried,
+            first.dead_jobs + second.dead_jobs,
+        )
 
     @abstractmethod
     def pending_jobs(self, limit: int, after: tuple[int, int] | None = None) -> list[PendingJob]:

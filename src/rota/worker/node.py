@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from rota.app import Rota
+from rota.coord import open_coordinator
 from rota.core.backoff import retry_delay
 from rota.core.errors import CorruptPayload, RotaError
 from rota.core.model import JobRecord, NodeSpec, NodeState
@@ -64,6 +65,7 @@ class WorkerConfig:
     scheduler: SchedulerConfig | None = None  # also stand for the scheduler role
     metrics_port: int | None = None  # serve Prometheus metrics here (0: any free port)
     metrics_host: str = "127.0.0.1"
+    coordinator: str | None = None  # who decides liveness/leadership (default: the app's)
 
     def spec(self, node_id: str) -> NodeSpec:
         prefetch = self.prefetch if self.prefetch is not None else max(1, self.concurrency // 2)
@@ -115,6 +117,10 @@ class WorkerNode:
         self.metrics: WorkerMetrics | None = None  # set by run() when metrics_port is set
         # Outcomes on their way to the store, by (job id, token): the job and its metric.
         self._reporting: dict[tuple[str, int], tuple[JobRecord, OutcomeLabel]] = {}
+        # Proof of life: store heartbeats, or a ZooKeeper session (rota.coord).
+        self.coordinator = self.config.coordinator or app.coordinator
+        self.membership = open_coordinator(self.coordinator).membership()
+        self._proven = True  # last answer of membership.can_take_work (logged on change)
 
     # ---- store access off the event loop ----------------------------------------------
     async def _call(
@@ -181,6 +187,7 @@ class WorkerNode:
             fd = self.metrics.fileno() if self.metrics is not None else None
             self._pool = ProcessPool(self.app, size, close_fds=() if fd is None else (fd,))
             await self._pool.start()
+        self.membership.on_change(lambda: self._wake_threadsafe(loop))
         await self._register()
         if self.config.scheduler is not None:
             self._start_scheduler(self.config.scheduler)
@@ -199,6 +206,7 @@ class WorkerNode:
                     await h
             await self._flush()
             await self._retrying("leaving", Store.set_node_state, self.node_id, NodeState.STOPPED)
+            await loop.run_in_executor(None, self.membership.close)
             log.info(
                 "node %s stopped: %d started, %d succeeded, %d failed, %d completions refused",
                 self.node_id,
@@ -242,9 +250,51 @@ class WorkerNode:
             log.info("%s: draining (grace %.1f s)", sig.name, self.config.shutdown_grace)
         self.request_stop()
 
+    def _wake_threadsafe(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(self._wake.set)
+
+    def _may_start(self) -> bool:
+        """Whether this node can prove it is alive (else it starts no new job; running
+        ones finish and report). Logged once per change."""
+        proven = self.membership.can_take_work()
+        if proven != self._proven:
+            self._proven = proven
+            if proven:
+                log.warning("node %s: proof of life is back: taking new work", self.node_id)
+            else:
+                log.warning(
+                    "node %s cannot prove it is alive (coordinator session %s): no new work; "
+                    "%d running jobs go on and report",
+                    self.node_id,
+                    self.membership.session().get("state"),
+                    len(self.running),
+                )
+        return proven
+
+    async def _join(self, spec: NodeSpec) -> None:
+        """Announce the node to the coordinator (before the store: see rota.coord)."""
+        delay = 0.1
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                return await loop.run_in_executor(None, self.membership.join, spec)
+            except Exception as exc:
+                log.warning("announcing the node failed, retrying in %.1f s: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _load(self) -> str:
+        if self._stopping:
+            return "draining"
+        busy = len(self.running)
+        return "idle" if busy == 0 else "full" if busy >= self.config.concurrency else "busy"
+
     async def _register(self) -> None:
         self.node_id = f"{self.config.name or socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         spec = self.config.spec(self.node_id)
+        await self._join(spec)
         await self._retrying("registering", Store.register_node, spec)
         if self.metrics is not None:
             self.metrics.set_node(spec.id, spec.name)
@@ -259,7 +309,9 @@ class WorkerNode:
         )
 
     def _start_scheduler(self, config: SchedulerConfig) -> None:
-        self._scheduler = Scheduler(self.app.store_url, config, holder=f"{self.node_id}:scheduler")
+        self._scheduler = Scheduler(
+            self.app.store_url, config, f"{self.node_id}:scheduler", self.coordinator
+        )
         self._scheduler_thread = threading.Thread(
             target=self._scheduler.run, name="rota-scheduler", daemon=True
         )
@@ -328,6 +380,8 @@ class WorkerNode:
         while not self._stopping:
             self._wake.clear()
             free = cfg.concurrency - len(self.running) - self._reserved
+            if not self._may_start():
+                free = min(free, 0)
             if free <= 0 and not self.outcomes:
                 await self._wake.wait()  # a slot frees up
                 continue
@@ -535,6 +589,10 @@ class WorkerNode:
         cfg = self.config
         while True:
             await asyncio.sleep(cfg.heartbeat_interval)
+            with contextlib.suppress(Exception):  # re-announce after a new session, load
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self.membership.refresh, self._load()
+                )
             held = [(r.job.id, r.job.token) for r in self.running.values() if not r.abandoned]
             node_id = self.node_id
             try:

@@ -127,6 +127,7 @@
       h("td", {}, Object.entries(n.labels).map(([k, v]) => h("span", { class: "chip" }, k + "=" + v))),
       h("td", {}, n.queues.join(", ")),
       h("td", { class: "muted" }, (n.host || "") + (n.pid ? " pid " + n.pid : "")),
+      h("td", { class: "mono" }, sessionText(n.session)),
     ));
     replace(el,
       h("h1", {}, "Fleet"),
@@ -139,11 +140,17 @@
         card("held back", heldTotal(st.scheduler)),
         card("dead jobs", t.dead || 0),
         card("upstream failed", t.upstream_failed || 0),
-        card("scheduler", st.scheduler.leader ? "leading" : "none")),
+        card("scheduler", st.scheduler.leader ? "leading" : "none"),
+        card("coordinator", (st.coordinator && st.coordinator.kind) || "store")),
       st.nodes.length === 0 ? h("p", { class: "muted" }, "No worker nodes have registered yet.") :
         h("table", { id: "nodes" },
-          h("thead", {}, h("tr", {}, ["node", "state", "heartbeat age", "slots", "resources (used / total)", "labels", "queues", "host"].map((c) => h("th", {}, c)))),
+          h("thead", {}, h("tr", {}, ["node", "state", "heartbeat age", "slots", "resources (used / total)", "labels", "queues", "host", "session"].map((c) => h("th", {}, c)))),
           h("tbody", {}, rows)));
+  }
+  function sessionText(session) {
+    if (typeof session === "string") return session;
+    if (!session) return "none";
+    return session.session_id + (session.load ? " (" + session.load + ")" : "");
   }
   function card(label, value) {
     return h("div", { class: "card" }, h("div", { class: "n" }, value), h("div", { class: "k" }, label));
@@ -175,7 +182,10 @@
       ["placed by this leader", sc.placed_total === null ? "-" : sc.placed_total],
       ["pending jobs waiting for room", sc.waiting === null ? "-" : sc.waiting],
       ["held back by limits", heldTotal(sc)],
-    ] : [["leader", "none: start `rota scheduler` or a worker with --scheduler"]];
+      ["coordinator", (st.coordinator && st.coordinator.url) || "store"],
+      ["coordinator session", sc.session ? (sc.session.state || "-") + (sc.session.session_id ? " " + sc.session.session_id : "") : "-"],
+    ] : [["leader", "none: start `rota scheduler` or a worker with --scheduler"],
+         ["coordinator", (st.coordinator && st.coordinator.url) || "store"]];
     const reasons = (id, list) => h("table", { id },
       h("thead", {}, h("tr", {}, h("th", {}, "reason"), h("th", { class: "num" }, "jobs"))),
       h("tbody", {}, list.map((u) => h("tr", {}, h("td", {}, u.reason), h("td", { class: "num" }, u.jobs)))));

@@ -353,6 +353,15 @@ class PostgresStore(PostgresListener, Store):
             name=row[0], holder=row[1], token=row[2], expires_at=row[3], acquired_at=row[4]
         )
 
+    def adopt_lease(self, name: str, holder: str, token: int, ttl: float) -> Lease | None:
+        params = {"name": name, "holder": holder, "token": int(token), "ttl": float(ttl)}
+        row = self._one("adopt_lease", params)
+        if row is None:
+            return None
+        return Lease(
+            name=row[0], holder=row[1], token=row[2], expires_at=row[3], acquired_at=row[4]
+        )
+
     def release_lease(self, lease: Lease) -> None:
         params = {"name": lease.name, "holder": lease.holder, "token": lease.token}
         self._run(lambda conn: conn.execute(QUERIES["release_lease"], params), idempotent=True)

@@ -314,6 +314,11 @@ class RedisStore(RedisConnection, Store):
     def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
         return lease_from_reply(name, self._run("acquire_lease", [name, holder, num_arg(ttl)]))
 
+    def adopt_lease(self, name: str, holder: str, token: int, ttl: float) -> Lease | None:
+        return lease_from_reply(
+            name, self._run("adopt_lease", [name, holder, int(token), num_arg(ttl)])
+        )
+
     def release_lease(self, lease: Lease) -> None:
         self._run("release_lease", self._lease_args(lease))
 

@@ -356,6 +356,16 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
                 return None
             return self._lease_row(cur, name)
 
+    def adopt_lease(self, name: str, holder: str, token: int, ttl: float) -> Lease | None:
+        with self._write() as cur:
+            now = self._now(cur)
+            params = {"name": name, "holder": holder, "token": token, "now": now}
+            cur.execute(QUERIES["adopt_lease"], {**params, "expires": now + ttl})
+            lease = self._lease_row(cur, name)
+        return (
+            lease if lease is not None and (lease.holder, lease.token) == (holder, token) else None
+        )
+
     def release_lease(self, lease: Lease) -> None:
         with self._write() as cur:
             now = self._now(cur)

@@ -18,6 +18,20 @@ ON CONFLICT (name) DO UPDATE SET
 WHERE (l.holder = excluded.holder AND l.expires_at > rota_now()) OR l.expires_at <= rota_now()
 RETURNING name, holder, token, expires_at, acquired_at
 
+-- name: adopt_lease
+-- A token minted outside the store (ZooKeeper): a higher one takes the lease, the same
+-- one renews it for the same holder, an older one changes nothing (no row returned).
+INSERT INTO leases AS l (name, holder, token, acquired_at, expires_at)
+VALUES (:name, :holder, :token, rota_now(), rota_now() + :ttl)
+ON CONFLICT (name) DO UPDATE SET
+    acquired_at = CASE WHEN l.token = excluded.token THEN l.acquired_at
+        ELSE excluded.acquired_at END,
+    holder = excluded.holder,
+    token = excluded.token,
+    expires_at = excluded.expires_at
+WHERE excluded.token > l.token OR (excluded.token = l.token AND excluded.holder = l.holder)
+RETURNING name, holder, token, expires_at, acquired_at
+
 -- name: release_lease
 -- Expire it but keep the row: the next holder's token is still higher.
 UPDATE leases SET expires_at = rota_now()

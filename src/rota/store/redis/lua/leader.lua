@@ -20,6 +20,27 @@ token = token + 1
 redis.call('HSET', k, 'holder', holder, 'token', token, 'expires_at', exp, 'acquired_at', NOWS)
 return { holder, token, exp, NOWS }
 
+-- name: adopt_lease
+-- ARGV[3] = name, ARGV[4] = holder, ARGV[5] = token minted outside the store (ZooKeeper),
+-- ARGV[6] = ttl. A higher token takes the lease, the same one renews it for the same
+-- holder; an older one changes nothing. Returns {holder, token, expires_at, acquired_at}
+-- or nil when refused.
+local k = B .. 'lease:' .. ARGV[3]
+local holder, token = ARGV[4], tonumber(ARGV[5])
+local v = redis.call('HMGET', k, 'holder', 'token', 'acquired_at')
+local cur = tonumber(v[2] or '0')
+local exp = fmt(NOW + tonumber(ARGV[6]))
+if token > cur then
+  redis.call('HSET', k, 'holder', holder, 'token', ARGV[5], 'expires_at', exp,
+    'acquired_at', NOWS)
+  return { holder, token, exp, NOWS }
+end
+if token == cur and v[1] == holder then
+  redis.call('HSET', k, 'expires_at', exp)
+  return { holder, token, exp, v[3] }
+end
+return false
+
 -- name: release_lease
 -- ARGV[3] = name, ARGV[4] = holder, ARGV[5] = token.
 local k = B .. 'lease:' .. ARGV[3]

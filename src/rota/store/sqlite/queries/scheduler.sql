@@ -15,6 +15,20 @@ UPDATE leases SET expires_at = :expires WHERE name = :name AND holder = :holder 
 UPDATE leases SET holder = :holder, token = token + 1, expires_at = :expires, acquired_at = :now
 WHERE name = :name AND token = :token;
 
+-- name: adopt_lease
+-- A token minted outside the store (ZooKeeper): a higher one takes the lease, the same
+-- one renews it for the same holder, an older one changes nothing.
+INSERT INTO leases (name, holder, token, expires_at, acquired_at)
+VALUES (:name, :holder, :token, :expires, :now)
+ON CONFLICT (name) DO UPDATE SET
+    holder = excluded.holder,
+    expires_at = excluded.expires_at,
+    acquired_at = CASE WHEN leases.token = excluded.token THEN leases.acquired_at
+                       ELSE excluded.acquired_at END,
+    token = excluded.token
+WHERE excluded.token > leases.token
+   OR (excluded.token = leases.token AND excluded.holder = leases.holder);
+
 -- name: release_lease
 UPDATE leases SET expires_at = :now WHERE name = :name AND holder = :holder AND token = :token;
 
