@@ -268,11 +268,11 @@ def measure_latency(logs: Path, count: int = 200) -> list[float]:
                     for i in range(count):
                         msg = orjson.dumps({"task": "ingest.nap", "args": [0],
                                             "kwargs": {}, "options": {"labels": {}}})  # fmt: skip
+                        sent[f"l-{i}"] = time.time()  # just before the publish
                         await exchange.publish(
                             aio_pika.Message(msg, message_id=f"l-{i}", timestamp=time.time()),
                             routing_key="default",
                         )
-                        sent[f"l-{i}"] = time.time()
                         await asyncio.sleep(0.02)
 
             sent: dict[str, float] = {}
