@@ -11,6 +11,7 @@ from rich.table import Table
 
 from rota.core.model import JobRecord, NodeState
 from rota.core.states import JobState
+from rota.ingest.stats import ingest_processes
 from rota.scheduler import STATS_NAME
 from rota.store import SCHEDULER_LEASE, Store
 
@@ -96,6 +97,7 @@ def collect(store: Store, coordinator: Coordinator | None = None) -> dict[str, A
                 for key in ("leader_changes", "nodes_reaped", "lease_expiries", "jobs_requeued")
             },
         },
+        "ingest": ingest_processes(store, now),  # `rota ingest` processes (rota.ingest.stats)
     }
 
 
@@ -174,6 +176,28 @@ def render(data: dict[str, Any], console: Console) -> None:
         console.print(f"[yellow]unplaceable[/]: {u['jobs']} job(s): {escape(str(u['reason']))}")
     for u in s.get("held", []):
         console.print(f"[cyan]held[/]: {u['jobs']} job(s): {escape(str(u['reason']))}")
+    if data.get("ingest"):
+        render_ingest(data["ingest"], console)
+
+
+def render_ingest(processes: list[dict[str, Any]], console: Console) -> None:
+    """The ``rota ingest`` processes: source, rates, lag and dead-lettered messages."""
+    table = Table(title="Ingest", title_justify="left")
+    for col in ("source", "host/pid", "state", "stored/s", "lag", "stored", "dup", "invalid"):
+        table.add_column(col, justify="right" if col[0] in "sldi" and col != "source" else "left")
+    for p in processes:
+        state = "stale" if p["stale"] else "connected" if p["connected"] else "reconnecting"
+        table.add_row(
+            escape(str(p["source"])),
+            f"{p['host']}/{p['pid']}",
+            state,
+            f"{p['stored_per_s']:g}",
+            "-" if p["lag"] is None else str(p["lag"]),
+            str(p["stored"]),
+            str(p["duplicates"]),
+            str(p["invalid"] + p["refused"]),
+        )
+    console.print(table)
 
 
 def _session_cell(session: Any) -> str:

@@ -11,6 +11,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from rota.cli.ingest import ingest
 from rota.core.errors import JobFailed, ResultTimeout, RotaError
 from rota.core.resources import parse_labels, parse_resources
 from rota.core.states import JobState, parse_state
@@ -618,6 +619,9 @@ def dashboard(
     )
     logging.getLogger("rota.dashboard").warning(startup_message(url, host, port, token))
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
+
+
+cli.add_command(ingest)
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ class SnapshotCollector(Collector):
 
 
 def snapshot_metrics(data: dict[str, Any]) -> Iterator[Metric]:
+    yield from ingest_metrics(data.get("ingest") or [])
     jobs = GaugeMetricFamily("rota_jobs", "Jobs by queue and state.", labels=["queue", "state"])
     for queue, counts in sorted(data["jobs"]["by_queue"].items()):
         for state in JobState:
@@ -196,3 +197,28 @@ def render(data: dict[str, Any] | None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(data))
     return generate_latest(registry)
+
+
+_INGEST_GAUGES = {
+    "received": "Messages an ingest process took from its broker.",
+    "stored": "Jobs an ingest process created.",
+    "duplicates": "Redelivered messages whose job existed already.",
+    "invalid": "Messages dead-lettered because they failed validation.",
+    "refused": "Messages dead-lettered because the store refused their job.",
+    "replies": "Outcomes an ingest process published (replies, result records).",
+    "stored_per_s": "Jobs stored per second (over the last stats period).",
+    "lag": "Messages waiting at the broker (queue depth or consumer lag).",
+    "connected": "1 while the ingest process is connected to its broker.",
+}
+
+
+def ingest_metrics(processes: list[dict[str, Any]]) -> Iterator[Metric]:
+    """``rota_ingest_*{process, kind, source}`` gauges, one series per ingest process."""
+    labels = ["process", "kind", "source"]
+    for field, doc in _INGEST_GAUGES.items():
+        gauge = GaugeMetricFamily(f"rota_ingest_{field}", doc, labels=labels)
+        for p in processes:
+            value = p.get(field)
+            if value is not None and not p.get("stale"):
+                gauge.add_metric([p["id"], p["kind"], p["source"]], float(value))
+        yield gauge

@@ -198,8 +198,24 @@
         h("section", {}, h("h2", {}, "Held jobs (concurrency keys, rate limits)"),
           sc.held && sc.held.length ? reasons("held", sc.held)
             : h("p", { class: "muted" }, "None: no pending job is over its concurrency key's limit or its task's rate limit."))),
+      h("h2", {}, "Ingest processes"), ingestPanel(st.ingest || []),
       h("h2", {}, "Periodic schedules"),
       schedulesPanel(st.now));
+  }
+
+  function ingestPanel(rows) {
+    if (!rows.length) return h("p", { class: "muted", id: "ingest" }, "None: `rota ingest APP --from amqp://...|kafka://...` takes jobs from a broker.");
+    const cols = ["source", "state", "stored / s", "lag", "stored", "duplicates", "invalid"];
+    return h("table", { id: "ingest" },
+      h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, c)))),
+      h("tbody", {}, rows.map((p) => h("tr", {},
+        h("td", {}, p.source + " (" + p.host + "/" + p.pid + ")"),
+        h("td", {}, p.stale ? "stale" : p.connected ? "connected" : "reconnecting"),
+        h("td", { class: "num" }, num(p.stored_per_s)),
+        h("td", { class: "num" }, p.lag === null ? "-" : p.lag),
+        h("td", { class: "num" }, p.stored),
+        h("td", { class: "num" }, p.duplicates),
+        h("td", { class: "num" }, p.invalid + p.refused)))));
   }
 
   function schedulesPanel(now) {

@@ -1,0 +1,74 @@
+"""``rota ingest APP --from amqp://...|kafka://...``: jobs from a message broker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from rota.telemetry.logs import setup_logging
+
+
+@click.command()
+@click.argument("app_spec", metavar="APP")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    help="Broker URL: amqp://user:pass@host:5672/vhost or kafka://host:9092[,host2:9092].",
+)
+@click.option(
+    "--queues",
+    "-q",
+    default="",
+    help="AMQP: comma-separated rota queues to consume (default: the app's task queues).",
+)
+@click.option("--exchange", default="rota", show_default=True, help="AMQP: the direct exchange.")
+@click.option("--no-declare", is_flag=True, help="AMQP: only check the exchange and queues exist.")
+@click.option("--topic", default="rota", show_default=True, help="Kafka: topic to consume.")
+@click.option("--group", default="rota", show_default=True, help="Kafka: consumer group.")
+@click.option(
+    "--result-topic", default=None, help="Kafka: publish each job's outcome here (key: job id)."
+)
+@click.option(
+    "--prefetch", default=2000, show_default=True, help="Unacknowledged messages held at once."
+)
+@click.option("--batch", default=500, show_default=True, help="Messages per store round trip.")
+@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-json", is_flag=True, help="One JSON object per log line.")
+def ingest(
+    app_spec: str,
+    source: str,
+    queues: str,
+    exchange: str,
+    no_declare: bool,
+    topic: str,
+    group: str,
+    result_topic: str | None,
+    prefetch: int,
+    batch: int,
+    log_level: str,
+    log_json: bool,
+) -> None:
+    """Take jobs for APP (module:app) from RabbitMQ or Kafka (docs/wire-format.md)."""
+    from rota.ingest.runtime import IngestOptions, run_ingest
+    from rota.loader import load_app
+
+    setup_logging(log_level, log_json)
+    app = load_app(app_spec)
+    opts = IngestOptions(
+        source=source,
+        queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
+        exchange=exchange,
+        declare=not no_declare,
+        topic=topic,
+        group=group,
+        result_topic=result_topic,
+        prefetch=max(1, prefetch),
+        batch=max(1, min(batch, prefetch)),
+    )
+    try:
+        asyncio.run(run_ingest(app, opts))
+    except ImportError as exc:
+        extra = "kafka" if source.startswith("kafka") else "amqp"
+        raise click.ClickException(f"{exc}: install rota[{extra}]") from None

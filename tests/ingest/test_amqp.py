@@ -1,0 +1,208 @@
+"""RabbitMQ ingest against the real server: a Node producer (amqplib), RPC replies for
+every final outcome, dead letters with their reason, operators' view, and kill -9 of the
+ingest process while it drains (nothing lost, nothing twice)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from rota.core.states import JobState
+from rota.ingest.amqp import vhost_of
+from rota.ingest.stats import ingest_processes
+from rota.ingest.wire import job_id_for
+from rota.store import Store, open_store
+from tests.ingest.conftest import Procs, wait_for
+from tests.stores import store_url
+
+
+def ingest_connected(store: Store, count: int = 1) -> bool:
+    entries = ingest_processes(store, store.now())
+    return sum(1 for e in entries if e["connected"] and not e["stale"]) >= count
+
+
+async def publish(url: str, messages: list[tuple[str, dict[str, Any]]], **props: Any) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()  # publisher confirms on
+        exchange = await channel.get_exchange("rota")
+        for message_id, body in messages:
+            await exchange.publish(
+                aio_pika.Message(orjson.dumps(body), message_id=message_id, **props),
+                routing_key="default",
+            )
+
+
+async def read_queue(url: str, name: str, count: int, timeout: float) -> list[Any]:
+    """``count`` messages from queue ``name`` (acked), or fewer when ``timeout`` passes."""
+    import aio_pika
+
+    out: list[Any] = []
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        deadline = time.monotonic() + timeout
+        while len(out) < count and time.monotonic() < deadline:
+            message = await queue.get(fail=False)
+            if message is None:
+                await asyncio.sleep(0.1)
+                continue
+            await message.ack()
+            out.append(message)
+    return out
+
+
+@pytest.mark.timeout(150)
+def test_node_producer_replies_dead_letters_and_status(
+    amqp_url: str, tmp_path: Path, procs: Callable[[str], Procs], node_amqplib: Path
+) -> None:
+    import aio_pika
+
+    with store_url("redis", tmp_path) as url:
+        fleet = procs(url)
+        store = open_store(url)
+        fleet.worker()
+        fleet.ingest("ingest", amqp_url)
+        try:
+            wait_for(lambda: ingest_connected(store), 60, "the ingest process to connect")
+            node = subprocess.run(
+                ["node", str(node_amqplib / "producer.js"), amqp_url, "20", "n"],
+                capture_output=True, text=True, timeout=90,
+            )  # fmt: skip
+            assert node.returncode == 0, node.stderr
+            lines = node.stdout.splitlines()
+            assert lines[-1] == "done"
+            replies = {r["correlation_id"]: r for r in map(json.loads, lines[:-1])}
+            assert len(lines) - 1 == len(replies) == 21  # each reply once
+            vhost = vhost_of(amqp_url)
+            for i in range(20):
+                reply = replies[f"corr-n-{i}"]
+                assert reply["state"] == "succeeded" and reply["result"] == i + 1000
+                assert reply["job_id"] == job_id_for(f"amqp|{vhost}|n-{i}")
+            invalid = replies["corr-n-invalid"]
+            assert (
+                invalid["state"] == "invalid" and "missing a required argument" in invalid["error"]
+            )
+
+            # Dead and cancelled jobs get their outcome too (a Python client's RPC).
+            async def rpc() -> dict[str, Any]:
+                connection = await aio_pika.connect(amqp_url)
+                async with connection:
+                    channel = await connection.channel()
+                    callback = await channel.declare_queue("", exclusive=True)
+                    exchange = await channel.get_exchange("rota")
+                    for mid, body in (
+                        ("p-fail", {"task": "ingest.fail", "args": ["boom"]}),
+                        ("p-nap", {"task": "ingest.nap", "args": [60000]}),
+                    ):
+                        await exchange.publish(
+                            aio_pika.Message(
+                                orjson.dumps(body), message_id=mid, correlation_id=mid,
+                                reply_to=callback.name,
+                            ),
+                            routing_key="default",
+                        )  # fmt: skip
+                    nap = job_id_for(f"amqp|{vhost}|p-nap")
+                    wait_for(
+                        lambda: (j := store.get_job(nap)) and j.state == JobState.RUNNING,
+                        60, "the nap job to run",
+                    )  # fmt: skip
+                    store.cancel(nap)
+                    got: dict[str, Any] = {}
+                    async with callback.iterator(timeout=60) as messages:
+                        async for message in messages:
+                            await message.ack()
+                            got[message.correlation_id or ""] = orjson.loads(message.body)
+                            if len(got) == 2:
+                                break
+                    return got
+
+            outcomes = asyncio.run(rpc())
+            assert outcomes["p-fail"]["state"] == "dead" and "boom" in outcomes["p-fail"]["error"]
+            assert outcomes["p-nap"]["state"] == "cancelled"
+
+            # The invalid message is in rota.invalid, its reason attached.
+            dead = asyncio.run(read_queue(amqp_url, "rota.invalid", 1, 30))
+            assert len(dead) == 1 and dead[0].message_id == "n-invalid"
+            assert "missing a required argument" in str(dead[0].headers["x-rota-reason"])
+
+            # Operators: rota status --json shows the process with its figures.
+            def figures() -> dict[str, Any] | None:
+                entries = ingest_processes(store, store.now())
+                e = entries[0] if entries else None
+                return e if e and e["stored"] >= 22 and e["replies"] >= 22 else None
+
+            entry = wait_for(figures, 30, "the ingest stats")
+            assert entry["invalid"] == 1 and entry["kind"] == "amqp" and "***" in entry["source"]
+            status = subprocess.run(
+                [fleet.python, "-m", "rota", "status", "--json"],
+                capture_output=True, text=True, timeout=60, env=fleet.env(),
+            )  # fmt: skip
+            assert json.loads(status.stdout)["ingest"][0]["id"] == entry["id"]
+        except BaseException:
+            print(fleet.logs())
+            raise
+        finally:
+            fleet.close()
+            store.close()
+
+
+@pytest.mark.timeout(180)
+def test_kill_9_while_draining_loses_and_duplicates_nothing(
+    amqp_url: str, tmp_path: Path, procs: Callable[[str], Procs]
+) -> None:
+    total = 3000
+    with store_url("redis", tmp_path) as url:
+        fleet = procs(url)
+        store = open_store(url)
+        try:
+            first = fleet.ingest("ingest-0", amqp_url)  # declares the topology
+            wait_for(lambda: ingest_connected(store), 60, "the ingest process to connect")
+            fleet.kill("ingest-0")
+            assert first.returncode is not None
+            messages = [(f"k-{i}", {"task": "ingest.noop", "args": [i]}) for i in range(total)]
+            asyncio.run(publish(amqp_url, messages))
+            asyncio.run(publish(amqp_url, messages[:100]))  # a producer that sent twice
+
+            def stored() -> int:
+                return sum(store.count_jobs().values())
+
+            for kill in range(3):  # kill -9 mid-drain, three times
+                before = stored()
+                fleet.ingest(f"ingest-{kill + 1}", amqp_url, "--batch", "100", "--prefetch", "300")
+
+                def grew(than: int = before) -> bool:
+                    return stored() > than
+
+                wait_for(grew, 60, "the ingest process to store jobs", 0.02)
+                fleet.kill(f"ingest-{kill + 1}")
+            fleet.ingest("ingest-a", amqp_url)  # two processes share the rest
+            fleet.ingest("ingest-b", amqp_url)
+            wait_for(lambda: stored() >= total, 90, f"{total} jobs")
+            time.sleep(1.0)  # anything extra would show now
+            assert stored() == total
+            vhost = vhost_of(amqp_url)
+            ids = [job_id_for(f"amqp|{vhost}|k-{i}") for i in range(total)]
+            assert len(store.get_jobs(ids)) == total
+            entries = wait_for(
+                lambda: [e for e in ingest_processes(store, store.now()) if e["received"]],
+                30, "stats of the last ingest processes",
+            )  # fmt: skip
+            assert all(e["invalid"] == 0 for e in entries)
+        except BaseException:
+            print(fleet.logs())
+            raise
+        finally:
+            fleet.close()
+            store.close()
