@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import psycopg
@@ -75,6 +75,7 @@ from rota.core.model import (
 )
 from rota.core.states import FINAL_STATES, JobState
 from rota.store.contract import Store
+from rota.store.postgres.hosts import with_query
 
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
@@ -158,7 +159,7 @@ def parse_url(url: str) -> tuple[str, str, bool]:
             kept.append((key, value))
     if not schema or len(schema.encode()) > 63:
         raise InvalidOption(f"schema must be a name of 1 to 63 bytes, got {schema!r}")
-    conninfo = urlunsplit(parts._replace(query=urlencode(kept)))
+    conninfo = with_query(parts, kept)  # multi-host URLs too (hosts.py)
     return conninfo, schema, auto_migrate
 
 

@@ -59,6 +59,8 @@ from rota.core.model import (
 )
 from rota.core.states import FINAL_STATES, JobState
 from rota.store.contract import AsyncClaims, Store
+from rota.store.redis.durable import Durability
+from rota.store.redis.topology import async_connection_pool, connection_pool, describe
 
 log = logging.getLogger("rota.store.redis")
 
@@ -411,8 +413,9 @@ class RedisStore(Store):
         self.result_ttl = ttl if result_ttl is None else result_ttl
         self._ttl_arg = _num(self.result_ttl)
         self._base = f"{self.prefix}:{{{self.prefix}}}:"
-        self._pool: redis.ConnectionPool = redis.ConnectionPool.from_url(
+        self._pool: redis.ConnectionPool = connection_pool(
             conn_url,
+            self.prefix,
             decode_responses=True,
             # A damaged value that is not UTF-8 comes back escaped, not as an exception: a
             # corrupt payload then fails JSON decoding on the worker and is dead-lettered.
@@ -424,7 +427,8 @@ class RedisStore(Store):
             retry=Retry(NoBackoff(), 0),  # retried here, around whole operations
             client_name=f"rota:{self.prefix}:{os.getpid()}",
         )
-        self._where = self._describe(self._pool)
+        self._where = describe(self._pool)
+        self._durable = Durability.from_url(url)
         self.redis = redis.Redis(connection_pool=self._pool)
         self._retries = retries
         self._backoff = ExponentialBackoff(cap=2.0, base=0.05)
@@ -583,6 +587,7 @@ class RedisStore(Store):
         if not jobs:
             return []
         reply = self._run("submit", list(_submit_args(jobs)), memo=True)
+        self._durable.confirm(self._conn, self._where)
         if isinstance(reply, list):  # a unique key gave some job an existing id
             return [str(x) for x in reply]
         return [j.id for j in jobs]
@@ -676,6 +681,7 @@ class RedisStore(Store):
 
     def cancel(self, job_id: str) -> JobState | None:
         state = self._run("cancel", [job_id])
+        self._durable.confirm(self._conn, self._where)
         return JobState(state) if state else None
 
     def retry_dead(self, job_ids: Sequence[str]) -> int:
@@ -753,12 +759,16 @@ class RedisStore(Store):
     def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        return _started(self._run("start_jobs", [node_id, limit, _num(lease_ttl)], memo=True))
+        started = _started(self._run("start_jobs", [node_id, limit, _num(lease_ttl)], memo=True))
+        if started:
+            self._durable.confirm(self._conn, self._where)
+        return started
 
     def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
         if not outcomes:
             return []
         accepted = self._run("complete", [_outcome_rows(outcomes)], memo=True)
+        self._durable.confirm(self._conn, self._where)
         return [bool(a) for a in accepted]
 
     def complete_and_start(
@@ -771,6 +781,7 @@ class RedisStore(Store):
             return self.complete(outcomes), []
         args = [_outcome_rows(outcomes), node_id, limit, _num(lease_ttl)]
         accepted, reply = self._run("complete_and_start", args, memo=True)
+        self._durable.confirm(self._conn, self._where)
         return [bool(a) for a in accepted], _started(reply)
 
     def async_claims(self) -> AsyncClaims:
@@ -803,7 +814,9 @@ class RedisStore(Store):
         return [lease.name, lease.holder, lease.token]
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
-        return _lease(name, self._run("acquire_lease", [name, holder, _num(ttl)]))
+        lease = _lease(name, self._run("acquire_lease", [name, holder, _num(ttl)]))
+        self._durable.confirm(self._conn, self._where)
+        return lease
 
     def release_lease(self, lease: Lease) -> None:
         self._run("release_lease", self._lease_args(lease))
@@ -977,8 +990,9 @@ class _AsyncClaims:
         if conn is None:
             if self._pool is None:
                 conn_url, _, _ = parse_url(self._store.url)
-                self._pool = redis.asyncio.ConnectionPool.from_url(
+                self._pool = async_connection_pool(
                     conn_url,
+                    self._store.prefix,
                     decode_responses=True,
                     encoding_errors="backslashreplace",
                     socket_connect_timeout=5.0,
@@ -1077,12 +1091,16 @@ class _AsyncClaims:
             return [], await self.start_jobs(node_id, limit, lease_ttl)
         args = [_outcome_rows(outcomes), node_id, max(limit, 0), _num(lease_ttl)]
         accepted, flat = await self._run("complete_and_start", args)
+        await self._store._durable.confirm_async(self._conns.get("rpc"), self._store._where)
         return [bool(a) for a in accepted], _started(flat)
 
     async def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        return _started(await self._run("start_jobs", [node_id, limit, _num(lease_ttl)]))
+        started = _started(await self._run("start_jobs", [node_id, limit, _num(lease_ttl)]))
+        if started:
+            await self._store._durable.confirm_async(self._conns.get("rpc"), self._store._where)
+        return started
 
     async def wait_and_start(
         self, node_id: str, limit: int, lease_ttl: float, timeout: float
@@ -1105,12 +1123,17 @@ class _AsyncClaims:
         first = [("LPOP", wake), self._call("start_jobs", args)]
         woken, flat = await self._request("wait", first, SOCKET_TIMEOUT)
         jobs = _started(self._reply("start_jobs", flat))
+        if jobs:
+            await store._durable.confirm_async(self._conns.get("wait"), store._where)
         if jobs or woken is not None or timeout <= 0:
             return jobs
         step = max(min(timeout, WAIT_CHUNK), 0.001)
         then = [("BLPOP", wake, step), self._call("start_jobs", args)]
         _, flat = await self._request("wait", then, step + SOCKET_TIMEOUT)
-        return _started(self._reply("start_jobs", flat))
+        jobs = _started(self._reply("start_jobs", flat))
+        if jobs:
+            await store._durable.confirm_async(self._conns.get("wait"), store._where)
+        return jobs
 
     async def close(self) -> None:
         for kind in list(self._conns):
