@@ -325,7 +325,9 @@ def _count(
     deadline = time.monotonic() + drain_timeout
     records = {}
     while True:
-        records = {r.id: r for i in range(0, len(ids), 500) for r in fleet.store.get_jobs(ids[i : i + 500])}
+        records = {
+            r.id: r for i in range(0, len(ids), 500) for r in fleet.store.get_jobs(ids[i : i + 500])
+        }
         open_ = [r for r in records.values() if r.state not in FINAL_STATES]
         if not open_ or time.monotonic() > deadline:
             break

@@ -311,6 +311,10 @@ class ClusterDeployment:
                         return int(primary[1])
         raise RuntimeError(f"no node serves slot {slot}")
 
+    def client_for(self, prefix: str) -> Any:
+        """A plain client of the primary that serves ``{prefix}``."""
+        return redis_client(self.owner(prefix))
+
     def url(self, prefix: str, extra: str = "") -> str:
         hosts = ",".join(f"{HOST}:{n.port}" for n in self.nodes[: self.primaries])
         return f"redis+cluster://{hosts}/?prefix={prefix}{extra}"
@@ -346,6 +350,41 @@ class ClusterDeployment:
     def stop(self) -> None:
         for node in self.nodes:
             node.kill()
+
+
+_shared: ClusterDeployment | None = None
+
+
+def need_binaries(*names: str) -> None:
+    """Skip (fail under ROTA_REQUIRE_SERVICES=1) when a server binary is missing."""
+    from tests.stores import skip_or_fail
+
+    for name in names:
+        if shutil.which(name) is None and not (PG_BIN / name).exists():
+            skip_or_fail(f"{name} is not installed (apt-get install redis-server redis-sentinel)")
+
+
+def shared_cluster() -> ClusterDeployment:
+    """One 3-primary cluster for the whole test process (each test has its own prefix),
+    stopped at exit."""
+    global _shared
+    need_binaries("redis-server", "redis-cli")
+    if _shared is None:
+        root = Path(tempfile.mkdtemp(prefix="rota-cluster-"))
+        cluster = ClusterDeployment(root)
+        try:
+            cluster.start()
+        except BaseException:
+            cluster.stop()
+            raise
+        _shared = cluster
+
+        def stop() -> None:
+            cluster.stop()
+            shutil.rmtree(root, ignore_errors=True)
+
+        atexit.register(stop)
+    return _shared
 
 
 # ---- PostgreSQL -------------------------------------------------------------------------
