@@ -499,7 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"   {summary}", flush=True)
         tests.append((name, summary, seconds))
     text = render(args.profile, outcomes, tests, time.monotonic() - started)
-    args.out.write_text(text + "\n")
+    from bench.ha import keep_ha_block
+
+    args.out.write_text(keep_ha_block(args.out, text) + "\n")
     print(f"wrote {args.out}")
     failures = [o for o in outcomes if o.error]
     bad = re.compile(r"\b\d+ (failed|errors?)\b")

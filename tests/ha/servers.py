@@ -226,9 +226,19 @@ class SentinelDeployment:
         return wait_until("a Sentinel failover", promoted, timeout)
 
     def restart_as_replica(self, port: int) -> None:
-        """Start the killed server again (empty), as a replica of the current primary."""
+        """Start the killed server again (empty), as a replica of the current primary, once
+        every Sentinel names the new one. (Restarted earlier, a Sentinel that still names
+        it as the primary sends clients to an empty server whose writes are discarded when
+        it is demoted: the first run of bench/ha.py did that, see docs/reliability.md.)"""
         node = self.node(port)
-        node.extra = ["--replicaof", HOST, str(self.primary_port())]
+
+        def agreed() -> int | None:
+            seen = {int(_ask(s.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)[1])
+                    for s in self.sentinels}  # fmt: skip
+            return seen.pop() if len(seen) == 1 and port not in seen else None
+
+        primary = wait_until("every Sentinel to name the new primary", agreed, 60)
+        node.extra = ["--replicaof", HOST, str(primary)]
         node.start()
         wait_until("the old primary to resync", self._replicas_synced_any, 30)
 
