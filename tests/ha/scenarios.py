@@ -269,8 +269,8 @@ def failover_run(
             time.sleep(load_seconds)
             lease_before = _lease_token(url)
             counter_before = target.token_counter()
-            killed_at = time.time()
             killed = target.kill()
+            killed_at = time.time()  # after the kill landed: later sends reach the new primary
             target.recover(killed)
             failover = time.time() - killed_at
             healing = threading.Thread(target=target.heal, args=(killed,), daemon=True)
