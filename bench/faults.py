@@ -499,12 +499,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"   {summary}", flush=True)
         tests.append((name, summary, seconds))
     text = render(args.profile, outcomes, tests, time.monotonic() - started)
-    # Keep the section bench.coord writes (coordination figures) where it is.
-    old = args.out.read_text() if args.out.exists() else ""
-    begin, end = "<!-- bench.coord:begin -->", "<!-- bench.coord:end -->"
-    if begin in old and end in old:
-        text += "\n\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end
-    args.out.write_text(text + "\n")
+    from bench.doc_blocks import with_kept_blocks
+
+    # Keep the sections other commands own (bench.coord, bench.ha, bench.ingest, ...).
+    args.out.write_text(with_kept_blocks(args.out, text) + "\n")
     print(f"wrote {args.out}")
     failures = [o for o in outcomes if o.error]
     bad = re.compile(r"\b\d+ (failed|errors?)\b")

@@ -18,6 +18,8 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("ROTA_TEST_REDIS_PORT",
 PG_HOST, PG_PORT = "127.0.0.1", int(os.environ.get("ROTA_TEST_PG_PORT", "5432"))
 PG_DB = os.environ.get("ROTA_TEST_PG_DB", "test")
 STORE_KINDS = ("sqlite", "redis", "postgres")
+# Kinds that start servers of their own (tests/ha/servers.py); the contract suite runs them.
+CLUSTER_KINDS = ("redis-cluster",)
 
 
 def require_services() -> bool:
@@ -81,5 +83,17 @@ def store_url(kind: str, tmp_path: Path) -> Iterator[str]:
             f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{PG_DB}", autocommit=True
         ) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    elif kind == "redis-cluster":
+        need_module("rota.store.redis", "redis")
+        from tests.ha.servers import shared_cluster
+
+        cluster = shared_cluster()
+        prefix = f"rota-test-{tag}"
+        yield cluster.url(prefix)
+        client = cluster.client_for(prefix)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
     else:  # pragma: no cover
         raise ValueError(kind)

@@ -3,6 +3,7 @@ the scheduler (leader, placement rate, unplaceable jobs). Data first, rendering 
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
 def redact_url(url: str) -> str:
     """A store URL without its password (the user info ends at the host part's last ``@``)."""
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
+    if not sep:  # libpq's keyword form: "host=a,b password=... dbname=..."
+        return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
     authority, slash, path = rest.partition("/")
     userinfo, at, host = authority.rpartition("@")
     if not at or ":" not in userinfo:

@@ -18,13 +18,19 @@ def resolve_url(url: str | None = None) -> str:
 
 
 def open_store(url: str) -> Store:
-    """A new store connection for ``url`` (``sqlite:///path``, ``redis://``, ``postgresql://``)."""
+    """A new store connection for ``url`` (``sqlite:///path``, ``redis://``,
+    ``redis+sentinel://``, ``redis+cluster://``, ``postgresql://``, or libpq's
+    ``host=a,b dbname=d target_session_attrs=read-write`` with ``schema=``)."""
+    if "://" not in url and "=" in url.split(None, 1)[0]:  # libpq's "host=a,b dbname=..."
+        from rota.store.postgres.hosts import conninfo_to_url
+
+        url = conninfo_to_url(url)
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
         from rota.store.sqlite import SQLiteStore
 
         return SQLiteStore(url)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
         try:
             from rota.store.redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:  # pragma: no cover - depends on installed extras

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from rota.store import Store, open_store
-from tests.stores import STORE_KINDS, store_url
+from tests.stores import CLUSTER_KINDS, STORE_KINDS, store_url
 
 
-@pytest.fixture(params=STORE_KINDS)
+@pytest.fixture(params=(*STORE_KINDS, *CLUSTER_KINDS))
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with store_url(request.param, tmp_path) as u:
         yield u

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import psycopg
@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from rota.core.errors import InvalidOption, StoreError
 from rota.store.postgres.codec import short_hash
+from rota.store.postgres.hosts import with_query
 from rota.store.postgres.queries import QUERIES, migrations
 
 T = TypeVar("T")
@@ -43,7 +44,7 @@ def parse_url(url: str) -> tuple[str, str, bool]:
             kept.append((key, value))
     if not schema or len(schema.encode()) > 63:
         raise InvalidOption(f"schema must be a name of 1 to 63 bytes, got {schema!r}")
-    conninfo = urlunsplit(parts._replace(query=urlencode(kept)))
+    conninfo = with_query(parts, kept)  # multi-host URLs too (hosts.py)
     return conninfo, schema, auto_migrate
 
 

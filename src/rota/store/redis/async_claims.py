@@ -21,6 +21,7 @@ from rota.core.outcomes import Outcome
 from rota.store.redis.codec import num_arg, outcome_rows, started_jobs
 from rota.store.redis.connection import SOCKET_TIMEOUT, WAIT_CHUNK, RedisConnection, log, parse_url
 from rota.store.redis.library import LOAD_LIBRARY, missing_library
+from rota.store.redis.topology import async_connection_pool
 
 
 class suppress_errors:
@@ -52,8 +53,9 @@ class RedisAsyncClaims:
         if conn is None:
             if self._pool is None:
                 conn_url, _, _ = parse_url(self._store.url)
-                self._pool = redis.asyncio.ConnectionPool.from_url(
+                self._pool = async_connection_pool(
                     conn_url,
+                    self._store.prefix,
                     decode_responses=True,
                     encoding_errors="backslashreplace",
                     socket_connect_timeout=5.0,
@@ -152,12 +154,16 @@ class RedisAsyncClaims:
             return [], await self.start_jobs(node_id, limit, lease_ttl)
         args = [outcome_rows(outcomes), node_id, max(limit, 0), num_arg(lease_ttl)]
         accepted, flat = await self._run("complete_and_start", args)
+        await self._store._durable.confirm_async(self._conns.get("rpc"), self._store._where)
         return [bool(a) for a in accepted], started_jobs(flat)
 
     async def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        return started_jobs(await self._run("start_jobs", [node_id, limit, num_arg(lease_ttl)]))
+        started = started_jobs(await self._run("start_jobs", [node_id, limit, num_arg(lease_ttl)]))
+        if started:
+            await self._store._durable.confirm_async(self._conns.get("rpc"), self._store._where)
+        return started
 
     async def wait_and_start(
         self, node_id: str, limit: int, lease_ttl: float, timeout: float
@@ -180,12 +186,17 @@ class RedisAsyncClaims:
         first = [("LPOP", wake), self._call("start_jobs", args)]
         woken, flat = await self._request("wait", first, SOCKET_TIMEOUT)
         jobs = started_jobs(self._reply("start_jobs", flat))
+        if jobs:
+            await store._durable.confirm_async(self._conns.get("wait"), store._where)
         if jobs or woken is not None or timeout <= 0:
             return jobs
         step = max(min(timeout, WAIT_CHUNK), 0.001)
         then = [("BLPOP", wake, step), self._call("start_jobs", args)]
         _, flat = await self._request("wait", then, step + SOCKET_TIMEOUT)
-        return started_jobs(self._reply("start_jobs", flat))
+        jobs = started_jobs(self._reply("start_jobs", flat))
+        if jobs:
+            await store._durable.confirm_async(self._conns.get("wait"), store._where)
+        return jobs
 
     async def close(self) -> None:
         for kind in list(self._conns):

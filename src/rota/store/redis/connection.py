@@ -23,7 +23,9 @@ from redis.retry import Retry
 
 from rota.core.errors import InvalidOption, LeaseLost, StoreError, SubmitError
 from rota.store.redis.codec import num_arg
+from rota.store.redis.durable import Durability
 from rota.store.redis.library import LOAD_LIBRARY, function_name, missing_library
+from rota.store.redis.topology import connection_pool, describe
 
 log = logging.getLogger("rota.store.redis")
 
@@ -99,8 +101,9 @@ class RedisConnection:
         self.result_ttl = ttl if result_ttl is None else result_ttl
         self._ttl_arg = num_arg(self.result_ttl)
         self._base = f"{self.prefix}:{{{self.prefix}}}:"
-        self._pool: redis.ConnectionPool = redis.ConnectionPool.from_url(
+        self._pool: redis.ConnectionPool = connection_pool(
             conn_url,
+            self.prefix,
             decode_responses=True,
             # A damaged value that is not UTF-8 comes back escaped, not as an exception: a
             # corrupt payload then fails JSON decoding on the worker and is dead-lettered.
@@ -112,7 +115,8 @@ class RedisConnection:
             retry=Retry(NoBackoff(), 0),  # retried here, around whole operations
             client_name=f"rota:{self.prefix}:{os.getpid()}",
         )
-        self._where = self._describe(self._pool)
+        self._where = describe(self._pool)
+        self._durable = Durability.from_url(url)
         self.redis = redis.Redis(connection_pool=self._pool)
         self._retries = retries
         self._backoff = ExponentialBackoff(cap=2.0, base=0.05)
@@ -124,13 +128,6 @@ class RedisConnection:
         # its own rather than share its parent's socket.
         self._conn: Any = None  # a redis-py Connection
         self._conn_pid = 0
-
-    @staticmethod
-    def _describe(pool: redis.ConnectionPool) -> str:
-        kw = pool.connection_kwargs
-        if "path" in kw:
-            return f"unix:{kw['path']}"
-        return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
 
     def __repr__(self) -> str:
         return f"RedisStore({self._where!r}, prefix={self.prefix!r})"

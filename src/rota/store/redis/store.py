@@ -86,6 +86,7 @@ class RedisStore(RedisConnection, Store):
         if not jobs:
             return []
         reply = self._run("submit", list(submit_args(jobs)), memo=True)
+        self._durable.confirm(self._conn, self._where)
         if isinstance(reply, list):  # a unique key gave some job an existing id
             return [str(x) for x in reply]
         return [j.id for j in jobs]
@@ -179,6 +180,7 @@ class RedisStore(RedisConnection, Store):
 
     def cancel(self, job_id: str) -> JobState | None:
         state = self._run("cancel", [job_id])
+        self._durable.confirm(self._conn, self._where)
         return JobState(state) if state else None
 
     def retry_dead(self, job_ids: Sequence[str]) -> int:
@@ -260,14 +262,18 @@ class RedisStore(RedisConnection, Store):
     def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        return started_jobs(
+        started = started_jobs(
             self._run("start_jobs", [node_id, limit, num_arg(lease_ttl)], memo=True)
         )
+        if started:
+            self._durable.confirm(self._conn, self._where)
+        return started
 
     def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
         if not outcomes:
             return []
         accepted = self._run("complete", [outcome_rows(outcomes)], memo=True)
+        self._durable.confirm(self._conn, self._where)
         return [bool(a) for a in accepted]
 
     def complete_and_start(
@@ -280,6 +286,7 @@ class RedisStore(RedisConnection, Store):
             return self.complete(outcomes), []
         args = [outcome_rows(outcomes), node_id, limit, num_arg(lease_ttl)]
         accepted, reply = self._run("complete_and_start", args, memo=True)
+        self._durable.confirm(self._conn, self._where)
         return [bool(a) for a in accepted], started_jobs(reply)
 
     def async_claims(self) -> AsyncClaims:
@@ -312,12 +319,14 @@ class RedisStore(RedisConnection, Store):
         return [lease.name, lease.holder, lease.token]
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
-        return lease_from_reply(name, self._run("acquire_lease", [name, holder, num_arg(ttl)]))
+        lease = lease_from_reply(name, self._run("acquire_lease", [name, holder, num_arg(ttl)]))
+        self._durable.confirm(self._conn, self._where)
+        return lease
 
     def adopt_lease(self, name: str, holder: str, token: int, ttl: float) -> Lease | None:
-        return lease_from_reply(
-            name, self._run("adopt_lease", [name, holder, int(token), num_arg(ttl)])
-        )
+        reply = self._run("adopt_lease", [name, holder, int(token), num_arg(ttl)])
+        self._durable.confirm(self._conn, self._where)
+        return lease_from_reply(name, reply)
 
     def release_lease(self, lease: Lease) -> None:
         self._run("release_lease", self._lease_args(lease))

@@ -1,0 +1,200 @@
+"""The high-availability loss table: ``python -m bench.ha [--kills 10] [--only sentinel,...]``.
+
+For each deployment (Redis Sentinel, Redis Cluster, PostgreSQL with an asynchronous and
+with a synchronous standby), with and without ``durable`` where it applies, it starts the
+servers on free loopback ports (``tests/ha/servers.py``), runs a scheduler, two workers
+and a producer (``tests/ha/scenarios.py``), kills the primary with SIGKILL ``--kills``
+times under load (a replica takes over; the killed server comes back as a replica), and
+counts acknowledged jobs lost, duplicates, fencing tokens handed out twice, and the time to
+a new primary and to a resumed rota. Then the throughput cost of ``durable`` on Sentinel,
+as a same-run ratio (submits per second one job per call, and jobs drained per second).
+Prints a Markdown table (``--out FILE`` writes it too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+ROWS = [  # (deployment kind, durable)
+    ("sentinel", False),
+    ("sentinel", True),
+    ("cluster", False),
+    ("cluster", True),
+    ("pg-async", False),
+    ("pg-sync", False),
+]
+
+
+def fmt_s(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.1f} (max {max(values):.1f})"
+
+
+def loss_row(kind: str, durable: bool, kills: int) -> str:
+    from tests.ha.scenarios import deployment, failover_run, temp_root
+
+    with temp_root() as tmp, deployment(kind, Path(tmp)) as target:
+        r = failover_run(target, Path(tmp), durable=durable, kills=kills)
+    failover = [k.failover for k in r.kills]
+    resumed = [k.resumed for k in r.kills if k.resumed is not None]
+    late = [k.resumed - k.failover for k in r.kills if k.resumed is not None]
+    never = sum(1 for k in r.kills if k.resumed is None)
+    mode = "-" if kind.startswith("pg") else ("on" if durable else "off")
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(r.submit_errors.items())) or "none"
+    shared = "n/a" if r.shared_tokens < 0 else str(r.shared_tokens)
+    resumed_text = fmt_s(resumed) + (f" ({never} never)" if never else "")
+    late_text = f"{max(late):.1f}" if late else "-"
+    return (
+        f"| {r.deployment} | {mode} | kill -9 primary x{len(r.kills)} | {r.acked} | "
+        f"**{r.lost}** | {r.duplicates} | {r.unfinished} / {r.failed} | {fmt_s(failover)} | "
+        f"{resumed_text} | {late_text} | {shared} / {r.tokens_backwards} | {errors} |"
+    )
+
+
+HEADER = (
+    "| deployment | durable | fault | acked jobs | lost | duplicates | unfinished / failed "
+    "| new primary after, s | rota resumed after, s | resumed - new primary, max s "
+    "| shared / backward tokens | submit errors |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def throughput(jobs: int) -> str:
+    """Same run, same Sentinel deployment: durable off vs on."""
+    from tests.acceptance.conftest import Fleet
+    from tests.ha.app import build
+    from tests.ha.scenarios import APP, deployment, temp_root
+
+    lines = []
+    with temp_root() as tmp, deployment("sentinel", Path(tmp)) as target:
+        rates: dict[bool, tuple[float, float]] = {}
+        for durable in (False, True, False, True):  # interleaved: load drifts on a shared box
+            url = target.url(durable)
+            fleet = Fleet(url, Path(tmp) / f"tp-{uuid.uuid4().hex[:6]}")
+            client = build(url)
+            try:
+                task = client.get_task("ha.note")
+                started = time.perf_counter()
+                ids = [task.submit(f"k{i}").id for i in range(jobs)]
+                submit_rate = jobs / (time.perf_counter() - started)
+                fleet.scheduler()
+                for i in range(2):
+                    fleet.worker(f"w{i}", app=APP, concurrency=8)
+                fleet.wait_nodes(2, timeout=60)
+                started = time.perf_counter()
+                fleet.wait_final(ids, timeout=300)
+                drain_rate = jobs / (time.perf_counter() - started)
+            finally:
+                client.close()
+                fleet.close()
+            old = rates.get(durable, (0.0, 0.0))
+            rates[durable] = (old[0] + submit_rate / 2, old[1] + drain_rate / 2)
+        (s0, d0), (s1, d1) = rates[False], rates[True]
+        lines.append("| measure | durable off | durable on (WAIT 1) | on / off |")
+        lines.append("|---|---|---|---|")
+        lines.append(f"| submits/s, one job per call | {s0:.0f} | {s1:.0f} | {s1 / s0:.2f} |")
+        lines.append(f"| jobs drained/s (2 workers) | {d0:.0f} | {d1:.0f} | {d1 / d0:.2f} |")
+    return "\n".join(lines)
+
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "reliability.md"
+BEGIN, END = "<!-- bench.ha: begin -->", "<!-- bench.ha: end -->"
+
+
+INTRO = """\
+## High availability: the store's primary killed under load
+
+Generated by `python -m bench.ha` (code: `bench/ha.py`, `tests/ha/scenarios.py`,
+`tests/ha/servers.py`; `pytest tests/ha` runs one kill of each durable deployment). Every
+server runs on loopback, started by the command on free ports and stopped by pid: a Redis
+primary with 2 replicas and 3 Sentinels (quorum 2, `down-after-milliseconds` 1000); a Redis
+Cluster of 3 primaries and 3 replicas (`cluster-node-timeout` 1000); a PostgreSQL primary with
+one streaming standby (`pg_basebackup -R`), asynchronous or synchronous
+(`synchronous_commit=on`, `synchronous_standby_names='*'`). One scheduler and two workers
+(`rota` processes) and a producer thread (batches of 5 jobs every 20 ms) run on it; every
+few seconds the primary serving the app is killed with SIGKILL. Sentinel or the cluster
+promotes a replica by itself; for PostgreSQL the command promotes the standby at once
+(`pg_promote()`, what an operator or Patroni would do). The killed server then comes back
+as a replica (Redis: empty, resynced; PostgreSQL: a new `pg_basebackup` of the new primary
+on the old port), so each kill finds a replica to promote.
+
+* **lost**: jobs whose submit returned (acknowledged) and that are not in the store at the
+  end. **duplicates**: jobs that ran more than once (each run writes a line).
+  **unfinished / failed**: acknowledged jobs not final after the drain / ended dead.
+* **new primary after**: from the kill until the deployment served writes from a new
+  primary; **rota resumed after**: until the first job *sent* after the kill had finished
+  (producer, scheduler and worker all on the new primary). The promise: resumed within the
+  failover time + 2 s (the `resumed - new primary` column).
+* **shared / backward tokens**: Redis hands job fencing tokens out from one counter, so two
+  final jobs with the same token means a token was handed out twice; backward: kills after
+  which the scheduler lease's token or the counter read on the new primary was lower than
+  just before the kill. (PostgreSQL counts tokens per job: n/a.)
+* **durable** (`?durable=1` on a Redis URL): `WAIT 1 <timeout>` on the writing connection
+  after submit, complete, cancel, a start that handed out tokens, and a lease acquisition;
+  no replica in time (default 1 s, `durable_timeout=`) raises `NotReplicated` (a
+  `StoreError`): the write stays on the primary, unconfirmed. A producer sees it as a failed
+  submit (the `submit errors` column; such a job may still run: submit again only with a
+  `unique_key` if that matters); a worker keeps its outcome and reports it again.
+"""
+
+
+def write_docs(table: str, path: Path = DOCS) -> None:
+    """Put ``table`` in ``path`` between the bench.ha markers (kept by bench.faults)."""
+    text = path.read_text() if path.exists() else ""
+    block = f"{BEGIN}\n{INTRO}\n{table.rstrip()}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--only", default="", help="comma-separated kinds (sentinel,cluster,...)")
+    parser.add_argument("--jobs", type=int, default=2000, help="jobs for the throughput runs")
+    parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--no-docs", action="store_true", help="do not update docs/reliability.md's HA table"
+    )
+    args = parser.parse_args(argv)
+    wanted = {k for k in args.only.split(",") if k}
+    started = time.strftime("%Y-%m-%d %H:%M")
+    rows = []
+    for kind, durable in ROWS:
+        if wanted and kind not in wanted:
+            continue
+        print(f"== {kind} durable={durable} ...", flush=True)
+        t = time.monotonic()
+        try:
+            rows.append(loss_row(kind, durable, args.kills))
+        except Exception as exc:
+            traceback.print_exc()
+            rows.append(f"| {kind} | {durable} | FAILED: {type(exc).__name__}: {str(exc)[:200]} |")
+        print(rows[-1], f"({time.monotonic() - t:.0f} s)", flush=True)
+    out = [f"Run of {started} (`python -m bench.ha --kills {args.kills}`):", "", HEADER, *rows]
+    if not args.no_throughput:
+        print("== throughput, Sentinel, durable off/on ...", flush=True)
+        out += ["", throughput(args.jobs)]
+    text = "\n".join(out) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    if not args.no_docs and not wanted:
+        write_docs(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
