@@ -235,6 +235,18 @@ def _uses_flow(jobs: Sequence[NewJob]) -> bool:
     return False
 
 
+def _refuse_bad_credentials(conninfo: str, kwargs: dict[str, Any]) -> None:
+    """One connection before the pool's: a refused role, password or database fails at
+    once with the server's reason (the pool would retry it until its timeout); any other
+    failure (a server still starting) is left to the pool's retries."""
+    try:
+        psycopg.connect(conninfo, connect_timeout=10, **kwargs).close()
+    except psycopg.OperationalError as exc:
+        text = str(exc)
+        if "authentication failed" in text or "does not exist" in text or "no pg_hba" in text:
+            raise StoreError(f"PostgreSQL refused the connection: {text.strip()}") from None
+
+
 def _check_connection(conn: Conn) -> None:
     """A pool check that costs no round trip: read what the server may have sent while the
     connection was idle (e.g. a termination notice, then end of file)."""
@@ -300,6 +312,7 @@ class PostgresStore(Store):
             raise StoreError("the PostgreSQL store is closed")
         self._after_fork()
         if self._pool is None:
+            _refuse_bad_credentials(self.conninfo, self._connect_kwargs())
             pool: ConnectionPool[Conn] = ConnectionPool(
                 self.conninfo,
                 kwargs=self._connect_kwargs(),
