@@ -16,6 +16,7 @@ from rota.core.errors import JobFailed, ResultTimeout, RotaError
 from rota.core.resources import parse_labels, parse_resources
 from rota.core.states import JobState
 from rota.scheduler import Scheduler, SchedulerConfig
+from rota.scheduler.placement import POLICIES
 from rota.store import resolve_url
 from rota.telemetry.logs import setup_logging
 
@@ -48,17 +49,22 @@ for _command in COMMANDS:
 @cli.command()
 @click.argument("app_spec", metavar="APP")
 @click.option(
-    "--concurrency", "-c", default=8, show_default=True, help="Jobs running at once (slots)."
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Jobs running at once (slots).",
 )
 @click.option(
     "--processes",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Child processes for sync tasks (default: concurrency).",
 )
 @click.option(
     "--prefetch",
-    type=int,
+    type=click.IntRange(min=0),
     default=None,
     help="Jobs assigned ahead of free slots (default: concurrency/2).",
 )
@@ -72,15 +78,36 @@ for _command in COMMANDS:
     "--scheduler", "with_scheduler", is_flag=True, help="Also stand for the scheduler role."
 )
 @click.option(
-    "--policy", default="least_loaded", show_default=True, help="Placement policy when leading."
+    "--policy",
+    type=click.Choice(sorted(POLICIES)),
+    default="least_loaded",
+    show_default=True,
+    help="Placement policy when leading.",
 )
-@click.option("--heartbeat", default=1.0, show_default=True, help="Heartbeat interval, seconds.")
 @click.option(
-    "--lease-ttl", default=5.0, show_default=True, help="Job lease without heartbeat, seconds."
+    "--heartbeat",
+    type=click.FloatRange(min=0.05, max=3600),
+    default=1.0,
+    show_default=True,
+    help="Heartbeat interval, seconds.",
 )
-@click.option("--grace", default=10.0, show_default=True, help="Shutdown grace period, seconds.")
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0.1, max=86400),
+    default=5.0,
+    show_default=True,
+    help="Job lease without heartbeat, seconds.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0, max=86400),
+    default=10.0,
+    show_default=True,
+    help="Shutdown grace period, seconds.",
+)
 @click.option(
     "--cancel-grace",
+    type=click.FloatRange(min=0, max=86400),
     default=5.0,
     show_default=True,
     help="Time a cancelled sync job has to stop before it is killed, seconds.",
@@ -169,23 +196,36 @@ def _sync_schedules(app: Rota) -> None:
 @click.argument("app_spec", metavar="[APP]", required=False)
 @store_option
 @click.option(
-    "--policy", default="least_loaded", show_default=True, help="least_loaded, spread or bin_pack."
+    "--policy",
+    type=click.Choice(sorted(POLICIES)),
+    default="least_loaded",
+    show_default=True,
+    help="Placement policy.",
 )
-@click.option("--lease-ttl", default=5.0, show_default=True, help="Leader lease, seconds.")
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0.1, max=86400),
+    default=5.0,
+    show_default=True,
+    help="Leader lease, seconds.",
+)
 @click.option(
     "--failure-timeout",
+    type=click.FloatRange(min=0.1, max=86400),
     default=5.0,
     show_default=True,
     help="Silence that makes a node dead, seconds.",
 )
 @click.option(
     "--retention",
+    type=click.FloatRange(min=0, max=10 * 365 * 86400),
     default=7 * 86400.0,
     show_default=True,
     help="Keep finished jobs this long, seconds.",
 )
 @click.option(
     "--reserve-slots",
+    type=click.IntRange(min=0, max=10_000),
     default=8,
     show_default=True,
     help="Free slots per queue reserved for plain jobs when nothing is pending, so the "
@@ -254,7 +294,10 @@ def scheduler(
     help="Wait for the result(s) and print them (with -n: one 'ID RESULT' line per job).",
 )
 @click.option(
-    "--wait-timeout", type=float, default=None, help="Give up waiting after this many seconds."
+    "--wait-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Give up waiting after this many seconds.",
 )
 def submit(
     app_spec: str,

@@ -28,3 +28,16 @@ def check_text(what: str, value: object, max_len: int, *, allow_empty: bool = Fa
             "characters (NUL included) and lone surrogates cannot be stored"
         )
     return value
+
+
+def storable_text(text: str) -> str:
+    """``text`` with what no store can keep made visible instead: a NUL as ``\\x00``, a
+    lone surrogate as ``\\udxxx`` (for text rota does not refuse but must store, such as a
+    task's error message)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode()
+    return text
