@@ -142,6 +142,7 @@ class Rota:
             for k in template.__dataclass_fields__
             if k not in ("id", "depends_on", "pass_results", "workflow_id", "delay", "eta")
         }
+        check_text("schedule name", name or found.name, 200)  # new names only: stored ones load
         spec = ScheduleSpec(
             name=name or found.name, cron=cron, job=job, tz=tz, missed=missed, grace=grace
         )

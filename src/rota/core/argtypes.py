@@ -52,15 +52,13 @@ def allowed_types(annotation: Any) -> Allowed | None:
     return None
 
 
-def _resolve(annotation: Any, fn: Callable[..., Any]) -> Any:
-    """A string annotation (``from __future__ import annotations``) evaluated in the
-    function's module; anything unreadable is left unchecked."""
-    if not isinstance(annotation, str):
-        return annotation
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The function's annotations with strings (``from __future__ import annotations``)
+    resolved; none when they cannot be (then nothing is checked)."""
     try:
-        return eval(annotation, getattr(fn, "__globals__", {}))  # what get_type_hints does
+        return typing.get_type_hints(fn)
     except Exception:
-        return inspect.Parameter.empty
+        return {}
 
 
 def _matches(value: Any, allowed: Allowed) -> bool:
@@ -87,8 +85,9 @@ class ArgumentTypes:
         self.var_positional: Allowed | None = None
         self.var_keyword: Allowed | None = None
         self.positional: list[Allowed | None] = []  # by position, for calls without names
+        hints = _hints(fn)
         for param in signature.parameters.values():
-            allowed = allowed_types(_resolve(param.annotation, fn))
+            allowed = allowed_types(hints.get(param.name, inspect.Parameter.empty))
             if param.kind is param.VAR_POSITIONAL:
                 self.var_positional = allowed
             elif param.kind is param.VAR_KEYWORD:

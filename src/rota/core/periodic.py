@@ -31,7 +31,6 @@ from croniter import CroniterBadCronError, croniter
 
 from rota.core.errors import InvalidOption
 from rota.core.model import NewJob
-from rota.core.text import check_text
 
 MissedPolicy = Literal["skip", "run_once"]
 MISSED_POLICIES: tuple[str, ...] = ("skip", "run_once")
@@ -51,7 +50,8 @@ class ScheduleSpec:
     grace: float = 60.0
 
     def __post_init__(self) -> None:
-        check_text("schedule name", self.name, 200)
+        if not isinstance(self.name, str) or not 0 < len(self.name) <= 200:
+            raise InvalidOption(f"schedule name must be 1-200 characters, got {self.name!r}")
         if self.missed not in MISSED_POLICIES:
             raise InvalidOption(f"missed must be one of {MISSED_POLICIES}, got {self.missed!r}")
         grace = self.grace
