@@ -380,26 +380,24 @@ class TaskCall(Generic[P, R]):
 
 
 class _JobIds:
-    """Job ids, 32 hex digits: a per-process counter scrambled by an odd multiplier (a
-    bijection on 64 bits, so unique within the process), then a random 64-bit part drawn
-    per process (again in a forked child) that makes them unique across processes and
-    machines. The scrambled part comes first so that jobs submitted together differ from
-    the first digits on: a short prefix names one job (``rota job 3f9a1c``). About ten
-    times cheaper than ``uuid4`` (no system call per id)."""
-
-    _MIX = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, odd (Fibonacci hashing)
-    _MASK = 2**64 - 1
+    """Job ids: a random 64-bit prefix per process (drawn again in a forked child) and a
+    counter, 32 hex digits in all. Unique across processes and machines by the prefix, and
+    about ten times cheaper than ``uuid4`` (no system call per id). Ids submitted together
+    are neighbours in the stores' id indexes: with the varying part first instead (so that
+    a short prefix names a job), bulk submit into SQLite measured about 45 % slower
+    (interleaved runs, 50,000 jobs, 13,894 vs 25,424 jobs/s). The CLI shows each id by its
+    shortest unique prefix among those listed and accepts any unique prefix."""
 
     def __init__(self) -> None:
         self.reset()
         os.register_at_fork(after_in_child=self.reset)
 
     def reset(self) -> None:
-        self.suffix = os.urandom(8).hex()
+        self.prefix = os.urandom(8).hex()
         self.counter = itertools.count(int.from_bytes(os.urandom(4)) << 16)
 
     def next(self) -> str:
-        return f"{(next(self.counter) * self._MIX) & self._MASK:016x}{self.suffix}"
+        return f"{self.prefix}{next(self.counter):016x}"
 
 
 _ids = _JobIds()

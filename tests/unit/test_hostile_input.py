@@ -11,7 +11,6 @@ from typing import Any, Optional
 import pytest
 
 from rota import Rota
-from rota.app import new_job_id
 from rota.core.errors import InvalidOption, InvalidPayload, InvalidText
 from rota.core.rates import parse_rate
 from rota.core.resources import parse_labels, parse_quantity, parse_resources
@@ -150,9 +149,3 @@ def test_argument_types_are_checked_at_submit(tmp_path: Path) -> None:
         many.submit(x=1)
     assert sum(app.store.count_jobs().values()) == 3
     app.close()
-
-
-def test_job_ids_differ_in_their_first_digits() -> None:
-    ids = [new_job_id() for _ in range(1000)]
-    assert len(set(ids)) == 1000 and all(len(i) == 32 for i in ids)
-    assert len({i[:8] for i in ids}) == 1000  # 8 leading digits name each one here

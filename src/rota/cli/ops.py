@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 import orjson
+from rich import box
 from rich.table import Table
 
 from rota.cli.common import (
@@ -103,7 +104,7 @@ def jobs(
         "queue": lambda j: j.queue,
         "state": lambda j: j.state.value,
         "prio": lambda j: j.priority,
-        "attempts": lambda j: f"{j.attempts}/{j.max_attempts}",
+        "tries": lambda j: f"{j.attempts}/{j.max_attempts}",
         "node": lambda j: j.node_id or "-",
         "error": lambda j: (j.error or "")[:60],
     }
@@ -111,9 +112,14 @@ def jobs(
         del columns["node"]
     if not any(j.error for j in found):
         del columns["error"]
-    table = Table()
-    for col in columns:  # ids and states whole; long names fold rather than vanish
-        table.add_column(col, no_wrap=col in ("id", "state"), overflow="fold")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1))
+    for col in columns:  # short columns whole; long names fold rather than vanish
+        table.add_column(
+            col,
+            no_wrap=col not in ("task", "error", "node"),
+            overflow="fold",
+            min_width=12 if col == "task" else None,
+        )
     for j in found:
         table.add_row(*(literal(get(j)) for get in columns.values()))
     console.print(table)
