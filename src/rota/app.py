@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from rota.coord import resolve_coordinator
+from rota.core.argtypes import ArgumentTypes
 from rota.core.errors import InvalidOption, UnknownTask
 from rota.core.model import NewJob, ScheduleRecord
 from rota.core.payload import DEFAULT_MAX_PAYLOAD, encode_arguments
 from rota.core.periodic import MissedPolicy, ScheduleSpec
+from rota.core.text import check_text
 from rota.handle import JobHandle
 from rota.options import JobOptions, validate_options
 from rota.store import Store, open_store, resolve_url
@@ -72,6 +74,7 @@ class Rota:
 
         def register(func: Callable[P, R]) -> Task[P, R]:
             task_name = name or f"{func.__module__}.{func.__qualname__}".removeprefix("__main__.")
+            check_text("task name", task_name, 256)
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise InvalidOption(f"task name {task_name!r} is already registered")
             task = Task(self, task_name, func, options)
@@ -134,12 +137,17 @@ class Rota:
         call = found.options(**options) if options else TaskCall(found, found.defaults)
         if call.opts.depends_on or call.opts.delay or call.opts.eta is not None:
             raise InvalidOption("a periodic job cannot have depends_on, delay or eta")
+        if isinstance(args, str | bytes | dict) or not isinstance(args, Sequence):
+            raise InvalidOption(f"args must be a list or tuple, got {type(args).__name__}")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise InvalidOption(f"kwargs must be a dict, got {type(kwargs).__name__}")
         template = call.new_job(tuple(args), dict(kwargs or {}))
         job = {
             k: getattr(template, k)
             for k in template.__dataclass_fields__
             if k not in ("id", "depends_on", "pass_results", "workflow_id", "delay", "eta")
         }
+        check_text("schedule name", name or found.name, 200)  # new names only: stored ones load
         spec = ScheduleSpec(
             name=name or found.name, cron=cron, job=job, tz=tz, missed=missed, grace=grace
         )
@@ -206,6 +214,14 @@ class Task(Generic[P, R]):
         self.defaults = options
         self.signature = inspect.signature(fn)
         self.arity = _simple_arity(self.signature)
+        self._types: ArgumentTypes | None = None
+
+    def argument_types(self) -> ArgumentTypes:
+        """The simple annotations checked at submit (read at the first submit, so that
+        annotations naming things defined after the task resolve)."""
+        if self._types is None:
+            self._types = ArgumentTypes(self.fn, self.signature)
+        return self._types
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -285,6 +301,7 @@ class TaskCall(Generic[P, R]):
                 self.task.signature.bind(*call_args, **kwargs)
         except TypeError as exc:
             raise InvalidOption(f"bad arguments for task {self.task.name!r}: {exc}") from None
+        self.task.argument_types().check(self.task.name, call_args, kwargs, int(passing))
         return NewJob(
             id=new_job_id(),
             task=self.task.name,
@@ -325,11 +342,12 @@ class TaskCall(Generic[P, R]):
                 raise InvalidOption(
                     f"concurrency_key function of task {self.task.name!r} failed: {exc!r}"
                 ) from None
-            if not isinstance(key, str) or not 0 < len(key) <= 512:
+            if not isinstance(key, str):
                 raise InvalidOption(
                     f"concurrency_key function of task {self.task.name!r} must return a "
-                    f"string of 1-512 characters, got {key!r}"
+                    f"string of 1-512 characters, got {key!r:.200}"
                 )
+            check_text(f"concurrency_key of task {self.task.name!r}", key, 512)
         return key
 
     def _named_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -369,7 +387,11 @@ class TaskCall(Generic[P, R]):
 class _JobIds:
     """Job ids: a random 64-bit prefix per process (drawn again in a forked child) and a
     counter, 32 hex digits in all. Unique across processes and machines by the prefix, and
-    about ten times cheaper than ``uuid4`` (no system call per id)."""
+    about ten times cheaper than ``uuid4`` (no system call per id). Ids submitted together
+    are neighbours in the stores' id indexes: with the varying part first instead (so that
+    a short prefix names a job), bulk submit into SQLite measured about 45 % slower
+    (interleaved runs, 50,000 jobs, 13,894 vs 25,424 jobs/s). The CLI shows each id by its
+    shortest unique prefix among those listed and accepts any unique prefix."""
 
     def __init__(self) -> None:
         self.reset()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -12,9 +13,13 @@ from typing import Any
 from rota.core.errors import InvalidOption
 from rota.core.rates import normalise_rate
 from rota.core.resources import Resources, validate_labels, validate_resources
+from rota.core.text import check_text
 
-_QUEUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+_QUEUE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")  # always fullmatch(): "$" lets "a\n" through
 PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+# The longest a job may wait or run: timeouts, delays, backoff, unique_for, and an eta at
+# most this far from now. A larger value is a mistake (1e308 would never run).
+MAX_SECONDS = 10 * 365 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +57,27 @@ class JobOptions:
 OPTION_NAMES = frozenset(JobOptions.__dataclass_fields__)
 
 
-def _number(name: str, value: Any, *, minimum: float, allow_none: bool = False) -> float | None:
+def _number(
+    name: str,
+    value: Any,
+    *,
+    minimum: float,
+    maximum: float = MAX_SECONDS,
+    allow_none: bool = False,
+) -> float | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidOption(f"{name} must be a number, not {type(value).__name__}")
-    if not math.isfinite(value) or value < minimum:
-        raise InvalidOption(f"{name} must be finite and >= {minimum}, got {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range, e.g. 10**400
+        number = math.inf
+    if not math.isfinite(number) or not minimum <= number <= maximum:
+        raise InvalidOption(
+            f"{name} must be between {minimum:g} and {maximum:g} seconds, got {value!r:.40}"
+        )
+    return number
 
 
 def _eta(value: Any) -> float | None:
@@ -67,8 +85,10 @@ def _eta(value: Any) -> float | None:
         return None
     if isinstance(value, datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return aware.timestamp()
-    result = _number("eta", value, minimum=0)
+        value = aware.timestamp()
+    # An absolute time: at most MAX_SECONDS from now (by this machine's clock; the bound is
+    # loose enough that clock skew does not matter).
+    result = _number("eta", value, minimum=0, maximum=time.time() + MAX_SECONDS)
     assert result is not None
     return result
 
@@ -83,7 +103,7 @@ def validate_options(opts: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in opts.items():
         if name == "queue":
-            if not isinstance(value, str) or not _QUEUE.match(value):
+            if not isinstance(value, str) or not _QUEUE.fullmatch(value):
                 raise InvalidOption(f"queue must match {_QUEUE.pattern}, got {value!r}")
             out[name] = value
         elif name in ("priority", "retries"):
@@ -134,9 +154,7 @@ def validate_options(opts: dict[str, Any]) -> dict[str, Any]:
 def _key(name: str, value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not 0 < len(value) <= 512:
-        raise InvalidOption(f"{name} must be a string of 1-512 characters, got {value!r}")
-    return value
+    return check_text(name, value, 512)
 
 
 def _parents(value: Any) -> tuple[str, ...]:
@@ -148,8 +166,10 @@ def _parents(value: Any) -> tuple[str, ...]:
         raise InvalidOption(
             f"depends_on takes job handles or ids, got {type(value).__name__}"
         ) from None
-    if not all(isinstance(i, str) and 0 < len(i) <= 128 for i in ids):
-        raise InvalidOption(f"depends_on takes job handles or ids, got {value!r}")
+    if not all(isinstance(i, str) for i in ids):
+        raise InvalidOption(f"depends_on takes job handles or ids, got {value!r:.200}")
+    for i in ids:
+        check_text("depends_on id", i, 128)
     if len(ids) > 10_000:
         raise InvalidOption("depends_on takes at most 10,000 parents")
     return tuple(dict.fromkeys(ids))

@@ -7,11 +7,11 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from rota.core.model import JobRecord, NodeState
-from rota.core.states import JobState
+from rota.core.states import FINAL_STATES, JobState
 from rota.ingest.stats import ingest_processes
 from rota.scheduler import STATS_NAME
 from rota.store import SCHEDULER_LEASE, Store
@@ -53,6 +53,8 @@ def collect(store: Store, coordinator: Coordinator | None = None) -> dict[str, A
                 "name": spec.name,
                 "state": n.state.value,
                 "heartbeat_age": round(now - n.heartbeat_at, 2),
+                "registered_at": n.registered_at,
+                "up": round(now - n.registered_at, 2),
                 "slots": spec.slots,
                 "prefetch": spec.prefetch,
                 "running": n.running,
@@ -111,16 +113,26 @@ _STATE_STYLE = {
 _JOB_COLUMNS = [s.value for s in JobState]
 
 
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h" if seconds < 172800 else f"{seconds / 86400:.1f}d"
+
+
 def render(data: dict[str, Any], console: Console) -> None:
-    """Print the snapshot as tables."""
+    """Print the snapshot as tables. Every name and reason from the store is shown as
+    typed (``Text``), never read as rich markup."""
     coord = data.get("coordinator") or {"kind": "store"}
-    console.print(f"[bold]rota[/] store {data['store']}")
+    console.print(Text.assemble(("rota", "bold"), " store ", data["store"]))
     if coord.get("kind") != "store":
-        console.print(f"coordinator {escape(str(coord.get('url')))}")
+        console.print(Text.assemble("coordinator ", str(coord.get("url"))))
     nodes = Table(title="Nodes", title_justify="left")
     for col in (
-        "name",
+        "node",
         "state",
+        "up",
         "heartbeat",
         "slots",
         "resources (used/total)",
@@ -131,20 +143,23 @@ def render(data: dict[str, Any], console: Console) -> None:
     by_session = coord.get("kind") != "store"  # ZooKeeper: each node's own session
     if by_session:
         nodes.add_column("session")
-    for n in data["nodes"]:
+    # A node id is its name plus a random suffix: a worker restarted with the same --name
+    # is a new row, told apart by the suffix, its age ("up") and its state.
+    order = {NodeState.LIVE.value: 0, NodeState.DRAINING.value: 1}
+    for n in sorted(data["nodes"], key=lambda n: (order.get(n["state"], 2), n["id"])):
         res = ", ".join(
             f"{k} {fmt_quantity(k, n['used'].get(k, 0.0))}/{fmt_quantity(k, v)}"
             for k, v in sorted(n["resources"].items())
         )
-        style = _STATE_STYLE.get(n["state"], "")
-        row = [
-            n["name"],
-            f"[{style}]{n['state']}[/]",
+        row: list[Text | str] = [
+            Text(n["id"]),
+            Text(n["state"], style=_STATE_STYLE.get(n["state"], "")),
+            _age(n.get("up", 0.0)),
             f"{n['heartbeat_age']:.1f}s ago",
             f"{n['running']}/{n['slots']} (+{n['assigned']} queued)",
-            res or "-",
-            ",".join(f"{k}={v}" for k, v in n["labels"].items()) or "-",
-            ",".join(n["queues"]),
+            Text(res or "-"),
+            Text(",".join(f"{k}={v}" for k, v in n["labels"].items()) or "-"),
+            Text(",".join(n["queues"])),
         ]
         if by_session:
             row.append(_session_cell(n.get("session")))
@@ -155,28 +170,38 @@ def render(data: dict[str, Any], console: Console) -> None:
     for state in _JOB_COLUMNS:
         jobs.add_column(state, justify="right")
     for queue, counts in data["jobs"]["by_queue"].items():
-        jobs.add_row(queue, *[str(counts.get(s, 0)) for s in _JOB_COLUMNS])
-    jobs.add_row("[bold]all", *[f"[bold]{data['jobs']['total'].get(s, 0)}" for s in _JOB_COLUMNS])
+        jobs.add_row(Text(queue), *[str(counts.get(s, 0)) for s in _JOB_COLUMNS])
+    jobs.add_row(
+        Text("all", style="bold"),
+        *[Text(str(data["jobs"]["total"].get(s, 0)), style="bold") for s in _JOB_COLUMNS],
+    )
     console.print(jobs)
     s = data["scheduler"]
     if s["leader"]:
         console.print(
-            f"Scheduler leader [bold]{s['leader']}[/] (token {s['token']}), policy {s['policy']}, "
-            f"{s['decisions_per_s'] or 0} placements/s, {s['waiting'] or 0} pending jobs waiting for room"
+            Text.assemble(
+                "Scheduler leader ",
+                (str(s["leader"]), "bold"),
+                f" (token {s['token']}), policy {s['policy']}, "
+                f"{s['decisions_per_s'] or 0} placements/s, "
+                f"{s['waiting'] or 0} pending jobs waiting for room",
+            )
         )
         session = s.get("session") or {}
         if session.get("session_id"):
             console.print(
-                f"Scheduler ZooKeeper session {session['session_id']}: {session.get('state')}"
+                Text(f"Scheduler ZooKeeper session {session['session_id']}: {session.get('state')}")
             )
     else:
         console.print(
-            "[red]No scheduler is leading[/]: start `rota scheduler` or a worker with --scheduler"
+            Text.assemble(
+                ("No scheduler is leading", "red"),
+                ": start `rota scheduler` or a worker with --scheduler",
+            )
         )
-    for u in s["unplaceable"]:
-        console.print(f"[yellow]unplaceable[/]: {u['jobs']} job(s): {escape(str(u['reason']))}")
-    for u in s.get("held", []):
-        console.print(f"[cyan]held[/]: {u['jobs']} job(s): {escape(str(u['reason']))}")
+    for label, style, key in (("unplaceable", "yellow", "unplaceable"), ("held", "cyan", "held")):
+        for u in s.get(key, []):
+            console.print(Text.assemble((label, style), f": {u['jobs']} job(s): {u['reason']}"))
     if data.get("ingest"):
         render_ingest(data["ingest"], console)
 
@@ -189,8 +214,8 @@ def render_ingest(processes: list[dict[str, Any]], console: Console) -> None:
     for p in processes:
         state = "stale" if p["stale"] else "connected" if p["connected"] else "reconnecting"
         table.add_row(
-            escape(str(p["source"])),
-            f"{p['host']}/{p['pid']}",
+            Text(str(p["source"])),
+            Text(f"{p['host']}/{p['pid']}"),
             state,
             f"{p['stored_per_s']:g}",
             "-" if p["lag"] is None else str(p["lag"]),
@@ -201,57 +226,70 @@ def render_ingest(processes: list[dict[str, Any]], console: Console) -> None:
     console.print(table)
 
 
-def _session_cell(session: Any) -> str:
+def _session_cell(session: Any) -> Text:
     if isinstance(session, str):
-        return session
+        return Text(session)
     if not session:
-        return "[red]none[/]"
-    return f"{session.get('session_id')} ({session.get('load') or '-'})"
+        return Text("none", style="red")
+    return Text(f"{session.get('session_id')} ({session.get('load') or '-'})")
+
+
+_JOB_FIELDS = (
+    "task",
+    "queue",
+    "state",
+    "priority",
+    "attempts",
+    "node_id",
+    "token",
+    "args",
+    "kwargs",
+    "resources",
+    "labels",
+    "timeout",
+    "created_at",
+    "scheduled_at",
+    "started_at",
+    "finished_at",
+    "result",
+    "error",
+)
 
 
 def render_job(job: JobRecord, console: Console) -> None:
-    """One job: state, attempts, node, timings, error and traceback."""
+    """One job: state, attempts, node, timings (ISO dates in the local time zone, as
+    ``rota schedules``; raw unix seconds in ``--json``), error and traceback."""
     table = Table(show_header=False, title=f"Job {job.id}", title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     d = job.to_dict()
-    for key in (
-        "task",
-        "queue",
-        "state",
-        "priority",
-        "attempts",
-        "max_attempts",
-        "node_id",
-        "token",
-        "args",
-        "kwargs",
-        "resources",
-        "labels",
-        "timeout",
-        "created_at",
-        "scheduled_at",
-        "started_at",
-        "finished_at",
-        "result",
-        "error",
-    ):
+    for key in _JOB_FIELDS:
         value = d[key]
         if key == "attempts":
-            value = f"{job.attempts} of {job.max_attempts}"
+            text = f"{job.attempts} of {job.max_attempts}"
+        elif key == "state" and job.cancel_requested and job.state not in FINAL_STATES:
+            text = f"{value} (cancellation requested)"
         elif key.endswith("_at") and value is not None:
-            value = f"{value:.3f} ({value - job.created_at:+.3f} s)"
-        table.add_row(
-            key,
-            ""
-            if value is None
-            else repr(value)
-            if key in ("args", "kwargs", "result")
-            else str(value),
-        )
+            text = f"{local_iso(value)} ({value - job.created_at:+.3f} s)"
+            if key == "created_at":
+                text = local_iso(value)
+        elif key == "timeout" and value is not None:
+            text = f"{value:g} s"
+        elif key in ("args", "kwargs", "result"):
+            text = "" if value is None else repr(value)
+        else:
+            text = "" if value is None else str(value)
+        table.add_row(key, Text(text))
     console.print(table)
     if job.traceback:
         console.print(job.traceback, markup=False, highlight=False)
+
+
+def local_iso(ts: float) -> str:
+    """Unix seconds as an ISO date in the local time zone, to the second."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
 def schedule_rows(store: Store) -> list[dict[str, Any]]:

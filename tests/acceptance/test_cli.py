@@ -52,7 +52,10 @@ def test_cli(fleet: Fleet) -> None:
     assert (out.returncode, out.stdout) == (0, "42\n"), out.stderr
     out = fleet.rota("submit", APP, "acc.add", "[1, 1]", "-n", "3", "--wait")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "3 finished, 0 failed, 0 unfinished"
+    lines = out.stdout.strip().splitlines()  # one "ID RESULT" line per job, as --help says
+    assert [line.split()[1] for line in lines] == ["2", "2", "2"], out.stdout
+    assert all(len(line.split()[0]) == 32 for line in lines)
+    assert "3 finished, 0 failed, 0 unfinished" in out.stderr
 
     # A job that fails: --wait exits 1 and says why; without --wait the id is printed.
     out = fleet.rota("submit", APP, "acc.always_fails", '["bad row"]', "--retries", "1", "--wait")

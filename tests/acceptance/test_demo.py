@@ -52,3 +52,7 @@ def test_demo_runs_to_the_end(tmp_path: Path) -> None:
     summary = " ".join(text.split())
     assert "401 jobs:" in summary and "0 lost" in summary, tail
     assert "killed cpu-large (SIGKILL)" in summary, tail
+    # It points at no file it deletes: a demo that succeeded leaves nothing behind and
+    # does not mention logs (a failed one keeps them and says where).
+    assert "logs" not in summary, tail
+    assert not list(tmp_path.glob("rota-demo-*")), list(tmp_path.iterdir())

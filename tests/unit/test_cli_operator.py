@@ -34,8 +34,11 @@ def test_cancel_and_retry_dead(tmp_path: Path) -> None:
 
     runner = CliRunner()
     out = runner.invoke(cli, ["cancel", "--store", url, waiting.id, "nope"])
+    assert out.exit_code == 1, out.output  # an unknown id: an error, and nothing done
+    assert "no job nope" in out.output
+    out = runner.invoke(cli, ["cancel", "--store", url, waiting.id])
     assert out.exit_code == 0, out.output
-    assert f"{waiting.id}: cancelled" in out.output and "nope: no such job" in out.output
+    assert f"{waiting.id}: cancelled" in out.output
     out = runner.invoke(cli, ["retry", "--store", url, "--all-dead"])
     assert out.exit_code == 0, out.output
     assert "1 job(s) sent back to pending" in out.output
@@ -67,5 +70,9 @@ def test_schedules_lists_the_store_schedules(tmp_path: Path) -> None:
     assert row["next_tick"] % 300 == 0  # on a 5-minute boundary (Paris is whole hours off)
     empty = f"sqlite:///{tmp_path / 'none.db'}"
     out = runner.invoke(cli, ["schedules", "--store", empty])
-    assert "no periodic schedules" in out.output
+    assert out.exit_code == 1 and "no rota store at" in out.output  # and none is created
+    assert not (tmp_path / "none.db").exists()
+    open_store(empty).close()
+    out = runner.invoke(cli, ["schedules", "--store", empty])
+    assert out.exit_code == 0 and "no periodic schedules" in out.output
     app.close()

@@ -20,6 +20,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from rota.core.errors import RotaError
 from rota.core.model import NodeRecord
@@ -104,8 +105,9 @@ def run_demo(
     url = store_url or f"sqlite:///{workdir / 'rota.db'}"
     env = {**os.environ, "ROTA_STORE": url, "PYTHONUNBUFFERED": "1"}
     os.environ["ROTA_STORE"] = url
-    logs = workdir / "logs.txt"
-    console.print(f"[bold]rota demo[/]: store {url}, logs in {logs}")
+    logs = workdir / "logs.txt"  # kept when the demo fails (and then pointed at)
+    console.print(Text.assemble(("rota demo", "bold"), f": store {url}"))
+    code = 1
     procs: dict[str, subprocess.Popen[bytes]] = {}
     store = open_store(url)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # clean up children on SIGTERM too
@@ -157,7 +159,8 @@ def run_demo(
         )
         killed_at, rerun = _watch(store, ids, procs, kill, console)
         _flow_summary(store, workflow, console)
-        return _summary(store, ids, killed_at, rerun, console)
+        code = _summary(store, ids, killed_at, rerun, console)
+        return code
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -169,16 +172,22 @@ def run_demo(
                 proc.kill()
         store.close()
         signal.signal(signal.SIGTERM, previous)
-        if store_url is None:
+        if code == 0:
             shutil.rmtree(workdir, ignore_errors=True)
+        else:  # the processes' logs say what went wrong: keep them
+            for leftover in workdir.glob("rota.db*"):
+                leftover.unlink(missing_ok=True)
+            console.print(Text(f"the demo's process logs are kept in {logs}"))
 
 
 def _flow_summary(store: Store, workflow: WorkflowHandle, console: Console) -> None:
     """What the workflow returned and how often the periodic job ran."""
     try:
-        console.print(f"workflow result: [bold]{workflow.result(timeout=10)}[/]")
+        console.print(
+            Text.assemble("workflow result: ", (str(workflow.result(timeout=10)), "bold"))
+        )
     except RotaError as exc:
-        console.print(f"[yellow]workflow did not succeed[/]: {exc}")
+        console.print(Text.assemble(("workflow did not succeed", "yellow"), f": {exc}"))
     ticks = store.list_jobs(task="demo.heartbeat", limit=10_000)
     console.print(
         f"periodic demo.heartbeat: {len(ticks)} ticks, each run once "
@@ -306,13 +315,19 @@ def _summary(
         )
     stats = store.get_stats(STATS_NAME) or {}
     for u in stats.get("unplaceable", []):
-        console.print(f"[yellow]unplaceable[/] (scheduler): {u['jobs']} job(s): {u['reason']}")
+        console.print(
+            Text.assemble(
+                ("unplaceable", "yellow"), f" (scheduler): {u['jobs']} job(s): {u['reason']}"
+            )
+        )
     lost = [i for i in ids if i not in by_id]
     unfinished = [r for r in records if r.state not in FINAL_STATES]
     dead = [r for r in records if r.state is JobState.DEAD]
     if dead:
         example = dead[0]
-        console.print(f"dead-letter example: job {example.id} ({example.task}): {example.error}")
+        console.print(
+            Text(f"dead-letter example: job {example.id} ({example.task}): {example.error}")
+        )
     console.print(
         f"[bold]{len(records)} jobs[/]: {sum(1 for r in records if r.state is JobState.SUCCEEDED)} succeeded, "
         f"{len(dead)} dead after their retries, {len(unfinished)} unfinished "

@@ -8,51 +8,23 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from rota.cli.common import console, err_console, literal
 from rota.cli.ingest import ingest
+from rota.cli.ops import COMMANDS, coordinator_option, store_option
 from rota.core.errors import JobFailed, ResultTimeout, RotaError
 from rota.core.resources import parse_labels, parse_resources
-from rota.core.states import JobState, parse_state
+from rota.core.states import JobState
 from rota.scheduler import Scheduler, SchedulerConfig
-from rota.status import collect, render, render_job
-from rota.store import Store, open_store, resolve_url
+from rota.scheduler.placement import POLICIES
+from rota.store import resolve_url
 from rota.telemetry.logs import setup_logging
 
 if TYPE_CHECKING:
     from rota.app import Rota
 
-console = Console()
 
-
-def _store_from(store_url: str | None, app_spec: str | None) -> Store:
-    if app_spec:
-        from rota.loader import load_app
-
-        return open_store(load_app(app_spec).store_url)
-    return open_store(store_url or resolve_url())  # an explicit --store wins over $ROTA_STORE
-
-
-def _print_json(data: Any) -> None:
-    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode())
-
-
-store_option = click.option(
-    "--store",
-    "store_url",
-    default=None,
-    help="Store URL (default: $ROTA_STORE or sqlite:///rota.db).",
-)
-app_option = click.option(
-    "--app", "app_spec", default=None, help="module:app, to use its store URL."
-)
-coordinator_option = click.option(
-    "--coordinator",
-    default=None,
-    help="Who decides liveness and leadership: store (default) or "
-    "zookeeper://host:2181/root ($ROTA_COORDINATOR; a worker defaults to its app's).",
-)
 log_options = [
     click.option("--log-level", default="INFO", show_default=True),
     click.option("--log-json", is_flag=True, help="One JSON object per log line."),
@@ -71,20 +43,29 @@ def cli() -> None:
     """rota: a distributed task scheduler for Python."""
 
 
+for _command in COMMANDS:
+    cli.add_command(_command)
+
+
 @cli.command()
 @click.argument("app_spec", metavar="APP")
 @click.option(
-    "--concurrency", "-c", default=8, show_default=True, help="Jobs running at once (slots)."
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Jobs running at once (slots).",
 )
 @click.option(
     "--processes",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Child processes for sync tasks (default: concurrency).",
 )
 @click.option(
     "--prefetch",
-    type=int,
+    type=click.IntRange(min=0),
     default=None,
     help="Jobs assigned ahead of free slots (default: concurrency/2).",
 )
@@ -98,15 +79,36 @@ def cli() -> None:
     "--scheduler", "with_scheduler", is_flag=True, help="Also stand for the scheduler role."
 )
 @click.option(
-    "--policy", default="least_loaded", show_default=True, help="Placement policy when leading."
+    "--policy",
+    type=click.Choice(sorted(POLICIES)),
+    default="least_loaded",
+    show_default=True,
+    help="Placement policy when leading.",
 )
-@click.option("--heartbeat", default=1.0, show_default=True, help="Heartbeat interval, seconds.")
 @click.option(
-    "--lease-ttl", default=5.0, show_default=True, help="Job lease without heartbeat, seconds."
+    "--heartbeat",
+    type=click.FloatRange(min=0.05, max=3600),
+    default=1.0,
+    show_default=True,
+    help="Heartbeat interval, seconds.",
 )
-@click.option("--grace", default=10.0, show_default=True, help="Shutdown grace period, seconds.")
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0.1, max=86400),
+    default=5.0,
+    show_default=True,
+    help="Job lease without heartbeat, seconds.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0, max=86400),
+    default=10.0,
+    show_default=True,
+    help="Shutdown grace period, seconds.",
+)
 @click.option(
     "--cancel-grace",
+    type=click.FloatRange(min=0, max=86400),
     default=5.0,
     show_default=True,
     help="Time a cancelled sync job has to stop before it is killed, seconds.",
@@ -144,9 +146,16 @@ def worker(
     log_json: bool,
 ) -> None:
     """Run a worker node for APP (module:app)."""
+    from rota.core.text import check_text
     from rota.loader import load_app
+    from rota.options import validate_options
     from rota.worker.node import WorkerConfig, run_worker
 
+    queue_names = tuple(q.strip() for q in queues.split(",") if q.strip())
+    if name:
+        check_text("--name", name, 100)
+    for queue in queue_names:  # the same rule as a job's queue
+        validate_options({"queue": queue})
     setup_logging(log_level, log_json, prefix=f"[{name}] " if name else "")
     app = load_app(app_spec)
     config = WorkerConfig(
@@ -156,7 +165,7 @@ def worker(
         processes=processes,
         resources=parse_resources(resources),
         labels=parse_labels(labels),
-        queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
+        queues=queue_names,
         heartbeat_interval=heartbeat,
         lease_ttl=lease_ttl,
         shutdown_grace=grace,
@@ -191,23 +200,36 @@ def _sync_schedules(app: Rota) -> None:
 @click.argument("app_spec", metavar="[APP]", required=False)
 @store_option
 @click.option(
-    "--policy", default="least_loaded", show_default=True, help="least_loaded, spread or bin_pack."
+    "--policy",
+    type=click.Choice(sorted(POLICIES)),
+    default="least_loaded",
+    show_default=True,
+    help="Placement policy.",
 )
-@click.option("--lease-ttl", default=5.0, show_default=True, help="Leader lease, seconds.")
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0.1, max=86400),
+    default=5.0,
+    show_default=True,
+    help="Leader lease, seconds.",
+)
 @click.option(
     "--failure-timeout",
+    type=click.FloatRange(min=0.1, max=86400),
     default=5.0,
     show_default=True,
     help="Silence that makes a node dead, seconds.",
 )
 @click.option(
     "--retention",
+    type=click.FloatRange(min=0, max=10 * 365 * 86400),
     default=7 * 86400.0,
     show_default=True,
     help="Keep finished jobs this long, seconds.",
 )
 @click.option(
     "--reserve-slots",
+    type=click.IntRange(min=0, max=10_000),
     default=8,
     show_default=True,
     help="Free slots per queue reserved for plain jobs when nothing is pending, so the "
@@ -273,9 +295,16 @@ def scheduler(
     show_default=True,
     help="Submit this many copies.",
 )
-@click.option("--wait", is_flag=True, help="Wait for the result(s) and print them.")
 @click.option(
-    "--wait-timeout", type=float, default=None, help="Give up waiting after this many seconds."
+    "--wait",
+    is_flag=True,
+    help="Wait for the result(s) and print them (with -n: one 'ID RESULT' line per job).",
+)
+@click.option(
+    "--wait-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Give up waiting after this many seconds.",
 )
 def submit(
     app_spec: str,
@@ -331,8 +360,9 @@ def submit(
 
 
 def _wait_for(handles: list[Any], wait_timeout: float | None) -> None:
-    """Wait for the jobs' results: print one result, or show a progress bar for many."""
-    failed = 0
+    """Wait for the jobs' results and print them: one job's result as JSON; for several,
+    one line per job in submit order (``ID RESULT``) after a progress bar, failures on
+    stderr, and a count. Exits 1 when a job failed or did not finish in time."""
     if len(handles) == 1:
         h = handles[0]
         try:
@@ -343,194 +373,37 @@ def _wait_for(handles: list[Any], wait_timeout: float | None) -> None:
         return
     store = handles[0].app.store
     pending = [h.id for h in handles]
+    final: dict[str, Any] = {}
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=err_console,
     ) as progress:
         bar = progress.add_task("jobs finished", total=len(pending))
         deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
         while pending and (deadline is None or time.monotonic() < deadline):
             done = store.wait_for_results(pending[:1000], 0.5)  # the final ones
-            finished = {r.id for r in done}
-            failed += sum(1 for r in done if r.state is not JobState.SUCCEEDED)
-            pending = [p for p in pending if p not in finished]
+            final.update((r.id, r) for r in done)
+            pending = [p for p in pending if p not in final]
             progress.update(bar, completed=len(handles) - len(pending))
+    failed = 0
+    for h in handles:
+        record = final.get(h.id)
+        if record is None:
+            click.echo(f"{h.id}: unfinished after {wait_timeout:g} s", err=True)
+        elif record.state is JobState.SUCCEEDED:
+            click.echo(f"{h.id} {record.result if record.result is not None else 'null'}")
+        else:
+            failed += 1
+            click.echo(f"{h.id}: ended {record.state.value}: {record.error}", err=True)
     click.echo(
-        f"{len(handles) - len(pending)} finished, {failed} failed, {len(pending)} unfinished"
+        f"{len(handles) - len(pending)} finished, {failed} failed, {len(pending)} unfinished",
+        err=True,
     )
     if failed or pending:
         sys.exit(1)
-
-
-@cli.command()
-@store_option
-@app_option
-@coordinator_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(
-    store_url: str | None, app_spec: str | None, coordinator: str | None, as_json: bool
-) -> None:
-    """Nodes with their load and liveness; jobs by state and queue; the scheduler."""
-    from rota.coord import open_coordinator
-
-    store = _store_from(store_url, app_spec)
-    if app_spec and not coordinator:
-        from rota.loader import load_app
-
-        coordinator = load_app(app_spec).coordinator
-    coord = open_coordinator(coordinator)
-    try:
-        data = collect(store, coord)
-    finally:
-        coord.close()
-    if as_json:
-        _print_json(data)
-    else:
-        render(data, console)
-
-
-@cli.command()
-@store_option
-@app_option
-@click.option("--state", default=None, help="e.g. pending, running, dead (alias: failed).")
-@click.option("--queue", default=None)
-@click.option("--task", default=None)
-@click.option("--node", default=None, help="Node id.")
-@click.option("--limit", default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def jobs(
-    store_url: str | None,
-    app_spec: str | None,
-    state: str | None,
-    queue: str | None,
-    task: str | None,
-    node: str | None,
-    limit: int,
-    as_json: bool,
-) -> None:
-    """List jobs, newest first."""
-    from rich.table import Table
-
-    try:
-        wanted = parse_state(state) if state else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    store = _store_from(store_url, app_spec)
-    found = store.list_jobs(state=wanted, queue=queue, task=task, node_id=node, limit=limit)
-    if as_json:
-        _print_json([j.to_dict() for j in found])
-        return
-    table = Table()
-    for col in ("id", "task", "queue", "state", "prio", "attempts", "node", "error"):
-        table.add_column(col)
-    for j in found:
-        table.add_row(
-            j.id,
-            j.task,
-            j.queue,
-            j.state.value,
-            str(j.priority),
-            f"{j.attempts}/{j.max_attempts}",
-            j.node_id or "-",
-            (j.error or "")[:60],
-        )
-    console.print(table)
-
-
-@cli.command()
-@click.argument("job_id")
-@store_option
-@app_option
-@click.option("--json", "as_json", is_flag=True)
-def job(job_id: str, store_url: str | None, app_spec: str | None, as_json: bool) -> None:
-    """Show one job: attempts, node, error, timings."""
-    store = _store_from(store_url, app_spec)
-    found = store.get_job(job_id)
-    if found is None:
-        raise click.ClickException(f"no job {job_id}")
-    if as_json:
-        _print_json(found.to_dict())
-    else:
-        render_job(found, console)
-
-
-@cli.command()
-@click.argument("job_ids", nargs=-1, required=True)
-@store_option
-@app_option
-def cancel(job_ids: tuple[str, ...], store_url: str | None, app_spec: str | None) -> None:
-    """Cancel jobs (a running one is stopped by its node)."""
-    store = _store_from(store_url, app_spec)
-    for job_id in job_ids:
-        state = store.cancel(job_id)
-        click.echo(f"{job_id}: {state.value if state else 'no such job'}")
-
-
-@cli.command()
-@click.argument("job_ids", nargs=-1)
-@store_option
-@app_option
-@click.option("--all-dead", is_flag=True, help="Retry every dead job.")
-def retry(
-    job_ids: tuple[str, ...], store_url: str | None, app_spec: str | None, all_dead: bool
-) -> None:
-    """Send dead jobs back to pending with fresh attempts."""
-    store = _store_from(store_url, app_spec)
-    ids = list(job_ids)
-    if all_dead:
-        ids += [j.id for j in store.list_jobs(state=JobState.DEAD, limit=1_000_000)]
-    click.echo(f"{store.retry_dead(ids)} job(s) sent back to pending")
-
-
-@cli.command()
-@store_option
-@app_option
-@click.option("--json", "as_json", is_flag=True)
-def schedules(store_url: str | None, app_spec: str | None, as_json: bool) -> None:
-    """List periodic schedules: cron, time zone, last and next tick."""
-    from rota.status import schedule_rows
-
-    rows = schedule_rows(_store_from(store_url, app_spec))
-    if as_json:
-        _print_json(rows)
-        return
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table("name", "task", "cron", "tz", "missed", "last tick", "next tick")
-    for row in rows:  # Text: names and crons are shown as typed, never as rich markup
-        table.add_row(
-            *(
-                Text(str(value))
-                for value in (
-                    row["name"],
-                    row.get("task") or "",
-                    row.get("cron") or "",
-                    row.get("tz") or "",
-                    row.get("missed") or "",
-                    row.get("last_tick_iso") or "-",
-                    row.get("next_tick_iso") or row.get("error") or "-",
-                )
-            )
-        )
-    console.print(table if rows else "no periodic schedules in this store")
-
-
-@cli.command()
-@store_option
-@app_option
-def migrate(store_url: str | None, app_spec: str | None) -> None:
-    """Apply pending schema migrations (PostgreSQL; other stores need none)."""
-    store = _store_from(store_url, app_spec)
-    applied = store.migrate()
-    click.echo(
-        f"applied {len(applied)} migration(s): {', '.join(applied)}"
-        if applied
-        else "schema is up to date"
-    )
 
 
 @cli.command()
@@ -617,7 +490,9 @@ def dashboard(
         trusted_hosts=None if token else open_mode_hosts(host),
         coordinator=coordinator,
     )
-    logging.getLogger("rota.dashboard").warning(startup_message(url, host, port, token))
+    # WARNING only when access is open (no token); otherwise the start is just news.
+    level = logging.INFO if token else logging.WARNING
+    logging.getLogger("rota.dashboard").log(level, startup_message(url, host, port, token))
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
 
 
@@ -627,6 +502,6 @@ cli.add_command(ingest)
 def main() -> None:
     try:
         cli(standalone_mode=True)
-    except RotaError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}")
+    except RotaError as exc:  # printed as it is: "rota[redis]" keeps its brackets
+        err_console.print(literal("error: ", "red") + literal(exc), soft_wrap=True)
         sys.exit(2)

@@ -27,6 +27,11 @@ class InvalidOption(SubmitError):
     """A job option is malformed (negative timeout, unknown option, bad resources...)."""
 
 
+class InvalidText(InvalidOption):
+    """A name, key, label or id holds a character no store can keep (a control character
+    such as NUL, or a lone surrogate), or has a bad length."""
+
+
 class StoreError(RotaError):
     """The store could not be reached or refused an operation."""
 

@@ -17,6 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from rota.core.text import storable_text
+
+# The longest a task's Retry(delay=...) may postpone its next attempt (ten years).
+MAX_RETRY_DELAY = 10 * 365 * 86400.0
+
 
 class ExecKind(StrEnum):
     """How running the task code ended, as the runner saw it."""
@@ -69,6 +74,18 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     retry_delay: float = 0.0  # seconds to wait before the next attempt (FAILED)
+
+    def __post_init__(self) -> None:
+        # A task's error text is whatever its exception said: made storable here, on every
+        # store alike (a NUL or a lone surrogate would make PostgreSQL or Redis refuse the
+        # whole report, again and again).
+        if self.error is not None:
+            object.__setattr__(self, "error", storable_text(self.error))
+        if self.traceback is not None:
+            object.__setattr__(self, "traceback", storable_text(self.traceback))
+        if not 0 <= self.retry_delay <= MAX_RETRY_DELAY:  # Retry(delay=1e308), NaN
+            delay = self.retry_delay if self.retry_delay > 0 else 0.0
+            object.__setattr__(self, "retry_delay", min(delay, MAX_RETRY_DELAY))
 
 
 class OutcomeLabel(StrEnum):

@@ -50,14 +50,19 @@ class ScheduleSpec:
     grace: float = 60.0
 
     def __post_init__(self) -> None:
-        if not self.name or len(self.name) > 200:
+        if not isinstance(self.name, str) or not 0 < len(self.name) <= 200:
             raise InvalidOption(f"schedule name must be 1-200 characters, got {self.name!r}")
         if self.missed not in MISSED_POLICIES:
             raise InvalidOption(f"missed must be one of {MISSED_POLICIES}, got {self.missed!r}")
-        if not self.grace >= 0:
-            raise InvalidOption(f"grace must be >= 0 seconds, got {self.grace!r}")
+        grace = self.grace
+        if isinstance(grace, bool) or not isinstance(grace, int | float):
+            raise InvalidOption(f"grace must be a number of seconds, got {grace!r:.40}")
+        if not 0 <= grace <= 10 * 365 * 86400:
+            raise InvalidOption(f"grace must be 0 to 10 years in seconds, got {grace!r:.40}")
+        if not isinstance(self.tz, str):
+            raise InvalidOption(f"tz must be a time zone name, got {self.tz!r}")
         zone(self.tz)
-        if not croniter.is_valid(self.cron):
+        if not isinstance(self.cron, str) or not croniter.is_valid(self.cron):
             raise InvalidOption(f"not a valid cron expression: {self.cron!r}")
 
     def to_json(self) -> str:

@@ -7,7 +7,7 @@ import re
 
 from rota.core.errors import InvalidOption
 
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([a-z]*)\s*$")
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([a-z]*)\s*")  # always fullmatch()
 _PERIODS = {
     "": 1.0,
     "s": 1.0,
@@ -28,7 +28,7 @@ def parse_rate(text: str) -> tuple[int, float]:
     (a bare number is seconds). Raises ``InvalidOption``."""
     if not isinstance(text, str):
         raise InvalidOption(f"rate_limit must be a string like '100/m', not {text!r}")
-    m = _RATE.match(text.lower())
+    m = _RATE.fullmatch(text.lower())
     unit = m.group(3) if m else ""
     if unit not in _PERIODS and unit.endswith("s") and unit[:-1] in _PERIODS:
         unit = unit[:-1]  # "mins", "hours", "seconds"
@@ -37,8 +37,10 @@ def parse_rate(text: str) -> tuple[int, float]:
     count = int(m.group(1))
     scale = float(m.group(2)) if m.group(2) not in ("", ".") else 1.0
     period = scale * _PERIODS[unit]
-    if count < 1 or not 0 < period <= 7 * 86400:
-        raise InvalidOption(f"rate_limit {text!r} needs a count >= 1 and a period up to a week")
+    if not 1 <= count <= 10**9 or not 0 < period <= 7 * 86400:
+        raise InvalidOption(
+            f"rate_limit {text!r} needs a count of 1 to 10**9 and a period up to a week"
+        )
     return count, period
 
 

@@ -7,10 +7,11 @@ import re
 from collections.abc import Mapping
 
 from rota.core.errors import InvalidOption
+from rota.core.text import check_text
 
 Resources = dict[str, float]
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]{0,63}$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-/]{0,63}")  # always fullmatch()
 _UNITS = {
     "": 1.0,
     "k": 1e3,
@@ -22,15 +23,18 @@ _UNITS = {
     "gi": 2.0**30,
     "ti": 2.0**40,
 }
-_QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]{0,2})\s*$")
+_QUANTITY = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]{0,2})\s*")
 
 
 def parse_quantity(text: str) -> float:
     """``"8G"`` -> 8e9, ``"512Mi"`` -> 536870912.0, ``"0.5"`` -> 0.5. Memory is in bytes."""
-    m = _QUANTITY.match(text)
+    m = _QUANTITY.fullmatch(text) if isinstance(text, str) else None
     if not m or m.group(2).lower() not in _UNITS:
         raise InvalidOption(f"cannot read resource quantity {text!r} (e.g. 4, 0.5, 8G, 512Mi)")
-    return float(m.group(1)) * _UNITS[m.group(2).lower()]
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not math.isfinite(value):
+        raise InvalidOption(f"resource quantity {text!r} is too large")
+    return value
 
 
 def parse_resources(text: str) -> Resources:
@@ -61,16 +65,20 @@ def validate_resources(value: object, what: str = "resources") -> Resources:
         raise InvalidOption(f"{what} must be a mapping of name to quantity")
     out: Resources = {}
     for name, qty in value.items():
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidOption(f"{what}: bad resource name {name!r}")
         if isinstance(qty, str):
             qty = parse_quantity(qty)
         if isinstance(qty, bool) or not isinstance(qty, int | float):
             raise InvalidOption(f"{what}: quantity of {name!r} must be a number")
-        if not math.isfinite(qty) or qty < 0:
+        try:
+            number = float(qty)
+        except OverflowError:  # an int beyond float range, e.g. 10**400
+            raise InvalidOption(f"{what}: quantity of {name!r} is too large") from None
+        if not math.isfinite(number) or number < 0:
             raise InvalidOption(f"{what}: quantity of {name!r} must be finite and >= 0")
-        if qty:
-            out[name] = float(qty)
+        if number:
+            out[name] = number
     return out
 
 
@@ -80,11 +88,9 @@ def validate_labels(value: object, what: str = "labels") -> dict[str, str]:
         raise InvalidOption(f"{what} must be a mapping of name to string")
     out: dict[str, str] = {}
     for name, val in value.items():
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidOption(f"{what}: bad label name {name!r}")
-        if not isinstance(val, str) or len(val) > 256:
-            raise InvalidOption(f"{what}: value of {name!r} must be a string of <= 256 chars")
-        out[name] = val
+        out[name] = check_text(f"{what}: value of {name!r}", val, 256, allow_empty=True)
     return out
 
 

@@ -26,6 +26,18 @@ DEFAULT_SCHEMA = "rota"
 NOT_RUN = frozenset({"57P01", "57P02", "57P03"})
 
 
+def refuse_bad_credentials(conninfo: str, kwargs: dict[str, Any]) -> None:
+    """One connection before the pool's: a refused role, password or database fails at
+    once with the server's reason (the pool would retry it until its timeout); any other
+    failure (a server still starting) is left to the pool's retries."""
+    try:
+        psycopg.connect(conninfo, connect_timeout=10, **kwargs).close()
+    except psycopg.OperationalError as exc:
+        text = str(exc)
+        if "authentication failed" in text or "does not exist" in text or "no pg_hba" in text:
+            raise StoreError(f"PostgreSQL refused the connection: {text.strip()}") from None
+
+
 def parse_url(url: str) -> tuple[str, str, bool]:
     """``(libpq conninfo, schema, auto_migrate)`` from a store URL."""
     parts = urlsplit(url)
@@ -105,6 +117,7 @@ class PostgresConnection:
             raise StoreError("the PostgreSQL store is closed")
         self._after_fork()
         if self._pool is None:
+            refuse_bad_credentials(self.conninfo, self._connect_kwargs())
             pool: ConnectionPool[Conn] = ConnectionPool(
                 self.conninfo,
                 kwargs=self._connect_kwargs(),

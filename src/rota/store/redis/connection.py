@@ -79,7 +79,7 @@ def parse_url(url: str) -> tuple[str, str, float]:
                 raise InvalidOption(f"result_ttl must be a number of seconds >= 0, not {value!r}")
         else:
             rest.append((key, value))
-    if not _PREFIX_RE.match(prefix):
+    if not _PREFIX_RE.fullmatch(prefix):
         raise InvalidOption(f"Redis key prefix {prefix!r} must be 1-100 chars without braces")
     return urlunsplit(parts._replace(query=urlencode(rest))), prefix, ttl
 
