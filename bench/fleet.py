@@ -1,0 +1,481 @@
+"""A simulated fleet of worker nodes against one store: ``python -m bench.fleet``.
+
+Nodes are asyncio tasks in ``--procs`` processes (``python -m bench.fleet sim ...``), and
+use the real store API: ``register_node``, ``heartbeat`` (every second), and the claim path
+a worker uses (``async_claims().wait_and_start`` / ``complete_and_start`` on Redis;
+``start_jobs`` / ``complete`` through threads elsewhere). Jobs are not run: a ``sim.noop``
+job is finished as soon as it is claimed, a ``sim.hold`` job is held until the node dies or
+the run ends. The real scheduler (``rota.scheduler.leader.Scheduler``) places them, in a
+process of its own (``python -m bench.fleet scheduler ...``) that times each of its cycles.
+
+For each fleet size (``--sizes 10,100,1000``):
+
+1. heartbeats alone for ``--hb-seconds``: the store's CPU (the private ``redis-server``'s
+   own CPU time; for PostgreSQL the CPU of the backends of this schema's connections) and
+   its commands per second;
+2. ``--jobs`` noop jobs submitted while no scheduler runs, then the scheduler starts:
+   placements/s (jobs / time from its lease to the last placement seen) and its cycle
+   times (p50, p99);
+3. one ``sim.hold`` job per two slots, then 5 % of the nodes (50 at 1,000) stop at once
+   (heartbeats and claims): time until the store shows them dead, and until every job
+   they held runs on another node.
+
+The table goes to stdout and, with ``--write``, into bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rota.core.model import NewJob, NodeSpec, NodeState, Outcome, OutcomeKind
+from rota.core.states import JobState
+from rota.store import SCHEDULER_LEASE, Store, open_store
+
+SLOTS = 4
+HEARTBEAT = 1.0
+LEASE_TTL = 10.0
+FAILURE_TIMEOUT = 3.0
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN, END = "<!-- bench.fleet: begin -->", "<!-- bench.fleet: end -->"
+
+
+# ---- a process of simulated nodes ------------------------------------------------------------
+class SimProcess:
+    def __init__(self, url: str, names: Sequence[str], claims: bool) -> None:
+        self.url, self.names, self.claims = url, list(names), claims
+        self.local = threading.local()
+        self.pool = ThreadPoolExecutor(16)
+        self.tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self.ids = {n: f"{n}-{uuid.uuid4().hex[:8]}" for n in self.names}
+        self.held: dict[str, dict[str, int]] = {n: {} for n in self.names}
+        self.hb_calls = 0
+        self.hb_errors = 0
+        self.hb_seconds = 0.0
+
+    def store(self) -> Store:
+        st = getattr(self.local, "store", None)
+        if st is None:
+            st = self.local.store = open_store(self.url)
+        return st
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """``store.<method>(*args)`` on a thread (each thread has its own store)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, lambda: getattr(self.store(), method)(*args))
+
+    async def heartbeats(self, name: str) -> None:
+        node = self.ids[name]
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            t = time.perf_counter()
+            held = list(self.held[name].items())
+            try:
+                await self.call("heartbeat", node, held, LEASE_TTL)
+            except Exception as exc:  # counted; the node carries on
+                self.hb_errors += 1
+                if self.hb_errors <= 3:
+                    print(f"{name}: heartbeat failed: {exc!r}", file=sys.stderr, flush=True)
+            self.hb_calls += 1
+            self.hb_seconds += time.perf_counter() - t
+
+    async def claim_loop(self, name: str, claims: Any) -> None:
+        node, held = self.ids[name], self.held[name]
+        outcomes: list[Outcome] = []
+        while True:
+            free = SLOTS - len(held)
+            try:
+                if outcomes:
+                    if claims is not None:
+                        _, jobs = await claims.complete_and_start(outcomes, node, free, LEASE_TTL)
+                    else:
+                        await self.call("complete", outcomes)
+                        jobs = await self.call("start_jobs", node, free, LEASE_TTL)
+                    outcomes = []
+                elif free <= 0:
+                    await asyncio.sleep(1.0)
+                    continue
+                elif claims is not None:
+                    jobs = await claims.wait_and_start(node, free, LEASE_TTL, 2.0)
+                else:
+                    jobs = await self.call("start_jobs", node, free, LEASE_TTL)
+                    if not jobs:
+                        await asyncio.sleep(0.5)
+            except Exception as exc:  # a store hiccup: try again
+                print(f"{name}: {exc}", file=sys.stderr, flush=True)
+                await asyncio.sleep(0.5)
+                continue
+            for job in jobs:
+                if job.task == "sim.hold":
+                    held[job.id] = job.token
+                else:
+                    outcomes.append(Outcome(job.id, job.token, OutcomeKind.SUCCEEDED, "null"))
+
+    async def main(self, control: Path) -> None:
+        for name in self.names:
+            spec = NodeSpec(self.ids[name], name, SLOTS, 0, host="sim", pid=os.getpid())
+            await self.call("register_node", spec)
+        for name in self.names:
+            self.tasks[name] = [asyncio.ensure_future(self.heartbeats(name))]
+        (control / f"ready-{os.getpid()}").write_text("")
+        killed = 0
+        claiming = False
+        while True:
+            await asyncio.sleep(0.05)
+            orders = (control / "orders").read_text() if (control / "orders").exists() else ""
+            if "claim" in orders and not claiming:
+                claiming = True
+                for name in self.names:
+                    # One claim client per node, as each worker has its own connection.
+                    claims = self.store().async_claims() if self.claims else None
+                    self.tasks[name].append(asyncio.ensure_future(self.claim_loop(name, claims)))
+            want = int(orders.split("kill=")[1].split()[0]) if "kill=" in orders else 0
+            while killed < want and killed < len(self.names):
+                name = self.names[killed]
+                for task in self.tasks[name]:
+                    task.cancel()
+                killed_ids = {"node": self.ids[name], "jobs": list(self.held[name])}
+                with (control / f"killed-{os.getpid()}.jsonl").open("a") as f:
+                    f.write(json.dumps(killed_ids) + "\n")
+                killed += 1
+            if "stop" in orders:
+                break
+        stats = {"hb_calls": self.hb_calls, "hb_seconds": self.hb_seconds}
+        (control / f"stats-{os.getpid()}.json").write_text(json.dumps(stats))
+
+
+# ---- the scheduler, timed --------------------------------------------------------------------
+def run_scheduler(url: str, out: Path) -> None:
+    from rota.scheduler.config import SchedulerConfig
+    from rota.scheduler.leader import Scheduler
+
+    sched = Scheduler(url, SchedulerConfig(failure_timeout=FAILURE_TIMEOUT, lease_ttl=5.0))
+    times: list[float] = []
+    placed: list[tuple[float, int]] = []
+    real_cycle = sched.cycle
+
+    def timed(store: Store) -> None:
+        t = time.perf_counter()
+        real_cycle(store)
+        if sched.lease is not None:
+            times.append(time.perf_counter() - t)
+            placed.append((time.time(), sched.placed_total))
+
+    sched.cycle = timed  # type: ignore[method-assign]
+    signal.signal(signal.SIGTERM, lambda *_: sched.stop.set())
+    sched.run()
+    out.write_text(json.dumps({"cycles": times, "placed": placed}))
+
+
+# ---- the driver ------------------------------------------------------------------------------
+def cpu_seconds(pids: Sequence[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+class Target:
+    """The store under test: its URL, its server processes and an ops counter."""
+
+    def __init__(self, kind: str, tmp: Path) -> None:
+        self.kind = kind
+        self.proc: subprocess.Popen[bytes] | None = None
+        if kind == "redis":
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            self.proc = subprocess.Popen(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                 "--appendonly", "no", "--maxclients", "20000", "--dir", str(tmp)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+            self.url = f"redis://127.0.0.1:{port}/0?prefix=fleet"
+            import redis
+
+            self.client = redis.Redis(port=port)
+            for _ in range(100):
+                with contextlib.suppress(Exception):
+                    self.client.ping()
+                    break
+                time.sleep(0.05)
+        else:
+            self.schema = f"rota_fleet_{uuid.uuid4().hex[:8]}"
+            self.url = f"postgresql://postgres@127.0.0.1:5432/test?schema={self.schema}"
+
+    def pids(self) -> list[int]:
+        if self.proc is not None:
+            return [self.proc.pid]
+        import psycopg
+
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test") as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s",
+                (f"rota {self.schema}%",),
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def ops(self) -> int:
+        if self.proc is not None:
+            return int(self.client.info("stats")["total_commands_processed"])
+        import psycopg
+
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test") as conn:
+            row = conn.execute(
+                "SELECT sum(calls) FROM pg_stat_user_functions WHERE schemaname = %s",
+                (self.schema,),
+            ).fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+        else:
+            import psycopg
+
+            with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as c:
+                c.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+
+def wait(what: str, check: Any, timeout: float, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def submit(store: Store, task: str, count: int) -> list[str]:
+    """``count`` jobs of ``task`` (3 attempts: a dead node's job runs again)."""
+    ids: list[str] = []
+    for i in range(0, count, 2000):
+        batch = [
+            NewJob(uuid.uuid4().hex, task, "default", '{"args":[],"kwargs":{}}', max_attempts=3)
+            for _ in range(min(2000, count - i))
+        ]
+        ids += store.submit(batch)
+    return ids
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix=f"rota-fleet-{kind}-{nodes}-"))
+    target = Target(kind, tmp)
+    children: list[subprocess.Popen[bytes]] = []
+    sched: subprocess.Popen[bytes] | None = None
+    row: dict[str, Any] = {"store": kind, "nodes": nodes, "jobs": jobs}
+    try:
+        store = open_store(target.url)
+        store.migrate()
+        per = [[f"n{i:04d}" for i in range(nodes) if i % procs == p] for p in range(procs)]
+        for names in per:
+            argv = [sys.executable, "-m", "bench.fleet", "sim", target.url, str(tmp), *names]
+            children.append(subprocess.Popen(argv, start_new_session=True))
+        wait("nodes to register", lambda: len(list(tmp.glob("ready-*"))) == procs, 120, 0.2)
+        # 1. heartbeats alone
+        time.sleep(2.0)
+        pids = target.pids()
+        cpu0, ops0, t0 = cpu_seconds(pids), target.ops(), time.monotonic()
+        time.sleep(hb_seconds)
+        cpu1, ops1, t1 = cpu_seconds(pids), target.ops(), time.monotonic()
+        row["hb_cpu_pct"] = 100 * (cpu1 - cpu0) / (t1 - t0)
+        row["hb_ops_s"] = (ops1 - ops0) / (t1 - t0)
+        # 2. placement
+        submit(store, "sim.noop", jobs)
+        (tmp / "orders").write_text("claim")
+        out = tmp / "sched.json"
+        sched = subprocess.Popen([sys.executable, "-m", "bench.fleet", "scheduler", target.url,
+                                  str(out)], start_new_session=True)  # fmt: skip
+        lease = wait("a leader", lambda: store.get_lease(SCHEDULER_LEASE), 60)
+
+        def done() -> bool:
+            counts = store.count_jobs()
+            final = (JobState.SUCCEEDED, JobState.DEAD)
+            return sum(n for (_, st), n in counts.items() if st in final) >= jobs
+
+        wait("every noop job to finish", done, max(600.0, jobs / 50), 0.2)
+        finished = time.time()
+        row["expired"] = sum(n for (_, st), n in store.count_jobs().items() if st is JobState.DEAD)
+        row["e2e_jobs_s"] = jobs / (finished - lease.acquired_at)
+        # 3. 5 % of the nodes stop at once while holding jobs
+        holds = submit(store, "sim.hold", nodes * SLOTS // 2)
+        wait("hold jobs running", lambda: all(
+            r.state is JobState.RUNNING for r in store.get_jobs(holds[-200:])), 120, 0.2)  # fmt: skip
+        time.sleep(1.5)
+        victims_per_proc = max(1, nodes // 20 // procs)
+        killed_at = time.time()
+        (tmp / "orders").write_text(f"claim kill={victims_per_proc}")
+        killed = wait("the kills", lambda: [
+            json.loads(line) for f in tmp.glob("killed-*") for line in f.read_text().splitlines()
+        ] if sum(len(f.read_text().splitlines()) for f in tmp.glob("killed-*"))
+            >= victims_per_proc * procs else None, 30, 0.02)  # fmt: skip
+        dead_ids = {k["node"] for k in killed}
+        their_jobs = [j for k in killed for j in k["jobs"]]
+
+        def all_dead() -> float | None:
+            states = {n.id: n.state for n in store.list_nodes()}
+            return time.time() if all(states.get(i) is NodeState.DEAD for i in dead_ids) else None
+
+        dead_at = wait("the stopped nodes to be declared dead", all_dead, 120, 0.05)
+
+        def replaced() -> float | None:
+            recs = store.get_jobs(their_jobs)
+            ok = all(r.state is JobState.RUNNING and r.node_id not in dead_ids for r in recs)
+            return time.time() if ok else None
+
+        replaced_at = wait("their jobs to run elsewhere", replaced, 120, 0.05)
+        row.update(killed=len(dead_ids), killed_jobs=len(their_jobs),
+                   detect_s=dead_at - killed_at, replace_s=replaced_at - killed_at)  # fmt: skip
+        (tmp / "orders").write_text("stop")
+        sched.send_signal(signal.SIGTERM)
+        sched.wait(60)
+        data = json.loads(out.read_text())
+        cycles = data["cycles"]
+        row["cycle_p50_ms"] = 1000 * pct(cycles, 0.5)
+        row["cycle_p99_ms"] = 1000 * pct(cycles, 0.99)
+        placed = [(t, n) for t, n in data["placed"] if t <= finished + 0.5]
+        first = next((t for t, n in placed if n > 0), lease.acquired_at)
+        last = next((t for t, n in placed if n >= jobs), finished)
+        row["placements_s"] = jobs / max(last - lease.acquired_at, 1e-9)
+        row["placing_s"] = last - first
+        for child in children:
+            child.wait(30)
+        store.close()
+        return row
+    finally:
+        for p in [*children, *([sched] if sched else [])]:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        target.close()
+
+
+def render(rows: list[dict[str, Any]], head: str) -> str:
+    cols = [
+        ("store", "store", "{}"), ("nodes", "nodes", "{:,}"), ("jobs", "jobs placed", "{:,}"),
+        ("placements_s", "placements/s (lease -> last placed)", "{:,.0f}"),
+        ("e2e_jobs_s", "jobs/s end to end (claimed + finished)", "{:,.0f}"),
+        ("cycle_p50_ms", "cycle p50, ms", "{:.1f}"), ("cycle_p99_ms", "cycle p99, ms", "{:.1f}"),
+        ("hb_cpu_pct", "store CPU on heartbeats alone, % of a core", "{:.1f}"),
+        ("hb_ops_s", "store ops/s on heartbeats alone", "{:,.0f}"),
+        ("expired", "noop jobs whose lease ran out before their report", "{}"),
+        ("killed", "nodes stopped at once", "{}"), ("killed_jobs", "jobs they held", "{}"),
+        ("detect_s", "stop -> all seen dead, s", "{:.2f}"),
+        ("replace_s", "stop -> all their jobs running elsewhere, s", "{:.2f}"),
+    ]  # fmt: skip
+    out = [head, "", "| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        if "error" in row:
+            out.append(f"| {row['store']} | {row['nodes']:,} | FAILED: {row['error']} |")
+            continue
+        out.append("| " + " | ".join(f.format(row[k]) for k, _, f in cols) + " |")
+    return "\n".join(out)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for kind in sorted({r["store"] for r in rows}):
+        ok = [r for r in rows if r["store"] == kind and "error" not in r]
+        xs = [r["nodes"] for r in ok]
+        axes[0].plot(xs, [r["placements_s"] for r in ok], "o-", label=kind)
+        axes[1].plot(xs, [r["hb_cpu_pct"] for r in ok], "o-", label=kind)
+        axes[2].plot(xs, [r["replace_s"] for r in ok], "o-", label=kind)
+    for ax, title in zip(axes, ("placements/s", "store CPU on heartbeats, % core",
+                                "stop -> re-placed, s"), strict=True):  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("nodes")
+        ax.set_title(title)
+        ax.legend()
+    axes[1].axhline(10, color="grey", ls="--")
+    axes[2].axhline(FAILURE_TIMEOUT + 1, color="grey", ls="--")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return True
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "sim":
+        url, control, names = sys.argv[2], Path(sys.argv[3]), sys.argv[4:]
+        asyncio.run(SimProcess(url, names, claims=True).main(control))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "scheduler":
+        run_scheduler(sys.argv[2], Path(sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stores", default="redis")
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--procs", type=int, default=5)
+    parser.add_argument("--hb-seconds", type=float, default=10.0)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    rows = []
+    began = time.monotonic()
+    for kind in args.stores.split(","):
+        for size in map(int, args.sizes.split(",")):
+            print(f"--- {kind}, {size} nodes", flush=True)
+            try:
+                row = run_size(kind, size, args.jobs, args.procs, args.hb_seconds)
+            except Exception as exc:  # a failed size is a row too
+                row = {"store": kind, "nodes": size, "error": f"{type(exc).__name__}: {exc}"}
+            print(row, flush=True)
+            rows.append(row)
+    head = (
+        f"Generated by `python -m bench.fleet --stores {args.stores} --sizes {args.sizes} "
+        f"--jobs {args.jobs} --procs {args.procs}` ({time.monotonic() - began:.0f} s): nodes "
+        f"of {SLOTS} slots heartbeating every {HEARTBEAT:.0f} s in {args.procs} processes, "
+        f"failure timeout {FAILURE_TIMEOUT:.0f} s, on a 2-core machine shared with other runs."
+    )
+    text = render(rows, head)
+    print(text)
+    if args.write:
+        png = README.parent / "results" / "fleet.png"
+        if plot(rows, png):
+            text += f"\n\n![growth from 10 to 1,000 nodes](results/{png.name})"
+        doc = README.read_text()
+        block = f"{BEGIN}\n{text}\n{END}"
+        if BEGIN in doc:
+            doc = doc[: doc.index(BEGIN)] + block + doc[doc.index(END) + len(END) :]
+        else:
+            doc = doc.rstrip("\n") + "\n\n## A fleet of simulated nodes\n\n" + block + "\n"
+        README.write_text(doc)
+
+
+if __name__ == "__main__":
+    main()
