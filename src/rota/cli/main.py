@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 import orjson
@@ -70,10 +70,25 @@ def cli() -> None:
     "--concurrency", "-c", default=8, show_default=True, help="Jobs running at once (slots)."
 )
 @click.option(
+    "--isolation",
+    type=click.Choice(["thread", "process"]),
+    default="thread",
+    show_default=True,
+    help="Where sync tasks run unless their @app.task(isolation=...) says: threads of the "
+    "worker, or a pool of processes (killed at a timeout or cancel, a crash does not stop "
+    "the worker).",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Threads for sync tasks run in threads (default: concurrency).",
+)
+@click.option(
     "--processes",
     type=int,
     default=None,
-    help="Child processes for sync tasks (default: concurrency).",
+    help="Pool processes for sync tasks run in processes (default: concurrency).",
 )
 @click.option(
     "--prefetch",
@@ -117,6 +132,8 @@ def cli() -> None:
 def worker(
     app_spec: str,
     concurrency: int,
+    isolation: Literal["thread", "process"],
+    threads: int | None,
     processes: int | None,
     prefetch: int | None,
     resources: str,
@@ -144,6 +161,8 @@ def worker(
         name=name,
         concurrency=concurrency,
         prefetch=prefetch,
+        isolation=isolation,
+        threads=threads,
         processes=processes,
         resources=parse_resources(resources),
         labels=parse_labels(labels),
