@@ -50,7 +50,7 @@ def build(store: str | None = None) -> Rota:
 
     @app.task(name="acc.square")
     def square(x: int, ms: int = 0) -> dict[str, Any]:
-        """Sync (runs in the worker's process pool)."""
+        """Sync (runs in a thread of the worker, the default)."""
         time.sleep(ms / 1000)
         return {"value": x * x, "node": node_name(), "pid": os.getpid()}
 
@@ -89,7 +89,7 @@ def build(store: str | None = None) -> Rota:
             raise Retry(delay=delay, reason=f"run {runs}: not yet")
         return runs
 
-    @app.task(name="acc.sleepy")
+    @app.task(name="acc.sleepy", isolation="process")  # killed at its timeout
     def sleepy(seconds: float) -> str:
         time.sleep(seconds)
         return "woke up"
@@ -99,7 +99,7 @@ def build(store: str | None = None) -> Rota:
         await asyncio.sleep(seconds)
         return "woke up"
 
-    @app.task(name="acc.crash")
+    @app.task(name="acc.crash", isolation="process")
     def crash(code: int) -> None:
         """Takes its pool process down without a word."""
         os._exit(code)
