@@ -171,6 +171,22 @@ local function do_claim(node, want, exp, exps, out, ids)
   return n
 end
 
+-- Whether the node holds a current grant and the head of "pending" is a job it may claim.
+local function head_claimable(node)
+  local queues = granted_queues(node)
+  if not queues then
+    return false
+  end
+  local m = redis.call('ZRANGEBYLEX', K_PENDING, '-', '+', 'LIMIT', 0, 1)[1]
+  if not m then
+    return false
+  end
+  local a = string.find(m, '\0', 21, true)
+  local b = a and string.find(m, '\0', a + 1, true)
+  return b ~= nil and string.sub(m, b + 1, b + 1) == '\0'
+    and string.find(queues, '\0' .. string.sub(m, a + 1, b - 1) .. '\0', 1, true) ~= nil
+end
+
 -- Start up to `limit` jobs for the node: its assigned jobs first (priority then FIFO),
 -- then, under a current claim grant, plain pending jobs (do_claim). Returns {id, HGETALL
 -- job}... of the jobs started (each hash read once, for the check and the reply, and
@@ -346,10 +362,10 @@ if m then
 end
 local acc = do_complete(cjson.decode(ARGV[3]))
 local limit = tonumber(ARGV[5])
-local out, ids, claimed = do_start(ARGV[4], limit, tonumber(ARGV[6]))
-if claimed > 0 and #ids >= limit and ONLY_PLAIN then
-  -- The room the outcomes freed is filled again from "pending" by this node itself:
-  -- nothing for the scheduler to do (its idle cycle still looks at the rest).
+local out, ids = do_start(ARGV[4], limit, tonumber(ARGV[6]))
+if #ids >= limit and ONLY_PLAIN and head_claimable(ARGV[4]) then
+  -- The room the outcomes freed is filled again and the node claims what comes next
+  -- itself: nothing for the scheduler to do (its idle cycle still looks at the rest).
   WAKE[K_WAKE_SCHED] = nil
 end
 flush()
