@@ -22,7 +22,7 @@ def test_a_one_slot_worker_drains_a_backlog_without_the_scheduler(
     fleet: Fleet, client: Rota
 ) -> None:
     square = client.get_task("acc.square")
-    fleet.scheduler()
+    fleet.scheduler(lease_ttl=30.0)  # its grant stays current while it is frozen
     fleet.worker("w1", concurrency=1)
     fleet.wait_nodes(1)
     store = fleet.store

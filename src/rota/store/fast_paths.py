@@ -79,8 +79,8 @@ class FastPaths(Protocol):
     def grant_claims(self, lease: Lease, grants: Mapping[str, Sequence[str]]) -> None:
         """Replace the claim grant: ``grants[node_id]`` lists the queues whose plain
         pending jobs (no resources, labels, affinity, limits or parents) that node may
-        claim itself. While the grant is current (no leader has taken the scheduler
-        lease since: the lease still has ``lease``'s token), ``start_jobs`` and
+        claim itself. While the grant is current (the scheduler lease is held, unexpired,
+        with ``lease``'s token), ``start_jobs`` and
         ``complete_and_start`` fill a live node's free slots, after its assigned jobs,
         from the head of the pending jobs in placement order (priority, then FIFO),
         stopping at the first job that is not plain or not of a granted queue: a

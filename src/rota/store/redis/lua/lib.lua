@@ -112,7 +112,7 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
                                 node id -> "\0q1\0q2\0": the queues whose plain pending
                                 jobs the node may claim itself (grant_claims writes it,
                                 fenced). Current only while "lease:scheduler" still has
-                                that token. start_jobs / complete_and_start / the
+                                that token and has not expired. start_jobs / complete_and_start / the
                                 worker's wait_and_start then fill the node's free slots
                                 from the head of "pending" (priority order), stopping at
                                 the first job that is not plain or not of those queues

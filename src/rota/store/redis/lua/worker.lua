@@ -105,8 +105,9 @@ local function granted_queues(node)
   if not g[1] or not g[2] then
     return nil
   end
-  if redis.call('HGET', B .. 'lease:scheduler', 'token') ~= g[1] then
-    return nil -- another leader since: its placements, not this grant, hold
+  local l = redis.call('HMGET', B .. 'lease:scheduler', 'token', 'expires_at')
+  if l[1] ~= g[1] or (tonumber(l[2]) or 0) <= NOW then
+    return nil -- no current leader, or another one since: placement decides
   end
   return g[2]
 end
