@@ -354,7 +354,9 @@ def bench_session(a: argparse.Namespace) -> Iterator[Bench]:
 
 
 def measure(b: Bench, reps: int) -> dict[str, Any]:
-    """Every row ``reps`` times, interleaved; returns the samples."""
+    """Every row ``reps`` times, interleaved; returns the samples. ``--only`` keeps the
+    rows whose name contains one of its words (and the latency rows only if one is
+    "latency"); each ``--variant "label=flags"`` adds a rota sync row on Redis."""
     dram = b.peer_bin("dramatiq")
     rows: dict[str, Callable[[], Drain]] = {
         "rota sync (redis)": lambda: b.rota_drain("rota sync", "redis", "peer.probe_sync"),
@@ -392,9 +394,18 @@ def measure(b: Bench, reps: int) -> dict[str, Any]:
             [b.peer_bin("huey_consumer"), "sys_sqlitehuey.huey", "--quiet"],
         ),
     }
+    for variant in b.a.variant:
+        label, _, flags = variant.partition("=")
+        rows[f"rota sync {label} (redis)"] = lambda label=label, flags=flags: b.rota_drain(
+            f"rota sync {label}", "redis", "peer.probe_sync", *flags.split()
+        )
+    only = b.a.only
+    if only:
+        rows = {k: v for k, v in rows.items() if any(w in k for w in only)}
     for module in ("sys_procrastinate", "sys_pgqueuer"):
-        with contextlib.suppress(Exception):
-            b.peer_call(module, "install()")
+        if any(module.split("_")[1] in k for k in rows):
+            with contextlib.suppress(Exception):
+                b.peer_call(module, "install()")
     samples: dict[str, list[Drain]] = {k: [] for k in rows}
     latency: dict[str, list[tuple[float, float]]] = {"rota": [], "Huey": []}
     huey = [b.peer_bin("huey_consumer"), "sys_huey.huey", "-k", "thread", "-w", "1", "--quiet"]
@@ -402,6 +413,8 @@ def measure(b: Bench, reps: int) -> dict[str, Any]:
         log(f"== pass {rep + 1}/{reps}")
         for name, run in rows.items():
             samples[name].append(run())
+        if only and "latency" not in only:
+            continue
         url = b.rota_url("redis")
         got = b.latency("rota", lambda url=url: b.rota(url), b.rota_trickle(url))
         if got:
@@ -511,12 +524,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lat-count", type=int, default=500)
     ap.add_argument("--lat-rate", type=float, default=100.0)
     ap.add_argument("--peers-src", default=str(DEFAULT_PEERS_SRC))
+    ap.add_argument("--only", action="append", default=[], help="rows whose name has this")
+    ap.add_argument(
+        "--variant", action="append", default=[], help='extra rota sync row: "label=flags"'
+    )
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the probe ceiling")
     a = ap.parse_args(argv)
     with bench_session(a) as b:
         res = measure(b, a.reps)
         from bench.probe_ceiling import measure as probe_measure
 
-        ceiling = probe_measure(b.port, 20000)
+        ceiling = {} if a.no_ceiling else probe_measure(b.port, 20000)
         table = render(res, a, ceiling)
     print(table)
     RESULTS.mkdir(exist_ok=True)

@@ -7,7 +7,7 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from rota.coord import resolve_coordinator
 from rota.core.argtypes import ArgumentTypes
@@ -24,6 +24,7 @@ from rota.workflow import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
+Isolation = Literal["thread", "process"]  # where a sync task runs on a worker
 
 
 class Rota:
@@ -61,16 +62,33 @@ class Rota:
 
     @overload
     def task(
-        self, fn: None = None, /, *, name: str | None = None, **defaults: Any
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        isolation: Isolation | None = None,
+        **defaults: Any,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
-        self, fn: Callable[P, R] | None = None, /, *, name: str | None = None, **defaults: Any
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        isolation: Isolation | None = None,
+        **defaults: Any,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a task (sync or ``async def``). Keyword arguments are its default job
         options: ``queue``, ``priority``, ``retries``, ``timeout``, ``resources``,
-        ``labels``, ``affinity``, ``backoff``, ``backoff_max``."""
+        ``labels``, ``affinity``, ``backoff``, ``backoff_max``. ``isolation`` is where a
+        sync task runs on the worker: ``"thread"`` (a thread of the worker process) or
+        ``"process"`` (a pool process, killed at its timeout or cancel, and whose crash
+        does not take the worker down); ``None``: the worker's ``--isolation``."""
         options = JobOptions().merged(defaults)
+        if isolation not in (None, "thread", "process"):
+            raise InvalidOption(f"isolation must be 'thread' or 'process', not {isolation!r}")
 
         def register(func: Callable[P, R]) -> Task[P, R]:
             task_name = name or f"{func.__module__}.{func.__qualname__}".removeprefix("__main__.")
@@ -78,6 +96,7 @@ class Rota:
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise InvalidOption(f"task name {task_name!r} is already registered")
             task = Task(self, task_name, func, options)
+            task.isolation = isolation
             self.tasks[task_name] = task
             return task
 
@@ -211,6 +230,7 @@ class Task(Generic[P, R]):
         self.name = name
         self.fn = fn
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.isolation: Isolation | None = None  # sync tasks: thread or process (worker's)
         self.defaults = options
         self.signature = inspect.signature(fn)
         self.arity = _simple_arity(self.signature)

@@ -1,4 +1,5 @@
-"""Slot reservations (rota.scheduler.reservations): what the leader hands the store ahead of time."""
+"""Slot reservations and claim grants (rota.scheduler.reservations): what the leader hands
+the store ahead of time."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections import Counter
 
 from rota.core.model import NodeState
 from rota.scheduler.placement import place
-from rota.scheduler.reservations import reserve
+from rota.scheduler.reservations import grants, reserve
 from tests.unit.test_placement import job, node
 
 
@@ -45,3 +46,14 @@ def test_nothing_reserved_without_live_room_or_when_turned_off() -> None:
 def test_prefetch_room_counts_like_placement() -> None:
     got = reserve([node("p", slots=1, prefetch=2)], "spread", 8)
     assert got == {"default": ["p", "p", "p"]}
+
+
+def test_every_live_node_is_granted_all_its_queues_busy_or_not() -> None:
+    nodes = [
+        node("a", slots=1, running=1, queues=("default", "q2")),
+        node("b", resources={"gpu": 1.0}),
+        node("c", state=NodeState.DRAINING),
+        node("d", state=NodeState.DEAD),
+    ]
+    assert grants(nodes) == {"a": ("default", "q2"), "b": ("default",)}
+    assert grants([]) == {}

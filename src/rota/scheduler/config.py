@@ -29,3 +29,7 @@ class SchedulerConfig:
     # such a job submitted to an idle fleet is placed in the submit itself (stores that
     # can: Redis; see rota.scheduler.reservations). 0 turns it off.
     reserve_slots: int = 8
+    # Let live nodes claim plain pending jobs themselves, from the head of the queue, while
+    # this leader's lease is current (stores that can: Redis, PostgreSQL, SQLite; see
+    # rota.scheduler.reservations.grants). Off: every job waits for a placement cycle.
+    claim_grants: bool = True

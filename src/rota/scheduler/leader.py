@@ -21,7 +21,7 @@ from rota.scheduler.config import STATS_NAME, SchedulerConfig
 from rota.scheduler.limits import RateGate, admit, fair_order, record_placed
 from rota.scheduler.periodic import PeriodicRunner
 from rota.scheduler.placement import get_policy, place
-from rota.scheduler.reservations import reserve
+from rota.scheduler.reservations import grants, reserve
 from rota.store import Store, open_store
 from rota.store import fast_paths as fast
 
@@ -84,6 +84,8 @@ class Scheduler:
         self._resolved = 0.0
         self._rate_held = False
         self._placed_all = False
+        # The claim grant last published, and under which lease token.
+        self._granted: tuple[int, dict[str, tuple[str, ...]]] | None = None
         # A snapshot taken by the store as the last wait woke up (and under which lease).
         self._woken: tuple[int, PlacementSnapshot] | None = None
         self.held: Counter[str] = Counter()  # jobs held back by concurrency or rate limits
@@ -159,6 +161,7 @@ class Scheduler:
                     store, lease, 10000, cfg.page, cfg.min_page, census
                 )
             nodes = snapshot.nodes
+            self._grant(store, lease, nodes)
             placed = self.place_pending(
                 store, lease, nodes, snapshot.pending, snapshot.page_size, census
             )
@@ -225,6 +228,16 @@ class Scheduler:
             self._woken = None if taken is None else (lease.token, taken)
 
     # ---- placement ----------------------------------------------------------------------
+    def _grant(self, store: Store, lease: Lease, nodes: list[NodeRecord]) -> None:
+        """Publish the claim grant when the live nodes or their queues change (and at the
+        start of a leadership: a grant is current only under its own lease token)."""
+        if not self.config.claim_grants or not fast.grants_claims(store):
+            return
+        grant = grants(nodes)
+        if self._granted != (lease.token, grant):
+            fast.grant_claims(store, lease, grant)
+            self._granted = (lease.token, grant)
+
     def _census_due(self) -> bool:
         mono = time.monotonic()
         if mono - self._census >= self.config.stats_every:

@@ -1,4 +1,6 @@
-"""Slot reservations: the free slots the scheduler leader hands to the store ahead of time
+"""Slot reservations and claim grants (pure, no I/O).
+
+Slot reservations: the free slots the scheduler leader hands to the store ahead of time
 (pure, no I/O).
 
 When a cycle leaves nothing pending, the leader picks, with its placement policy, up to
@@ -12,6 +14,13 @@ between. The next cycle's snapshot drops the reservations and the cycle makes ne
 Every reserved slot is one a job could be placed in at that moment, counted against the
 node's free room like an assignment, so no slot is promised twice and the store still
 checks that the node is live when it uses one.
+
+Claim grants: the queues each live node may claim plain jobs from itself, filling its own
+free slots from the head of the pending jobs (``FastPaths.grant_claims``). A plain job
+fits any live node serving its queue that has a free slot (placement filters on queue,
+labels, resources and room only), and the claiming node has one by construction, so the
+grant lists every live node with all its queues: placement filters hold exactly; only the
+policy's choice between several nodes with free room is left to which asks first.
 """
 
 from __future__ import annotations
@@ -42,3 +51,8 @@ def reserve(
         queue = a.job_id.split("\0", 1)[1]
         out.setdefault(queue, []).append(a.node_id)
     return out
+
+
+def grants(nodes: Sequence[NodeRecord]) -> dict[str, tuple[str, ...]]:
+    """For each live node, the queues whose plain jobs it may claim itself."""
+    return {n.id: tuple(n.spec.queues) for n in nodes if n.state == NodeState.LIVE}

@@ -25,6 +25,8 @@ class FastPaths(Protocol):
 
     # Whether reserve_slots does anything (the scheduler skips computing them if not).
     reserves_slots: bool
+    # Whether grant_claims does anything (workers then claim plain pending jobs).
+    grants_claims: bool
 
     def complete_and_start(
         self, outcomes: Sequence[Outcome], node_id: str, limit: int, lease_ttl: float
@@ -74,6 +76,18 @@ class FastPaths(Protocol):
         cycle. Fenced (``LeaseLost``)."""
         ...
 
+    def grant_claims(self, lease: Lease, grants: Mapping[str, Sequence[str]]) -> None:
+        """Replace the claim grant: ``grants[node_id]`` lists the queues whose plain
+        pending jobs (no resources, labels, affinity, limits or parents) that node may
+        claim itself. While the grant is current (the scheduler lease is held, unexpired,
+        with ``lease``'s token), ``start_jobs`` and
+        ``complete_and_start`` fill a live node's free slots, after its assigned jobs,
+        from the head of the pending jobs in placement order (priority, then FIFO),
+        stopping at the first job that is not plain or not of a granted queue: a
+        ``--concurrency 1`` worker drains a backlog without a scheduler cycle between
+        two jobs. Fenced (``LeaseLost``)."""
+        ...
+
 
 # ---- the plain compositions of basic methods (the fallback) ------------------------------
 def plain_complete_and_start(
@@ -108,6 +122,7 @@ class PlainFastPaths:
     (``reserve_slots`` does nothing: ``reserves_slots`` is false)."""
 
     reserves_slots: bool = False
+    grants_claims: bool = False
 
     def complete_and_start(
         self, outcomes: Sequence[Outcome], node_id: str, limit: int, lease_ttl: float
@@ -137,6 +152,9 @@ class PlainFastPaths:
         return None
 
     def reserve_slots(self, lease: Lease, slots: Mapping[str, Sequence[str]]) -> None:
+        return None
+
+    def grant_claims(self, lease: Lease, grants: Mapping[str, Sequence[str]]) -> None:
         return None
 
     def _store(self) -> Store:
@@ -195,3 +213,14 @@ def reserve_slots(store: SchedulerStore, lease: Lease, slots: Mapping[str, Seque
     """:meth:`FastPaths.reserve_slots` if ``store`` has it, else nothing."""
     if isinstance(store, FastPaths):
         store.reserve_slots(lease, slots)
+
+
+def grants_claims(store: SchedulerStore) -> bool:
+    """Whether ``store`` lets workers claim plain jobs (see :meth:`FastPaths.grant_claims`)."""
+    return isinstance(store, FastPaths) and bool(store.grants_claims)
+
+
+def grant_claims(store: SchedulerStore, lease: Lease, grants: Mapping[str, Sequence[str]]) -> None:
+    """:meth:`FastPaths.grant_claims` if ``store`` has it, else nothing."""
+    if isinstance(store, FastPaths):
+        store.grant_claims(lease, grants)

@@ -1,5 +1,6 @@
 """A worker node: registers its capacity, heartbeats, starts the jobs the scheduler assigned
-to it, runs them (async tasks on the event loop, sync tasks in a process pool), and reports
+to it, runs them (async tasks on the event loop, sync tasks in threads or a process pool),
+and reports
 their outcomes in batches, fenced by each job's token."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
-from rota.app import Rota
+from rota.app import Isolation, Rota, Task
 from rota.coord import open_coordinator
 from rota.core.backoff import retry_delay
 from rota.core.errors import CorruptPayload, RotaError
@@ -33,6 +34,7 @@ from rota.telemetry import tracing
 from rota.telemetry.logs import job_context, job_log_fields
 from rota.worker.pool import ProcessPool
 from rota.worker.runner import run_async
+from rota.worker.threads import ThreadRunner
 from rota.workflow import with_parent_results
 
 if TYPE_CHECKING:
@@ -54,7 +56,9 @@ class WorkerConfig:
     prefetch: int | None = (
         None  # extra jobs the scheduler may assign ahead (default concurrency // 2)
     )
-    processes: int | None = None  # child processes for sync tasks (default: concurrency)
+    processes: int | None = None  # pool processes for process-isolated sync tasks
+    isolation: Isolation = "thread"  # where sync tasks without their own choice run
+    threads: int | None = None  # threads for thread-isolated sync tasks (default: concurrency)
     resources: Resources = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     queues: tuple[str, ...] = ("default",)
@@ -108,6 +112,7 @@ class WorkerNode:
         self._waiting: asyncio.Future[None] | None = None  # its wait for assignments
         self._reserved = 0  # slots that wait may fill (it starts jobs as it wakes up)
         self._pool: ProcessPool | None = None
+        self._threads: ThreadRunner | None = None
         self._wake: asyncio.Event | None = None
         self._flush_needed: asyncio.Event | None = None
         self._scheduler: Scheduler | None = None
@@ -182,11 +187,15 @@ class WorkerNode:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         if self.config.metrics_port is not None:
             self._start_metrics(self.config.metrics_port, self.config.metrics_host)
-        if any(not t.is_async for t in self.app.tasks.values()):
+        sync = [t for t in self.app.tasks.values() if not t.is_async]
+        if any(self._isolation(t) == "process" for t in sync):
             size = self.config.processes or self.config.concurrency
             fd = self.metrics.fileno() if self.metrics is not None else None
             self._pool = ProcessPool(self.app, size, close_fds=() if fd is None else (fd,))
             await self._pool.start()
+        if any(self._isolation(t) == "thread" for t in sync):
+            self._threads = ThreadRunner(self.app, self.config.threads or self.config.concurrency)
+            await self._threads.start()
         self.membership.on_change(lambda: self._wake_threadsafe(loop))
         await self._register()
         if self.config.scheduler is not None:
@@ -220,6 +229,8 @@ class WorkerNode:
                 await loop.run_in_executor(None, self._scheduler_thread.join, 10)
             if self._pool is not None:
                 await self._pool.close(0)
+            if self._threads is not None:
+                await self._threads.close(0)
             await self._call(Store.close)
             if self.metrics is not None:
                 await loop.run_in_executor(None, self.metrics.close)
@@ -504,10 +515,14 @@ class WorkerNode:
                 return await run_async(task, args, kwargs, job.timeout)
         except CorruptPayload as exc:
             return ExecResult(ExecKind.ERROR, error=f"corrupt payload: {exc}", fatal=True)
-        assert self._pool is not None
-        if self._tracing:  # the task's own spans in the pool process nest under rota.run
+        if self._tracing:  # the task's own spans (thread or pool process) nest under rota.run
             payload = tracing.with_current_context(payload)
-        return await self._pool.run(job.id, job.task, payload, job.timeout, fields)
+        runner = self._pool if self._isolation(task) == "process" else self._threads
+        assert runner is not None
+        return await runner.run(job.id, job.task, payload, job.timeout, fields)
+
+    def _isolation(self, task: Task[Any, Any]) -> Isolation:
+        return task.isolation or self.config.isolation
 
     def _record(self, job: JobRecord, res: ExecResult) -> None:
         kind = res.outcome_kind()
@@ -648,8 +663,11 @@ class WorkerNode:
 
     async def _stop_job(self, entry: _Running) -> None:
         task = self.app.tasks.get(entry.job.task)
-        if task is not None and not task.is_async and self._pool is not None:
-            await self._pool.cancel(entry.job.id, grace=self.config.cancel_grace)
+        runner = None
+        if task is not None and not task.is_async:
+            runner = self._pool if self._isolation(task) == "process" else self._threads
+        if runner is not None:
+            await runner.cancel(entry.job.id, grace=self.config.cancel_grace)
         else:
             entry.task.cancel()
 

@@ -50,7 +50,7 @@ def build(store: str | None = None) -> Rota:
 
     @app.task(name="acc.square")
     def square(x: int, ms: int = 0) -> dict[str, Any]:
-        """Sync (runs in the worker's process pool)."""
+        """Sync (runs in a thread of the worker, the default)."""
         time.sleep(ms / 1000)
         return {"value": x * x, "node": node_name(), "pid": os.getpid()}
 
@@ -64,7 +64,8 @@ def build(store: str | None = None) -> Rota:
     def add(a: int, b: int = 0) -> int:
         return a + b
 
-    @app.task(name="acc.record", retries=3, backoff=0.1, backoff_max=0.5)
+    # in a pool process: the fencing tests freeze the worker while its run goes on
+    @app.task(name="acc.record", retries=3, backoff=0.1, backoff_max=0.5, isolation="process")
     def record(key: str, seconds: float) -> dict[str, Any]:
         """Log the start and the end of every run (a nonce names the run), so a test
         can tell which runs were cut short and which one the store kept."""
@@ -89,7 +90,7 @@ def build(store: str | None = None) -> Rota:
             raise Retry(delay=delay, reason=f"run {runs}: not yet")
         return runs
 
-    @app.task(name="acc.sleepy")
+    @app.task(name="acc.sleepy", isolation="process")  # killed at its timeout
     def sleepy(seconds: float) -> str:
         time.sleep(seconds)
         return "woke up"
@@ -99,7 +100,7 @@ def build(store: str | None = None) -> Rota:
         await asyncio.sleep(seconds)
         return "woke up"
 
-    @app.task(name="acc.crash")
+    @app.task(name="acc.crash", isolation="process")
     def crash(code: int) -> None:
         """Takes its pool process down without a word."""
         os._exit(code)

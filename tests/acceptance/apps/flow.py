@@ -71,7 +71,7 @@ def build(store: str | None = None) -> Rota:
             raise
         return "finished"
 
-    @app.task(name="flow.stubborn")
+    @app.task(name="flow.stubborn", isolation="process")  # killed after the cancel grace
     def stubborn(seconds: float) -> str:
         """A sync task that ignores a cancel: it is killed after the grace period."""
         append_line("cancel.log", "stubborn started")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from rota.core.errors import LeaseLost
-from rota.core.model import Assignment, Lease, NodeSpec
+from rota.core.model import Assignment, Lease, NodeSpec, NodeState
 from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.states import JobState
 from rota.store import Store
@@ -23,6 +23,7 @@ def test_which_stores_offer_fast_paths(store: Store) -> None:
     offers = isinstance(store, fast.FastPaths)
     assert offers is (kind in ("sqlite", "redis")), kind
     assert fast.reserves_slots(store) is (kind == "redis")
+    assert fast.grants_claims(store) is (kind == "redis")
     assert (fast.async_claims(store) is not None) is (kind == "redis")
 
 
@@ -64,3 +65,68 @@ def test_the_plain_wait_only_waits(store: Store) -> None:
     if not isinstance(store, fast.FastPaths):
         assert fast.wait_for_pending_snapshot(store, 0.01, lease, 100, 100, 10) is None
         fast.reserve_slots(store, lease, {"default": ["nobody"]})  # nothing to do: no error
+
+
+def claims_granted(store: Store) -> None:
+    if not fast.grants_claims(store):
+        pytest.skip(f"{type(store).__name__} does not grant claims")
+
+
+def test_granted_nodes_claim_plain_pending_jobs_in_placement_order(store: Store) -> None:
+    claims_granted(store)
+    lease = leader(store)
+    spec, other = node(queues=("default", "q2")), node("other", queues=("q3",))
+    store.register_node(spec)
+    store.register_node(other)
+    store.submit([job(priority=0), job(priority=2, queue="q2"), job(priority=1)])
+    assert store.start_jobs(spec.id, 4, TTL) == []  # no grant yet: placement only
+    fast.grant_claims(store, lease, {spec.id: ("default", "q2"), other.id: ("q3",)})
+    assert store.start_jobs(other.id, 4, TTL) == []  # not its queues
+    started = store.start_jobs(spec.id, 2, TTL)
+    assert [(r.priority, r.state, r.node_id, r.attempts) for r in started] == [
+        (2, JobState.RUNNING, spec.id, 1),
+        (1, JobState.RUNNING, spec.id, 1),
+    ]
+    assert started[0].token >= 1 and started[1].token > started[0].token
+    assert started[0].lease_expires_at is not None and started[0].started_at is not None
+    # the claim is a start like any other: its outcome is accepted under its token
+    done = Outcome(started[0].id, started[0].token, OutcomeKind.SUCCEEDED, result="1")
+    accepted, nxt = fast.complete_and_start(store, [done], spec.id, 4, TTL)
+    assert accepted == [True] and [r.priority for r in nxt] == [0]
+    assert store.pending_jobs(10) == []
+
+
+def test_a_claim_stops_at_the_first_job_that_needs_placement(store: Store) -> None:
+    claims_granted(store)
+    lease = leader(store)
+    spec = node(resources={"gpu": 1.0})
+    store.register_node(spec)
+    fast.grant_claims(store, lease, {spec.id: ("default",)})
+    plain, needy, later = job(priority=3), job(priority=2, resources={"gpu": 1.0}), job()
+    store.submit([plain, needy, later])
+    assert [r.id for r in store.start_jobs(spec.id, 4, TTL)] == [plain.id]
+    assert [p.id for p in store.pending_jobs(10)] == [needy.id, later.id]
+    # assigned jobs come first; the claim fills what is left, behind them
+    store.assign(lease, [Assignment(needy.id, spec.id)])
+    assert [r.id for r in store.start_jobs(spec.id, 4, TTL)] == [needy.id, later.id]
+
+
+def test_a_grant_ends_with_its_leadership_and_with_the_node(store: Store) -> None:
+    claims_granted(store)
+    lease = leader(store, ttl=0.3)
+    spec = node()
+    store.register_node(spec)
+    fast.grant_claims(store, lease, {spec.id: ("default",)})
+    store.submit([job(), job(), job()])
+    store.set_node_state(spec.id, NodeState.DRAINING)
+    assert store.start_jobs(spec.id, 1, TTL) == []  # a draining node takes no new work
+    store.set_node_state(spec.id, NodeState.LIVE)
+    assert len(store.start_jobs(spec.id, 1, TTL)) == 1
+    time.sleep(0.4)  # the lease expired: no current leader, no current grant
+    assert store.start_jobs(spec.id, 1, TTL) == []
+    newer = leader(store, "sched-b")  # a new leader: the old grant does not come back
+    assert store.start_jobs(spec.id, 1, TTL) == []
+    with pytest.raises(LeaseLost):
+        fast.grant_claims(store, lease, {spec.id: ("default",)})
+    fast.grant_claims(store, newer, {spec.id: ("default",)})
+    assert len(store.start_jobs(spec.id, 1, TTL)) == 1

@@ -30,6 +30,15 @@ def reserve_args(slots: Mapping[str, Sequence[str]]) -> list[str]:
     return out
 
 
+def grant_args(grants: Mapping[str, Sequence[str]]) -> list[str]:
+    """``grant_claims``' node id, queues pairs (queues as "\\0q1\\0q2\\0")."""
+    out: list[str] = []
+    for node, queues in grants.items():
+        if queues:
+            out += (node, "\0" + "".join(f"{q}\0" for q in queues))
+    return out
+
+
 def num_arg(x: float) -> str:
     return repr(float(x))
 

@@ -49,6 +49,7 @@ from rota.store.contract import AsyncClaims, Store
 from rota.store.redis.async_claims import RedisAsyncClaims
 from rota.store.redis.codec import (
     float_or_none,
+    grant_args,
     job_from_hash,
     lease_from_reply,
     node_records,
@@ -405,6 +406,11 @@ class RedisStore(RedisConnection, Store):
 
     def reserve_slots(self, lease: Lease, slots: Mapping[str, Sequence[str]]) -> None:
         self._run("reserve_slots", [*self._lease_args(lease), *reserve_args(slots)])
+
+    grants_claims = True
+
+    def grant_claims(self, lease: Lease, grants: Mapping[str, Sequence[str]]) -> None:
+        self._run("grant_claims", [*self._lease_args(lease), *grant_args(grants)])
 
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
         """Each job goes with its ``pending`` member as last read here (``pending_jobs``,

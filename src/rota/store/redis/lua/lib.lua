@@ -108,6 +108,16 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
                                 placement_snapshot deletes the hash; submit takes the first
                                 live node of its queue's list for a plain job while
                                 "pending" is empty: it is assigned at once)
+  B.."grant"            hash    "token" -> the scheduler lease token it was granted under,
+                                node id -> "\0q1\0q2\0": the queues whose plain pending
+                                jobs the node may claim itself (grant_claims writes it,
+                                fenced). Current only while "lease:scheduler" still has
+                                that token and has not expired. start_jobs / complete_and_start / the
+                                worker's wait_and_start then fill the node's free slots
+                                from the head of "pending" (priority order), stopping at
+                                the first job that is not plain or not of those queues
+                                (do_claim): pending -> running in one step, no scheduler
+                                cycle in between
   B.."lease:"..name     hash    holder token expires_at acquired_at (token survives
                                 release and expiry so the next holder gets a higher one)
   B.."stats:"..name     string  JSON document (put_stats)
@@ -131,6 +141,7 @@ local BUF, BUFS -- deferred index writes: command -> key -> buffer; buffers in f
 local MOVED -- state index moves, per job (first state -> last state)
 local EMPTIED -- nodes that released resources: drop their "nused" hash once empty
 local WATCHED -- ids of jobs that became final: flush() signals those someone waits for
+local ONLY_PLAIN -- do_complete saw only plain successes (see complete_and_start)
 
 local DONE_TTL = 300
 local MEMO_TTL = 120

@@ -210,3 +210,15 @@ if #ARGV > 5 then
   redis.call('HSET', B .. 'reserved', unpack(ARGV, 6))
 end
 return (#ARGV - 5) / 2
+
+-- name: grant_claims
+-- ARGV[3..5] = lease, ARGV[6..] = node id, "\0q1\0q2\0" pairs. Fenced. Replaces the claim
+-- grant (see "grant" in the header) with one under this lease's token. Returns the number
+-- of nodes.
+local e = fence()
+if e then
+  return e
+end
+redis.call('DEL', B .. 'grant')
+redis.call('HSET', B .. 'grant', 'token', ARGV[5], unpack(ARGV, 6))
+return (#ARGV - 5) / 2

@@ -8,6 +8,7 @@ local CFIELDS = { 'state', 'token', 'node_id', 'queue', 'seq', 'resources', 'att
 local OUTPUTS = { 'result', 'error', 'traceback' }
 local function do_complete(outcomes)
   local acc = {}
+  ONLY_PLAIN = true
   for i, o in ipairs(outcomes) do
     local id = o[1]
     local v = redis.call('HMGET', jkey(id), unpack(CFIELDS))
@@ -38,6 +39,7 @@ local function do_complete(outcomes)
       wake(K_WAKE_SCHED)
       acc[i] = 1
     else
+      ONLY_PLAIN = false
       local j = from_fields(id, CFIELDS, v)
       local kind = o[3]
       leave_node(j)
@@ -76,20 +78,129 @@ local function do_complete(outcomes)
   return acc
 end
 
--- Move up to `limit` of the node's assigned jobs to running. Returns {id, HGETALL job}...
--- of the jobs started (each hash read once, for the check and the reply, and brought up to
--- date in Lua) and the list of their ids (to memoize). Caller flushes.
+-- The reply's copy of a job hash `h` (HGETALL) with fields `upd` (name -> value) set, as
+-- HSET leaves it (new fields go last, in the order of `order`).
+local function patched(h, upd, order)
+  local seen = {}
+  for i = 1, #h, 2 do
+    local v = upd[h[i]]
+    if v ~= nil then
+      h[i + 1] = v
+      seen[h[i]] = true
+    end
+  end
+  for _, f in ipairs(order) do
+    if not seen[f] and upd[f] ~= nil then
+      h[#h + 1] = f
+      h[#h + 1] = upd[f]
+    end
+  end
+  return h
+end
+
+-- The node's queues under the leader's current claim grant (see "grant" in the header):
+-- "\0q1\0q2\0", or nil when the node has no grant or the grant is not current.
+local function granted_queues(node)
+  local g = redis.call('HMGET', B .. 'grant', 'token', node)
+  if not g[1] or not g[2] then
+    return nil
+  end
+  local l = redis.call('HMGET', B .. 'lease:scheduler', 'token', 'expires_at')
+  if l[1] ~= g[1] or (tonumber(l[2]) or 0) <= NOW then
+    return nil -- no current leader, or another one since: placement decides
+  end
+  return g[2]
+end
+
+local CLAIM_ORDER = { 'state', 'node_id', 'token', 'attempts', 'started_at',
+  'lease_expires_at' }
+-- Claim up to `want` plain jobs from the head of "pending" for `node` (live, granted):
+-- in placement order, stopping at the first job that is not plain (resources, labels,
+-- affinity, limits, parents) or not of a granted queue, so no job overtakes another.
+-- Appends {id, HGETALL job} to `out` and ids to `ids`; returns how many. Caller flushes.
+local function do_claim(node, want, exp, exps, out, ids)
+  local queues = granted_queues(node)
+  if not queues then
+    return 0
+  end
+  local members = redis.call('ZRANGEBYLEX', K_PENDING, '-', '+', 'LIMIT', 0, want)
+  local take = {}
+  for _, mem in ipairs(members) do
+    local a = string.find(mem, '\0', 21, true)
+    if not a then
+      break -- a member an older rota wrote: the scheduler rewrites it
+    end
+    local b = string.find(mem, '\0', a + 1, true)
+    local queue = string.sub(mem, a + 1, b - 1)
+    if string.sub(mem, b + 1, b + 1) ~= '\0'
+        or not string.find(queues, '\0' .. queue .. '\0', 1, true) then
+      break
+    end
+    local id = string.sub(mem, 21, a - 1)
+    local h = redis.call('HGETALL', jkey(id))
+    local f = {}
+    for i = 1, #h, 2 do
+      f[h[i]] = h[i + 1]
+    end
+    if f.state ~= 'pending' or f.depends_on then
+      break
+    end
+    take[#take + 1] = { id, queue, h, (tonumber(f.attempts) or 0) + 1, mem }
+  end
+  local n = #take
+  if n == 0 then
+    return 0
+  end
+  local token = redis.call('INCRBY', B .. 'token', n) - n
+  local rk, nrk = B .. 'running', B .. 'nrunning:' .. node
+  for _, t in ipairs(take) do
+    local id, queue = t[1], t[2]
+    token = token + 1
+    defer('ZREM', K_PENDING, t[5])
+    defer('SADD', nrk, id)
+    defer('ZADD', rk, exp, id)
+    count(queue, 'pending', -1)
+    count(queue, 'running', 1)
+    local upd = { state = 'running', node_id = node, token = tostring(token),
+      attempts = tostring(t[4]), started_at = NOWS, lease_expires_at = exps }
+    redis.call('HSET', jkey(id), 'state', 'running', 'node_id', node, 'token', upd.token,
+      'attempts', upd.attempts, 'started_at', NOWS, 'lease_expires_at', exps)
+    out[#out + 1] = id
+    out[#out + 1] = patched(t[3], upd, CLAIM_ORDER)
+    ids[#ids + 1] = id
+  end
+  return n
+end
+
+-- Whether the node holds a current grant and the head of "pending" is a job it may claim.
+local function head_claimable(node)
+  local queues = granted_queues(node)
+  if not queues then
+    return false
+  end
+  local m = redis.call('ZRANGEBYLEX', K_PENDING, '-', '+', 'LIMIT', 0, 1)[1]
+  if not m then
+    return false
+  end
+  local a = string.find(m, '\0', 21, true)
+  local b = a and string.find(m, '\0', a + 1, true)
+  return b ~= nil and string.sub(m, b + 1, b + 1) == '\0'
+    and string.find(queues, '\0' .. string.sub(m, a + 1, b - 1) .. '\0', 1, true) ~= nil
+end
+
+-- Start up to `limit` jobs for the node: its assigned jobs first (priority then FIFO),
+-- then, under a current claim grant, plain pending jobs (do_claim). Returns {id, HGETALL
+-- job}... of the jobs started (each hash read once, for the check and the reply, and
+-- brought up to date in Lua), the list of their ids (to memoize) and how many were
+-- claimed from "pending". Caller flushes.
 local function do_start(node, limit, ttl)
   local out, ids = {}, {}
   local ns = redis.call('HGET', B .. 'node:' .. node, 'state')
   if (ns ~= 'live' and ns ~= 'draining') or limit <= 0 then
-    return out, ids
+    return out, ids, 0
   end
   local ak = B .. 'nassigned:' .. node
   local members = redis.call('ZRANGEBYLEX', ak, '-', '+', 'LIMIT', 0, limit)
-  if #members == 0 then
-    return out, ids
-  end
   local exp = NOW + ttl
   local exps = fmt(exp)
   local rk, nrk = B .. 'running', B .. 'nrunning:' .. node
@@ -97,55 +208,38 @@ local function do_start(node, limit, ttl)
     defer('ZREM', ak, mem)
     local id = string.sub(mem, 21)
     local h = redis.call('HGETALL', jkey(id))
-    local st, nd, queue, ia, is, il
+    local st, nd, queue, attempts
     for i = 1, #h, 2 do
       local f = h[i]
       if f == 'state' then
-        st = i + 1
+        st = h[i + 1]
       elseif f == 'node_id' then
         nd = h[i + 1]
       elseif f == 'attempts' then
-        ia = i + 1
+        attempts = h[i + 1]
       elseif f == 'queue' then
         queue = h[i + 1]
-      elseif f == 'started_at' then
-        is = i + 1
-      elseif f == 'lease_expires_at' then
-        il = i + 1
       end
     end
-    if st and h[st] == 'assigned' and nd == node then
-      local a = tostring((ia and tonumber(h[ia]) or 0) + 1)
+    if st == 'assigned' and nd == node then
+      local a = tostring((tonumber(attempts) or 0) + 1)
       defer('SADD', nrk, id)
       defer('ZADD', rk, exp, id)
       count(queue, 'assigned', -1)
       count(queue, 'running', 1)
       redis.call('HSET', jkey(id), 'state', 'running', 'attempts', a, 'started_at', NOWS,
         'lease_expires_at', exps)
-      -- the reply: the hash as HSET left it (new fields go last, in HSET's order)
-      h[st] = 'running'
-      local n = #h
-      if ia then
-        h[ia] = a
-      else
-        h[n + 1], h[n + 2], n = 'attempts', a, n + 2
-      end
-      if is then
-        h[is] = NOWS
-      else
-        h[n + 1], h[n + 2], n = 'started_at', NOWS, n + 2
-      end
-      if il then
-        h[il] = exps
-      else
-        h[n + 1], h[n + 2] = 'lease_expires_at', exps
-      end
       out[#out + 1] = id
-      out[#out + 1] = h
+      out[#out + 1] = patched(h, { state = 'running', attempts = a, started_at = NOWS,
+        lease_expires_at = exps }, CLAIM_ORDER)
       ids[#ids + 1] = id
     end
   end
-  return out, ids
+  local claimed = 0
+  if #ids < limit and ns == 'live' then
+    claimed = do_claim(node, limit - #ids, exp, exps, out, ids)
+  end
+  return out, ids, claimed
 end
 
 -- name: register_node
@@ -268,7 +362,13 @@ if m then
   return { m[1], records(m[2]) }
 end
 local acc = do_complete(cjson.decode(ARGV[3]))
-local out, ids = do_start(ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
+local limit = tonumber(ARGV[5])
+local out, ids = do_start(ARGV[4], limit, tonumber(ARGV[6]))
+if #ids >= limit and ONLY_PLAIN and head_claimable(ARGV[4]) then
+  -- The room the outcomes freed is filled again and the node claims what comes next
+  -- itself: nothing for the scheduler to do (its idle cycle still looks at the rest).
+  WAKE[K_WAKE_SCHED] = nil
+end
 flush()
 memo_set({ acc, ids })
 return { acc, out }
