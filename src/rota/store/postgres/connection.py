@@ -15,6 +15,7 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from rota.core.errors import InvalidOption, StoreError
+from rota.store.contract import split_attempt_history
 from rota.store.postgres.codec import short_hash
 from rota.store.postgres.queries import QUERIES, migrations
 
@@ -64,7 +65,8 @@ class PostgresConnection:
 
     def __init__(self, url: str, *, pool_size: int = 2, timeout: float = 15.0) -> None:
         self.url = url
-        self.conninfo, self.schema, self.auto_migrate = parse_url(url)
+        rest, self.attempt_history = split_attempt_history(url)
+        self.conninfo, self.schema, self.auto_migrate = parse_url(rest)
         self.application_name = f"rota {self.schema}"[:63]
         ns = self.schema if len(self.schema) <= 40 else f"rota_{short_hash(self.schema)}"
         self.pending_channel = f"{ns}:pending"

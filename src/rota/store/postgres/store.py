@@ -59,6 +59,7 @@ from psycopg.rows import tuple_row
 from rota.core.errors import LeaseLost, StoreError, SubmitError
 from rota.core.model import (
     Assignment,
+    AttemptRecord,
     HeartbeatReply,
     JobRecord,
     Lease,
@@ -176,6 +177,10 @@ class PostgresStore(PostgresListener, Store):
     def count_jobs(self) -> dict[tuple[str, JobState], int]:
         rows = self._all("count_jobs", idempotent=True)
         return {(queue, JobState(state)): int(n) for queue, state, n in rows if n}
+
+    def job_attempts(self, job_id: str) -> list[AttemptRecord]:
+        rows = self._all("job_attempts", {"id": job_id}, idempotent=True)
+        return [AttemptRecord(*row) for row in rows]
 
     def cancel(self, job_id: str) -> JobState | None:
         def op(conn: Conn) -> JobState | None:
@@ -300,7 +305,12 @@ class PostgresStore(PostgresListener, Store):
     def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        params = {"node_id": node_id, "limit": int(limit), "ttl": float(lease_ttl)}
+        params = {
+            "node_id": node_id,
+            "limit": int(limit),
+            "ttl": float(lease_ttl),
+            "keep": self.attempt_history,
+        }
         jobs = [job_from_row(row) for row in self._all("start_jobs", params)]
         jobs.sort(key=lambda j: (-j.priority, j.seq))
         return jobs
@@ -316,14 +326,16 @@ class PostgresStore(PostgresListener, Store):
             "errors": [o.error for o in outcomes],
             "tracebacks": [o.traceback for o in outcomes],
             "delays": [float(max(0.0, o.retry_delay)) for o in outcomes],
+            "cut_shorts": [o.cut_short for o in outcomes],
             "pending_channel": self.pending_channel,
             "done_channel": self.done_channel,
         }
         accepted = {row[0] for row in self._all("complete", params) if row[0] is not None}
+        first: dict[str, tuple[int, str]] = {}  # job id -> the first (token, kind) of the batch
         out = []
-        for o in outcomes:  # an outcome repeated in the batch is accepted once
-            out.append(o.job_id in accepted)
-            accepted.discard(o.job_id)
+        for o in outcomes:  # a repeated report is the same report; a conflicting one is not
+            key = first.setdefault(o.job_id, (o.token, o.kind.value))
+            out.append(o.job_id in accepted and key == (o.token, o.kind.value))
         return out
 
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
