@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rota.core.errors import StoreError
 from rota.core.model import JobRecord
 from rota.core.outcomes import Outcome
+from rota.store.contract import split_attempt_history
 from rota.store.redis.codec import num_arg, outcome_rows, started_jobs
 from rota.store.redis.connection import SOCKET_TIMEOUT, WAIT_CHUNK, RedisConnection, log, parse_url
 from rota.store.redis.library import LOAD_LIBRARY, missing_library
@@ -51,7 +52,7 @@ class RedisAsyncClaims:
         conn = self._conns.get(kind)
         if conn is None:
             if self._pool is None:
-                conn_url, _, _ = parse_url(self._store.url)
+                conn_url, _, _ = parse_url(split_attempt_history(self._store.url)[0])
                 self._pool = redis.asyncio.ConnectionPool.from_url(
                     conn_url,
                     decode_responses=True,
@@ -150,14 +151,21 @@ class RedisAsyncClaims:
     ) -> tuple[list[bool], list[JobRecord]]:
         if not outcomes:
             return [], await self.start_jobs(node_id, limit, lease_ttl)
-        args = [outcome_rows(outcomes), node_id, max(limit, 0), num_arg(lease_ttl)]
+        args = [
+            outcome_rows(outcomes),
+            node_id,
+            max(limit, 0),
+            num_arg(lease_ttl),
+            self._store.attempt_history,
+        ]
         accepted, flat = await self._run("complete_and_start", args)
         return [bool(a) for a in accepted], started_jobs(flat)
 
     async def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        return started_jobs(await self._run("start_jobs", [node_id, limit, num_arg(lease_ttl)]))
+        args = [node_id, limit, num_arg(lease_ttl), self._store.attempt_history]
+        return started_jobs(await self._run("start_jobs", args))
 
     async def wait_and_start(
         self, node_id: str, limit: int, lease_ttl: float, timeout: float
@@ -170,7 +178,7 @@ class RedisAsyncClaims:
         store = self._store
         await self._load_scripts()
         wake = store.key("wake", "node", node_id)
-        args = [node_id, limit, num_arg(lease_ttl)]
+        args = [node_id, limit, num_arg(lease_ttl), store.attempt_history]
         if limit <= 0:  # no room: only wait
             (woken,) = await self._request("wait", [("LPOP", wake)], SOCKET_TIMEOUT)
             if woken is None and timeout > 0:
