@@ -15,7 +15,7 @@ from rota.core.errors import JobFailed, ResultTimeout, RotaError
 from rota.core.resources import parse_labels, parse_resources
 from rota.core.states import JobState, parse_state
 from rota.scheduler import Scheduler, SchedulerConfig
-from rota.status import collect, render, render_job
+from rota.status import collect, render, render_attempts, render_job
 from rota.store import Store, open_store, resolve_url
 from rota.telemetry.logs import setup_logging
 
@@ -425,10 +425,12 @@ def job(job_id: str, store_url: str | None, app_spec: str | None, as_json: bool)
     found = store.get_job(job_id)
     if found is None:
         raise click.ClickException(f"no job {job_id}")
+    attempts = store.job_attempts(found.id)
     if as_json:
-        _print_json(found.to_dict())
+        _print_json({**found.to_dict(), "attempt_history": [a.to_dict() for a in attempts]})
     else:
         render_job(found, console)
+        render_attempts(attempts, console)
 
 
 @cli.command()

@@ -163,5 +163,6 @@ CREATE TABLE job_attempts (
     cut_short  text,
     error      text,
     traceback  text,
+    claim      text,  -- the start_jobs call that opened it (its retry finds what it started)
     CONSTRAINT job_attempts_pkey PRIMARY KEY (job_id, token)
 );

@@ -46,6 +46,7 @@ URL parameters besides libpq's: ``schema`` (default ``rota``; created if missing
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -310,8 +311,23 @@ class PostgresStore(PostgresListener, Store):
             "limit": int(limit),
             "ttl": float(lease_ttl),
             "keep": self.attempt_history,
+            "claim": os.urandom(8).hex(),
         }
-        jobs = [job_from_row(row) for row in self._all("start_jobs", params)]
+        tries = 0
+
+        def op(conn: Conn) -> list[Any]:
+            # A retry after a dropped connection (the first try may have committed and
+            # lost its reply) returns what that try started, if it did, instead of
+            # starting more jobs while those would wait for their lease to run out.
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                found = conn.execute(QUERIES["claimed_jobs"], params).fetchall()
+                if found:
+                    return found
+            return conn.execute(QUERIES["start_jobs"], params).fetchall()
+
+        jobs = [job_from_row(row) for row in self._run(op, idempotent=True)]
         jobs.sort(key=lambda j: (-j.priority, j.seq))
         return jobs
 
@@ -330,7 +346,9 @@ class PostgresStore(PostgresListener, Store):
             "pending_channel": self.pending_channel,
             "done_channel": self.done_channel,
         }
-        accepted = {row[0] for row in self._all("complete", params) if row[0] is not None}
+        # idempotent: a retried report of an attempt that ended with it is accepted again
+        rows = self._all("complete", params, idempotent=True)
+        accepted = {row[0] for row in rows if row[0] is not None}
         first: dict[str, tuple[int, str]] = {}  # job id -> the first (token, kind) of the batch
         out = []
         for o in outcomes:  # a repeated report is the same report; a conflicting one is not

@@ -13,5 +13,6 @@ CREATE TABLE IF NOT EXISTS job_attempts (
     cut_short  text,
     error      text,
     traceback  text,
+    claim      text,  -- the start_jobs call that opened it (its retry finds what it started)
     CONSTRAINT job_attempts_pkey PRIMARY KEY (job_id, token)
 );

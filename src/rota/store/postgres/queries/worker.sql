@@ -111,16 +111,29 @@ WITH picked AS (
         j.seq, j.depends_on, j.pass_results, j.workflow_id, j.unique_key, j.concurrency_key,
         j.concurrency_limit, j.rate_limit
 ), opened AS (
-    INSERT INTO job_attempts AS a (job_id, token, attempt, node_id, started_at)
-    SELECT id, token, attempts, node_id, started_at FROM started
+    INSERT INTO job_attempts AS a (job_id, token, attempt, node_id, started_at, claim)
+    SELECT id, token, attempts, node_id, started_at, :claim FROM started
     ON CONFLICT (job_id, token) DO UPDATE SET attempt = excluded.attempt,
         node_id = excluded.node_id, started_at = excluded.started_at, ended_at = NULL,
-        outcome = NULL, cut_short = NULL, error = NULL, traceback = NULL
+        outcome = NULL, cut_short = NULL, error = NULL, traceback = NULL,
+        claim = excluded.claim
 ), trimmed AS (
     DELETE FROM job_attempts a USING started s
     WHERE a.job_id = s.id AND a.token <= s.token - :keep
 )
 SELECT * FROM started
+
+-- name: claimed_jobs
+-- The jobs a start_jobs call (:claim) started and that still run: what a retry of that call
+-- returns when the first try committed but its reply was lost.
+SELECT j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts, j.max_attempts,
+    j.timeout, j.resources, j.labels, j.affinity, j.backoff_base, j.backoff_max, j.created_at,
+    j.scheduled_at, j.node_id, j.token, j.started_at, j.finished_at, j.lease_expires_at,
+    j.result, j.error, j.traceback, j.cancel_requested, j.seq, j.depends_on, j.pass_results,
+    j.workflow_id, j.unique_key, j.concurrency_key, j.concurrency_limit, j.rate_limit
+FROM job_attempts a
+JOIN jobs j ON j.id = a.job_id AND j.token = a.token AND j.state = 'running'
+WHERE a.node_id = :node_id AND a.claim = :claim AND a.ended_at IS NULL
 
 -- name: complete
 -- Accept each outcome only if its job is running with the same token; a failure goes to
