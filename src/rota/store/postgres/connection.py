@@ -4,7 +4,8 @@ statement (dropped connections, errors as rota errors) and the migrations."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -113,7 +114,6 @@ class PostgresConnection:
                 max_size=self._pool_size,
                 open=False,
                 configure=self._configure,
-                check=check_connection,
                 timeout=self._timeout,
                 name=self.application_name,
                 num_workers=1,
@@ -121,6 +121,27 @@ class PostgresConnection:
             pool.open(wait=False)
             self._pool = pool
         return self._pool
+
+    @contextmanager
+    def _live_connection(self, pool: ConnectionPool[Conn]) -> Iterator[Conn]:
+        """A pooled connection that :func:`check_connection` found usable. A dead one (the
+        server hung up while it was idle) is closed and handed back, so the pool replaces
+        it, and the next is taken at once: the pool's own check would back off (1 s, 2 s,
+        4 s...) between tries, which under repeated disconnections outgrew every lease."""
+        for _ in range(self._pool_size + 3):
+            conn = pool.getconn()
+            try:
+                check_connection(conn)
+            except psycopg.OperationalError:
+                conn.close()
+                pool.putconn(conn)
+                continue
+            try:
+                yield conn
+            finally:
+                pool.putconn(conn)
+            return
+        raise psycopg.OperationalError("no usable connection in the pool")
 
     def _before_statement(self) -> None:
         """Called before each statement (the listener reads its notifications there)."""
@@ -135,7 +156,7 @@ class PostgresConnection:
         pool = self._get_pool()
         for attempt in (0, 1):
             try:
-                with pool.connection() as conn:
+                with self._live_connection(pool) as conn:
                     return fn(conn)
             except PoolTimeout as exc:
                 raise StoreError(f"PostgreSQL is not reachable ({exc})") from exc
