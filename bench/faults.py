@@ -55,7 +55,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "failover_kills": 10,
         "restart_jobs": 2000,
         "skew": 600.0,
-        "cut_jobs": 10_000,
+        "cut_jobs": 2000,
         "cut_every": 2.5,
     },
 }

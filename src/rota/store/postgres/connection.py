@@ -50,8 +50,9 @@ def parse_url(url: str) -> tuple[str, str, bool]:
 
 
 def check_connection(conn: Conn) -> None:
-    """A pool check that costs no round trip: read what the server may have sent while the
-    connection was idle (e.g. a termination notice, then end of file)."""
+    """A check at each checkout that costs no round trip (``_live_connection``): read what
+    the server may have sent while the connection was idle (e.g. a termination notice,
+    then end of file)."""
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("the connection is closed")
     pgconn = conn.pgconn
