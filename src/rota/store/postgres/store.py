@@ -354,6 +354,15 @@ class PostgresStore(PostgresListener, Store):
         for o in outcomes:  # a repeated report is the same report; a conflicting one is not
             key = first.setdefault(o.job_id, (o.token, o.kind.value))
             out.append(o.job_id in accepted and key == (o.token, o.kind.value))
+        refused = [i for i, ok in enumerate(out) if not ok]
+        if refused:  # recorded meanwhile by a concurrent copy of the same report?
+            again = {
+                "ids": [outcomes[i].job_id for i in refused],
+                "tokens": [outcomes[i].token for i in refused],
+                "kinds": [outcomes[i].kind.value for i in refused],
+            }
+            for (ord_,) in self._all("attempts_ended_as", again, idempotent=True):
+                out[refused[int(ord_) - 1]] = True
         return out
 
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
