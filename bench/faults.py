@@ -28,7 +28,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "reliability.md"
-STORES = ("sqlite", "redis")  # the stores the report's per-store tables cover
+STORES = ("sqlite", "redis", "postgres")  # the stores the process-fault tables cover
+CUT_STORES = ("postgres", "redis")  # connection cuts: the stores with a server
 
 
 def _cell(text: str) -> str:
@@ -44,6 +45,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "failover_kills": 3,
         "restart_jobs": 400,
         "skew": 600.0,
+        "cut_jobs": 2000,
+        "cut_every": 2.5,
     },
     "full": {
         "kill_jobs": 10_000,
@@ -52,6 +55,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "failover_kills": 10,
         "restart_jobs": 2000,
         "skew": 600.0,
+        "cut_jobs": 2000,
+        "cut_every": 2.5,
     },
 }
 
@@ -130,7 +135,7 @@ def run_scenarios(p: dict[str, Any]) -> list[Outcome]:
     from tests.faults.apps import build
 
     outcomes: list[Outcome] = []
-    for kind in ("sqlite", "redis"):
+    for kind in STORES:
 
         def kill(kind: str = kind) -> Any:
             with fleet_on(kind) as (fleet, client):
@@ -143,13 +148,22 @@ def run_scenarios(p: dict[str, Any]) -> list[Outcome]:
                 )
 
         outcomes.append(attempt("kill -9 loop", kind, kill))
-    for kind in ("sqlite", "redis"):
+    for kind in STORES:
 
         def fail(kind: str = kind) -> Any:
             with fleet_on(kind) as (fleet, client):
                 return scenarios.failover(fleet, client, kills=p["failover_kills"])
 
         outcomes.append(attempt("scheduler failover", kind, fail))
+    for kind in CUT_STORES:
+
+        def cuts(kind: str = kind) -> Any:
+            from tests.faults.cuts import connection_cuts
+
+            with fleet_on(kind) as (fleet, client):
+                return connection_cuts(fleet, client, jobs=p["cut_jobs"], every=p["cut_every"])
+
+        outcomes.append(attempt("connection cuts", kind, cuts))
     for label, persistent, crash in RESTARTS[:3]:
 
         def restart(persistent: bool = persistent, crash: bool = crash) -> Any:
@@ -186,7 +200,7 @@ def run_scenarios(p: dict[str, Any]) -> list[Outcome]:
                     fleet.close()
 
         outcomes.append(attempt("store restart", label, pg_restart))
-    for kind, skew in (("sqlite", p["skew"]), ("redis", -p["skew"])):
+    for kind, skew in (("sqlite", p["skew"]), ("redis", -p["skew"]), ("postgres", p["skew"])):
 
         def skewed(kind: str = kind, skew: float = skew) -> Any:
             with fleet_on(kind) as (fleet, client):
@@ -259,12 +273,16 @@ def render(
     lost = sum(o.result.lost for o in ok if o.name in ("kill -9 loop", "scheduler failover"))
     lost += sum(o.result.lost for o in kept)
     gone = sum(o.result.lost for o in restarts if not o.result.persistent)
+    cuts = [o for o in ok if o.name == "connection cuts"]
+    jobs += sum(o.result.jobs for o in cuts)
+    lost += sum(o.result.lost for o in cuts)
     skewed = sum(1 for o in ok if o.name == "clock skew")
     poisons = sum(len(o.result.cases) for o in ok if o.name == "poison jobs")
     out += [
         "**Summary.** "
         f"{worker_kills} worker SIGKILLs and {leader_kills} leader SIGKILLs over "
-        f"{jobs:,} jobs, {len(restarts)} store restarts ({len(kept)} with persistence), "
+        f"{jobs:,} jobs, {sum(o.result.cuts for o in cuts)} rounds of cut connections, "
+        f"{len(restarts)} store restarts ({len(kept)} with persistence), "
         f"{skewed} workers with a clock 10 minutes off, {poisons} poison jobs: "
         f"**{lost} jobs lost** where the store keeps its data "
         f"({gone} lost by the Redis without persistence, all it held); "
@@ -364,6 +382,34 @@ def render(
         "has run out, so takeover is at most the TTL plus a standby's polling period.",
         "",
     ]
+    # 3b
+    out += [
+        "## 3b. Connections cut during a drain",
+        "",
+        "One scheduler, two workers (8 slots each), N jobs of 100 ms; every few seconds the "
+        "store server drops every connection of the fleet (PostgreSQL: "
+        "`pg_terminate_backend` of each backend whose `application_name` is the store's; "
+        "Redis: `CLIENT KILL ID` of each client named `rota:<prefix>:<pid>`; the test's own "
+        "connections are spared). Code: `tests/faults/cuts.py`. A report whose reply is "
+        "lost with its connection is sent again, and the store takes the retry as the same "
+        "report. Checked: every job succeeded and ran once; every completion a worker "
+        "logged as refused is checked against the job's attempt history (one whose attempt "
+        "had ended with that outcome and token would be a *false* lease loss).",
+        "",
+        "| store | jobs | workers x concurrency | cut every, s | rounds of cuts | connections cut | store calls retried by the workers | jobs lost | jobs run twice | completions refused | false lease losses |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    out += rows(
+        "connection cuts",
+        CUT_STORES,
+        11,
+        lambda store, r: [
+            f"| {store} | {r.jobs:,} | {r.workers} x {r.concurrency} | {r.every_s:g} | "
+            f"{r.cuts} | {r.connections_cut} | {r.store_errors_retried} | {r.lost} | "
+            f"{r.doubled} | {r.refused} | **{r.false_lease_losses}** |"
+        ],
+    )
+    out.append("")
     # 4
     out += [
         "## 4. Store restart (a private Redis; a private PostgreSQL)",
@@ -440,7 +486,7 @@ def render(
     ]
     out += rows(
         "poison jobs",
-        STORES,
+        ("sqlite", "redis"),
         5,
         lambda store, r: [
             f"| {store} | {what} | {state} | {attempts} | `{_cell(error)}` |"
@@ -472,6 +518,8 @@ def render(
             "tests/faults/test_store_bugs.py": "regression test: a non-UTF-8 payload on Redis "
             "is read as a corrupt payload (it used to stall the worker)",
             "tests/faults/test_zombie_redis.py": "the zombie (SIGSTOP) scenario on Redis",
+            "tests/faults/test_connection_cuts.py": "connection cuts, short form (400 jobs, "
+            "cuts every second) on PostgreSQL and Redis",
         }.get(name, "")
         out.append(f"| `{name}` | {what} | {summary} | {seconds:.0f} |")
     out.append("")
@@ -493,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tests/faults/test_security.py",
         "tests/faults/test_store_bugs.py",
         "tests/faults/test_zombie_redis.py",
+        "tests/faults/test_connection_cuts.py",
     ):
         print(f"== pytest {name} ...", flush=True)
         summary, seconds = run_pytest([name])

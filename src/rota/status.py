@@ -4,13 +4,15 @@ the scheduler (leader, placement rate, unplaceable jobs). Data first, rendering 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from rota.core.model import JobRecord, NodeState
+from rota.core.model import AttemptRecord, JobRecord, NodeState
 from rota.core.states import FINAL_STATES, JobState
 from rota.ingest.stats import ingest_processes
 from rota.scheduler import STATS_NAME
@@ -328,3 +330,23 @@ def _iso(ts: float, tz: str) -> str:
     from zoneinfo import ZoneInfo
 
     return datetime.fromtimestamp(ts, ZoneInfo(tz)).isoformat(timespec="seconds")
+
+
+def render_attempts(attempts: Sequence[AttemptRecord], console: Console) -> None:
+    """A job's attempt history (``Store.job_attempts``), one row per attempt, oldest first."""
+    from rich.text import Text
+
+    if not attempts:
+        console.print("no attempt recorded")
+        return
+    table = Table("#", "node", "started", "took", "outcome", "cut short", "error")
+    table.title, table.title_justify = "Attempts", "left"
+    for a in attempts:
+        started = datetime.fromtimestamp(a.started_at).isoformat(sep=" ", timespec="milliseconds")
+        took = "running" if a.ended_at is None else f"{a.ended_at - a.started_at:.3f} s"
+        cells = (a.attempt, a.node_id or "", started, took, a.outcome or "", a.cut_short or "")
+        table.add_row(*(Text(str(c)) for c in cells), Text(a.error or ""))
+    console.print(table)
+    for a in attempts:  # tracebacks in full, after the table
+        if a.traceback:
+            console.print(Text(f"attempt {a.attempt} (token {a.token}) traceback:\n{a.traceback}"))

@@ -51,6 +51,15 @@ def test_read_endpoints_on_every_store(any_store: tuple[str, Store]) -> None:
         assert job["traceback"].startswith("Traceback") and job["args"] == [2]
         assert job["kwargs"] == {"note": "kw"} and job["attempts"] == 1
         assert job["node_id"] == ids.node.id and job["timings"]["ran"] is not None
+        (attempt,) = job["attempt_history"]
+        assert (attempt["attempt"], attempt["node_id"], attempt["outcome"]) == (
+            1,
+            ids.node.id,
+            "failed",
+        )
+        assert attempt["error"] == "ValueError: boom" and attempt["ended_at"] is not None
+        running = c.get(f"/api/jobs/{ids.running}").json()["attempt_history"]
+        assert [(a["outcome"], a["ended_at"]) for a in running] == [(None, None)]
         assert c.get(f"/api/jobs/{ids.succeeded}").json()["result"] == 42
 
         deadline = time.monotonic() + 5

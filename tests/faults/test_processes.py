@@ -17,7 +17,7 @@ pytestmark = pytest.mark.acceptance
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgres"])
 def test_kill9_loop(fleet: Fleet, client: Rota) -> None:
     got = scenarios.kill_loop(fleet, client, jobs=1500, kills=5)
     assert got.lost == 0
@@ -27,7 +27,7 @@ def test_kill9_loop(fleet: Fleet, client: Rota) -> None:
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgres"])
 def test_leader_killed_repeatedly_under_load(fleet: Fleet, client: Rota) -> None:
     got = scenarios.failover(fleet, client, kills=3)
     assert got.double_runs == 0

@@ -22,7 +22,7 @@ from rota.cli.common import (
     store_url_for,
 )
 from rota.core.states import FINAL_STATES, JobState, parse_state
-from rota.status import collect, render, render_job
+from rota.status import collect, render, render_attempts, render_job
 
 store_option = click.option(
     "--store",
@@ -156,10 +156,12 @@ def job(job_id: str, store_url: str | None, app_spec: str | None, as_json: bool)
     found = store.get_job(full)
     if found is None:
         raise fail(f"no job {job_id}")
+    attempts = store.job_attempts(found.id)
     if as_json:
-        print_json(found.to_dict())
+        print_json({**found.to_dict(), "attempt_history": [a.to_dict() for a in attempts]})
     else:
         render_job(found, console)
+        render_attempts(attempts, console)
 
 
 @click.command()

@@ -146,6 +146,38 @@ class JobRecord:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt of a job, as its history keeps it (``Store.job_attempts``). Times are
+    the store's clock; ``outcome`` is an ``AttemptEnd`` value (``None`` while it runs) and
+    ``cut_short`` a ``CutShort`` value when it did not run to its end."""
+
+    job_id: str
+    token: int  # the assignment's fencing token: one attempt per token
+    attempt: int  # the job's attempt number (counted again from 1 after retry_dead)
+    node_id: str | None
+    started_at: float
+    ended_at: float | None = None
+    outcome: str | None = None
+    cut_short: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "token": self.token,
+            "attempt": self.attempt,
+            "node_id": self.node_id,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "outcome": self.outcome,
+            "cut_short": self.cut_short,
+            "error": self.error,
+            "traceback": self.traceback,
+        }
+
+
 class NodeState(StrEnum):
     LIVE = "live"
     DRAINING = "draining"  # finishing its work, takes no new jobs

@@ -45,6 +45,10 @@ class ExecResult:
     retry_delay: float | None = None  # from rota.Retry(delay=...) for kind "retry"
     fatal: bool = False  # no attempt can ever succeed (corrupt payload, unknown task)
 
+    def cut_short(self) -> CutShort | None:
+        """How the runner cut the attempt short, if it did (for the attempt history)."""
+        return _CUT_BY_RUNNER.get(self.kind)
+
     def outcome_kind(self) -> OutcomeKind:
         """What the worker reports for this attempt."""
         if self.kind == ExecKind.OK:
@@ -74,6 +78,7 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     retry_delay: float = 0.0  # seconds to wait before the next attempt (FAILED)
+    cut_short: CutShort | None = None  # how the runner stopped it (timeout, crash, cancel)
 
     def __post_init__(self) -> None:
         # A task's error text is whatever its exception said: made storable here, on every
@@ -86,6 +91,36 @@ class Outcome:
         if not 0 <= self.retry_delay <= MAX_RETRY_DELAY:  # Retry(delay=1e308), NaN
             delay = self.retry_delay if self.retry_delay > 0 else 0.0
             object.__setattr__(self, "retry_delay", min(delay, MAX_RETRY_DELAY))
+
+
+class AttemptEnd(StrEnum):
+    """How one attempt ended, as its history records it: the kind the worker reported,
+    or how the store took the job back."""
+
+    SUCCEEDED = OutcomeKind.SUCCEEDED.value
+    FAILED = OutcomeKind.FAILED.value
+    FATAL = OutcomeKind.FATAL.value
+    CANCELLED = OutcomeKind.CANCELLED.value
+    LOST = "lost"  # taken back by the reaper (node lost, lease expired); the attempt counts
+    RELEASED = "released"  # handed back at shutdown; the attempt does not count
+
+
+class CutShort(StrEnum):
+    """Why an attempt did not run to its end."""
+
+    TIMEOUT = "timeout"  # ran past the job's timeout and was stopped
+    CRASHED = "crashed"  # its process died, or the worker shut down under it
+    CANCELLED = "cancelled"  # stopped on request
+    LEASE_EXPIRED = "lease_expired"  # the node kept heartbeating but lost the job's lease
+    NODE_LOST = "node_lost"  # the node was killed, went silent or left holding it
+    SHUTDOWN = "shutdown"  # handed back unfinished when the node stopped
+
+
+_CUT_BY_RUNNER = {
+    ExecKind.TIMEOUT: CutShort.TIMEOUT,
+    ExecKind.CRASHED: CutShort.CRASHED,
+    ExecKind.CANCELLED: CutShort.CANCELLED,
+}
 
 
 class OutcomeLabel(StrEnum):

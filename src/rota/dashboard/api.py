@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rota.core.model import JobRecord
+from rota.core.model import AttemptRecord, JobRecord
 from rota.core.states import JobState, parse_state
 from rota.status import collect, schedule_rows
 from rota.store import Store
@@ -101,10 +101,16 @@ def job_summary(job: JobRecord) -> dict[str, Any]:
     return d
 
 
-def job_detail(job: JobRecord, parents: list[JobRecord] | None = None) -> dict[str, Any]:
+def job_detail(
+    job: JobRecord,
+    parents: list[JobRecord] | None = None,
+    attempts: list[AttemptRecord] | None = None,
+) -> dict[str, Any]:
     """A job for its page; ``parents``: the stored jobs among its ``depends_on``, whose
-    task and state are shown beside each parent (a parent pruned since has state null)."""
+    task and state are shown beside each parent (a parent pruned since has state null);
+    ``attempts``: its attempt history (``Store.job_attempts``), oldest first."""
     d = job.to_dict()
+    d["attempt_history"] = [a.to_dict() for a in attempts or ()]
     found = {p.id: p for p in parents or ()}
     d["parents"] = [
         {
@@ -129,9 +135,9 @@ def job_detail(job: JobRecord, parents: list[JobRecord] | None = None) -> dict[s
 
 
 def read_detail(store: Store, job: JobRecord) -> dict[str, Any]:
-    """:func:`job_detail` with the job's parents read from ``store`` (one call)."""
+    """:func:`job_detail` with the job's parents and attempts read from ``store``."""
     parents = store.get_jobs(list(job.depends_on)) if job.depends_on else []
-    return job_detail(job, parents)
+    return job_detail(job, parents, store.job_attempts(job.id))
 
 
 def build_routes(

@@ -518,6 +518,41 @@ _DOCUMENT: dict[str, Any] = {
                     "error": {"type": "string"},
                 },
             },
+            "Attempt": {
+                "type": "object",
+                "properties": {
+                    "job_id": {"type": "string"},
+                    "token": {"type": "integer", "description": "The assignment's fencing token"},
+                    "attempt": {
+                        "type": "integer",
+                        "description": "Attempt number (counted from 1 again after a retry)",
+                    },
+                    "node_id": {"type": "string", "nullable": True},
+                    "started_at": {"type": "number", "description": "Unix seconds"},
+                    "ended_at": {"type": "number", "nullable": True},
+                    "outcome": {
+                        "type": "string",
+                        "nullable": True,
+                        "enum": ["succeeded", "failed", "fatal", "cancelled", "lost", "released"],
+                        "description": "null while it runs; `lost`: taken back from a lost "
+                        "node or an expired lease; `released`: handed back at shutdown",
+                    },
+                    "cut_short": {
+                        "type": "string",
+                        "nullable": True,
+                        "enum": [
+                            "timeout",
+                            "crashed",
+                            "cancelled",
+                            "lease_expired",
+                            "node_lost",
+                            "shutdown",
+                        ],
+                    },
+                    "error": {"type": "string", "nullable": True},
+                    "traceback": {"type": "string", "nullable": True},
+                },
+            },
             "Job": {
                 "allOf": [
                     _ref("JobSummary"),
@@ -543,6 +578,12 @@ _DOCUMENT: dict[str, Any] = {
                                         },
                                     },
                                 },
+                            },
+                            "attempt_history": {
+                                "type": "array",
+                                "description": "The job's last attempts (20 by default, the "
+                                "store URL's `attempt_history`), oldest first",
+                                "items": _ref("Attempt"),
                             },
                             "timings": {
                                 "type": "object",

@@ -17,10 +17,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from rota.core.errors import InvalidOption
 from rota.core.model import (
     Assignment,
+    AttemptRecord,
     HeartbeatReply,
     JobRecord,
     Lease,
@@ -36,6 +38,34 @@ from rota.core.outcomes import Outcome
 from rota.core.states import FINAL_STATES, JobState
 
 SCHEDULER_LEASE = "scheduler"
+ATTEMPT_HISTORY = 20  # attempts kept per job by default (URL parameter ``attempt_history``)
+
+
+def attempt_history_param(value: str) -> int:
+    """The ``attempt_history`` URL parameter: how many attempts each job keeps (>= 1)."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1 or n > 10_000:
+        raise InvalidOption(
+            f"attempt_history must be a whole number from 1 to 10000, not {value!r}"
+        )
+    return n
+
+
+def split_attempt_history(url: str) -> tuple[str, int]:
+    """``(url without attempt_history, the bound it gives)`` (default ``ATTEMPT_HISTORY``)."""
+    parts = urlsplit(url)
+    kept, bound = [], ATTEMPT_HISTORY
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "attempt_history":
+            bound = attempt_history_param(value)
+        else:
+            kept.append((key, value))
+    if len(kept) == len(parse_qsl(parts.query, keep_blank_values=True)):
+        return url, bound
+    return urlunsplit(parts._replace(query=urlencode(kept))), bound
 
 
 class AsyncClaims(Protocol):
@@ -66,6 +96,7 @@ class Store(ABC):
     many processes at once; one instance is used by one thread at a time."""
 
     url: str
+    attempt_history: int = ATTEMPT_HISTORY
 
     # ---- lifecycle and clock -------------------------------------------------------
     @abstractmethod
@@ -130,6 +161,14 @@ class Store(ABC):
         """Number of jobs by ``(queue, state)`` (only non-zero counts)."""
 
     @abstractmethod
+    def job_attempts(self, job_id: str) -> list[AttemptRecord]:
+        """The job's attempt history, oldest first: the last ``attempt_history`` attempts
+        (URL parameter, default 20). ``start_jobs`` opens an attempt; ``complete``,
+        ``reap`` and ``release_jobs`` close it in the same atomic operation that moves the
+        job (a cancel of a running job only flags it: its attempt ends when the worker
+        reports or the job is taken back). Pruned with the job."""
+
+    @abstractmethod
     def cancel(self, job_id: str) -> JobState | None:
         """Cancel a job: waiting/scheduled/retrying/pending/assigned ones at once; a running
         one is flagged and its node stops it. Returns the job's state after the call (``None``:
@@ -185,7 +224,12 @@ class Store(ABC):
         """Record the end of attempts in one round trip. Each outcome is accepted only if
         its job is running with the same token; returns which were accepted. A failure
         goes to ``retrying`` (after ``retry_delay``) while attempts are left, else
-        ``dead``."""
+        ``dead``.
+
+        A report is idempotent: one whose attempt (job and token) already ended with the
+        same outcome kind (a retry of a report that committed but whose reply was lost) is
+        accepted again and changes nothing. Any other outcome for a job that is not
+        running with that token is refused."""
 
     @abstractmethod
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
@@ -388,6 +432,7 @@ class OperatorStore(Protocol):
         limit: int = 100,
     ) -> list[JobRecord]: ...
     def count_jobs(self) -> dict[tuple[str, JobState], int]: ...
+    def job_attempts(self, job_id: str) -> list[AttemptRecord]: ...
     def cancel(self, job_id: str) -> JobState | None: ...
     def retry_dead(self, job_ids: Sequence[str]) -> int: ...
     def wait_for_results(self, job_ids: Sequence[str], timeout: float) -> list[JobRecord]: ...

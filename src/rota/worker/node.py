@@ -528,20 +528,26 @@ class WorkerNode:
         kind = res.outcome_kind()
         if kind is OutcomeKind.SUCCEEDED:
             outcome = Outcome(job.id, job.token, kind, result=res.result)
-            self.stats["succeeded"] += 1
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("job %s succeeded", job.id, extra=job_log_fields(job, self.node_id))
         elif kind is OutcomeKind.CANCELLED:
-            outcome = Outcome(job.id, job.token, kind, error=res.error or "cancelled")
+            outcome = Outcome(
+                job.id, job.token, kind, error=res.error or "cancelled", cut_short=res.cut_short()
+            )
             log.info("job %s cancelled", job.id, extra=job_log_fields(job, self.node_id))
         else:
-            self.stats["failed"] += 1
             if res.kind is ExecKind.RETRY and res.retry_delay is not None:
                 delay = res.retry_delay
             else:
                 delay = retry_delay(max(job.attempts, 1), job.backoff_base, job.backoff_max)
             outcome = Outcome(
-                job.id, job.token, kind, error=res.error, traceback=res.traceback, retry_delay=delay
+                job.id,
+                job.token,
+                kind,
+                error=res.error,
+                traceback=res.traceback,
+                retry_delay=delay,
+                cut_short=res.cut_short(),
             )
             last = kind is OutcomeKind.FATAL or job.attempts >= job.max_attempts
             log.info(
@@ -579,10 +585,17 @@ class WorkerNode:
             self._count_refused(batch, accepted)
 
     def _count_refused(self, batch: list[Outcome], accepted: list[bool]) -> None:
+        """Count each reported outcome once the store answered: accepted ones (a retried
+        report of one that had committed is accepted too) as succeeded / failed, refused
+        ones as lease losses."""
         metrics = self.metrics
         for outcome, ok in zip(batch, accepted, strict=True):
             reported = self._reporting.pop((outcome.job_id, outcome.token), None)
             if ok:
+                if outcome.kind is OutcomeKind.SUCCEEDED:
+                    self.stats["succeeded"] += 1
+                elif outcome.kind is not OutcomeKind.CANCELLED:
+                    self.stats["failed"] += 1
                 if metrics is not None and reported is not None:
                     job, label = reported
                     metrics.job_ended(job.task, job.queue, label)

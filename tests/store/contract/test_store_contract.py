@@ -283,7 +283,8 @@ def test_complete_success_and_token_fencing(store: Store) -> None:
         rec is not None and rec.state is JobState.SUCCEEDED and rec.result_value() == {"x": [1, 2]}
     )
     assert rec.finished_at is not None and rec.node_id == spec.id
-    assert store.complete([ok]) == [False]  # already final: refused
+    assert store.complete([ok]) == [True]  # the same report again: idempotent
+    assert store.complete([Outcome(r1.id, r1.token, OutcomeKind.FAILED, error="x")]) == [False]
     assert state_of(store, r2.id) is JobState.RUNNING
 
 
@@ -548,7 +549,9 @@ def test_only_one_of_many_concurrent_leaders(connect: Callable[[], Store]) -> No
     assert len([g for g in got if g is not None]) == 1
 
 
-def test_concurrent_completions_with_one_token_accept_one(connect: Callable[[], Store]) -> None:
+def test_concurrent_completions_with_one_token_change_the_job_once(
+    connect: Callable[[], Store],
+) -> None:
     s0 = connect()
     spec = node()
     s0.register_node(spec)
@@ -557,19 +560,27 @@ def test_concurrent_completions_with_one_token_accept_one(connect: Callable[[], 
     results: list[list[bool]] = []
     barrier = threading.Barrier(len(stores))
 
-    def finish(s: Store) -> None:
+    def finish(s: Store, n: int) -> None:
         barrier.wait()
         results.append(
-            s.complete([Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, result="1") for r in started])
+            s.complete(
+                [Outcome(r.id, r.token, OutcomeKind.SUCCEEDED, result=str(n)) for r in started]
+            )
         )
 
-    threads = [threading.Thread(target=finish, args=(s,)) for s in stores]
+    threads = [threading.Thread(target=finish, args=(s, n)) for n, s in enumerate(stores)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    per_job = [sum(r[i] for r in results) for i in range(len(started))]
-    assert per_job == [1] * len(started)
+    # The same report from one attempt: every copy is accepted (idempotent), one wrote it.
+    assert results == [[True] * len(started)] * len(stores)
+    finished = s0.get_jobs([r.id for r in started])
+    assert all(rec.state is JobState.SUCCEEDED for rec in finished)
+    for rec in finished:
+        (attempt,) = s0.job_attempts(rec.id)
+        assert attempt.ended_at == rec.finished_at and attempt.outcome == "succeeded"
+        assert rec.result is not None
 
 
 # ---- odds and ends ---------------------------------------------------------------------------

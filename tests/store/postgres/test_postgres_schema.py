@@ -92,7 +92,7 @@ def test_migrations_give_exactly_the_schema_file(store: Any) -> None:
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(reference))
             )
     assert [name for name, _ in expected["tables"]] == [
-        "jobs", "leases", "nodes", "schedules", "settle_children", "settle_parents", "stats",
+        "job_attempts", "jobs", "leases", "nodes", "schedules", "settle_children", "settle_parents", "stats",
         "unique_keys",
     ]  # fmt: skip
     assert any(name == "jobs_pending_idx" for _, name, _ in expected["indexes"])
@@ -133,7 +133,12 @@ def test_auto_migrate_off_leaves_the_database_alone(url: str) -> None:
     try:
         with pytest.raises(StoreError):
             off.submit([new_job()])
-        assert off.migrate() == ["0001_initial", "0002_rota_now_double", "0003_flows"]
+        assert off.migrate() == [
+            "0001_initial",
+            "0002_rota_now_double",
+            "0003_flows",
+            "0004_attempts",
+        ]
         off.submit([new_job()])
         assert len(off.list_jobs()) == 1
     finally:

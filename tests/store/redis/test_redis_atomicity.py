@@ -101,10 +101,12 @@ def test_processes_racing_on_the_same_jobs_never_double_book(store: RedisStore) 
         flat = [x for part in started for x in part]
         assert len(flat) == len(set(flat)) == per_node[busy]
 
-        # four processes report the same outcomes: each is accepted exactly once
+        # four processes report the same outcomes: the same report is idempotent (each
+        # copy accepted), and each job is moved and counted once
         accepted = pool.starmap(_complete_all, [(time.time() + 0.5, store.url, flat)] * 4)
     per_job = [sum(a[i] for a in accepted) for i in range(len(flat))]
-    assert per_job == [1] * len(flat)
+    assert per_job == [4] * len(flat)
+    assert all(len(store.job_attempts(job_id)) == 1 for job_id, _ in flat)
     counts = store.count_jobs()
     assert counts[("default", JobState.SUCCEEDED)] == len(flat)
     assert counts.get(("default", JobState.ASSIGNED), 0) == len(jobs) - len(flat)
@@ -151,7 +153,11 @@ def test_a_replayed_request_runs_once(store: RedisStore) -> None:
     rows = orjson.dumps([[r.id, r.token, "succeeded", "1", "", "", "0.0"] for r in recs])
     assert run("complete", "r2", rows) == [1, 1]
     assert run("complete", "r2", rows) == [1, 1]  # replay: same answer
-    assert run("complete", "r3", rows) == [0, 0]  # a new request: refused, already final
+    # a new request with the same report: accepted (idempotent), nothing changes
+    assert run("complete", "r3", rows) == [1, 1]
+    failed = orjson.dumps([[r.id, r.token, "failed", "", "E", "", "0.0"] for r in recs])
+    assert run("complete", "r5", failed) == [0, 0]  # another outcome: refused, already final
+    assert store.count_jobs()[("default", JobState.SUCCEEDED)] == 2
     dup = job()
     sub = orjson.dumps([[dup.id, "t", "default", dup.payload, 0, "", ""]])
     run("submit", "r4", sub)

@@ -439,7 +439,30 @@
       h("pre", { id: "job-args" }, pretty({ args: job.args, kwargs: job.kwargs })),
       job.result !== null ? [h("h2", {}, "Result"), h("pre", { id: "job-result" }, pretty(job.result))] : null,
       job.error ? [h("h2", {}, "Error"), h("pre", { id: "job-error" }, job.error)] : null,
-      job.traceback ? [h("h2", {}, "Traceback"), h("pre", { id: "job-traceback" }, job.traceback)] : null);
+      job.traceback ? [h("h2", {}, "Traceback"), h("pre", { id: "job-traceback" }, job.traceback)] : null,
+      attemptsTable(job.attempt_history || []));
+  }
+
+  // The job's attempt history, oldest first: node, start, duration, outcome, how it was cut
+  // short, error; a traceback opens under its row.
+  function attemptsTable(attempts) {
+    if (!attempts.length) return null;
+    const rows = attempts.map((a) => [
+      h("tr", { "data-token": String(a.token) },
+        h("td", {}, String(a.attempt)),
+        h("td", { class: "mono" }, a.node_id || "-"),
+        h("td", {}, when(a.started_at)),
+        h("td", {}, a.ended_at === null ? "running" : ago(a.ended_at - a.started_at)),
+        h("td", {}, a.outcome ? badge(a.outcome) : "-"),
+        h("td", {}, a.cut_short || "-"),
+        h("td", { class: "mono" }, a.error || "")),
+      a.traceback ? h("tr", {}, h("td", { colspan: "7" },
+        h("details", {}, h("summary", {}, "traceback"), h("pre", {}, a.traceback)))) : null,
+    ]);
+    return [h("h2", {}, "Attempts"),
+      h("table", { id: "job-attempts" },
+        h("thead", {}, h("tr", {}, ["#", "node", "started", "took", "outcome", "cut short", "error"].map((c) => h("th", {}, c)))),
+        h("tbody", {}, rows))];
   }
 
   // Workflow and flow-control fields, only those that are set.

@@ -4,7 +4,8 @@ statement (dropped connections, errors as rota errors) and the migrations."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -15,6 +16,7 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from rota.core.errors import InvalidOption, StoreError
+from rota.store.contract import split_attempt_history
 from rota.store.postgres.codec import short_hash
 from rota.store.postgres.hosts import with_query
 from rota.store.postgres.queries import QUERIES, migrations
@@ -61,8 +63,9 @@ def parse_url(url: str) -> tuple[str, str, bool]:
 
 
 def check_connection(conn: Conn) -> None:
-    """A pool check that costs no round trip: read what the server may have sent while the
-    connection was idle (e.g. a termination notice, then end of file)."""
+    """A check at each checkout that costs no round trip (``_live_connection``): read what
+    the server may have sent while the connection was idle (e.g. a termination notice,
+    then end of file)."""
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("the connection is closed")
     pgconn = conn.pgconn
@@ -77,7 +80,8 @@ class PostgresConnection:
 
     def __init__(self, url: str, *, pool_size: int = 2, timeout: float = 15.0) -> None:
         self.url = url
-        self.conninfo, self.schema, self.auto_migrate = parse_url(url)
+        rest, self.attempt_history = split_attempt_history(url)
+        self.conninfo, self.schema, self.auto_migrate = parse_url(rest)
         self.application_name = f"rota {self.schema}"[:63]
         ns = self.schema if len(self.schema) <= 40 else f"rota_{short_hash(self.schema)}"
         self.pending_channel = f"{ns}:pending"
@@ -125,7 +129,6 @@ class PostgresConnection:
                 max_size=self._pool_size,
                 open=False,
                 configure=self._configure,
-                check=check_connection,
                 timeout=self._timeout,
                 name=self.application_name,
                 num_workers=1,
@@ -133,6 +136,27 @@ class PostgresConnection:
             pool.open(wait=False)
             self._pool = pool
         return self._pool
+
+    @contextmanager
+    def _live_connection(self, pool: ConnectionPool[Conn]) -> Iterator[Conn]:
+        """A pooled connection that :func:`check_connection` found usable. A dead one (the
+        server hung up while it was idle) is closed and handed back, so the pool replaces
+        it, and the next is taken at once: the pool's own check would back off (1 s, 2 s,
+        4 s...) between tries, which under repeated disconnections outgrew every lease."""
+        for _ in range(self._pool_size + 3):
+            conn = pool.getconn()
+            try:
+                check_connection(conn)
+            except psycopg.OperationalError:
+                conn.close()
+                pool.putconn(conn)
+                continue
+            try:
+                yield conn
+            finally:
+                pool.putconn(conn)
+            return
+        raise psycopg.OperationalError("no usable connection in the pool")
 
     def _before_statement(self) -> None:
         """Called before each statement (the listener reads its notifications there)."""
@@ -147,7 +171,7 @@ class PostgresConnection:
         pool = self._get_pool()
         for attempt in (0, 1):
             try:
-                with pool.connection() as conn:
+                with self._live_connection(pool) as conn:
                     return fn(conn)
             except PoolTimeout as exc:
                 raise StoreError(f"PostgreSQL is not reachable ({exc})") from exc

@@ -147,3 +147,22 @@ CREATE TABLE stats (
     updated_at double precision NOT NULL,
     CONSTRAINT stats_pkey PRIMARY KEY (name)
 );
+
+-- The attempt history (migration 0004): one row per attempt of a job, by (job_id, token);
+-- outcome is the kind the worker reported, or 'lost' (reap) / 'released' (shutdown), and
+-- cut_short says how it was stopped. Written by the statements that move the job, deleted
+-- with it; a job keeps its last attempt_history attempts (URL parameter, default 20).
+CREATE TABLE job_attempts (
+    job_id     text             NOT NULL,
+    token      bigint           NOT NULL,
+    attempt    integer          NOT NULL,
+    node_id    text,
+    started_at double precision NOT NULL,
+    ended_at   double precision,
+    outcome    text,
+    cut_short  text,
+    error      text,
+    traceback  text,
+    claim      text,  -- the start_jobs call that opened it (its retry finds what it started)
+    CONSTRAINT job_attempts_pkey PRIMARY KEY (job_id, token)
+);

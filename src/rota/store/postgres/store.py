@@ -46,6 +46,7 @@ URL parameters besides libpq's: ``schema`` (default ``rota``; created if missing
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -59,6 +60,7 @@ from psycopg.rows import tuple_row
 from rota.core.errors import LeaseLost, StoreError, SubmitError
 from rota.core.model import (
     Assignment,
+    AttemptRecord,
     HeartbeatReply,
     JobRecord,
     Lease,
@@ -176,6 +178,10 @@ class PostgresStore(PostgresListener, Store):
     def count_jobs(self) -> dict[tuple[str, JobState], int]:
         rows = self._all("count_jobs", idempotent=True)
         return {(queue, JobState(state)): int(n) for queue, state, n in rows if n}
+
+    def job_attempts(self, job_id: str) -> list[AttemptRecord]:
+        rows = self._all("job_attempts", {"id": job_id}, idempotent=True)
+        return [AttemptRecord(*row) for row in rows]
 
     def cancel(self, job_id: str) -> JobState | None:
         def op(conn: Conn) -> JobState | None:
@@ -300,8 +306,28 @@ class PostgresStore(PostgresListener, Store):
     def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        params = {"node_id": node_id, "limit": int(limit), "ttl": float(lease_ttl)}
-        jobs = [job_from_row(row) for row in self._all("start_jobs", params)]
+        params = {
+            "node_id": node_id,
+            "limit": int(limit),
+            "ttl": float(lease_ttl),
+            "keep": self.attempt_history,
+            "claim": os.urandom(8).hex(),
+        }
+        tries = 0
+
+        def op(conn: Conn) -> list[Any]:
+            # A retry after a dropped connection (the first try may have committed and
+            # lost its reply) returns what that try started, if it did, instead of
+            # starting more jobs while those would wait for their lease to run out.
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                found = conn.execute(QUERIES["claimed_jobs"], params).fetchall()
+                if found:
+                    return found
+            return conn.execute(QUERIES["start_jobs"], params).fetchall()
+
+        jobs = [job_from_row(row) for row in self._run(op, idempotent=True)]
         jobs.sort(key=lambda j: (-j.priority, j.seq))
         return jobs
 
@@ -316,14 +342,27 @@ class PostgresStore(PostgresListener, Store):
             "errors": [o.error for o in outcomes],
             "tracebacks": [o.traceback for o in outcomes],
             "delays": [float(max(0.0, o.retry_delay)) for o in outcomes],
+            "cut_shorts": [o.cut_short for o in outcomes],
             "pending_channel": self.pending_channel,
             "done_channel": self.done_channel,
         }
-        accepted = {row[0] for row in self._all("complete", params) if row[0] is not None}
+        # idempotent: a retried report of an attempt that ended with it is accepted again
+        rows = self._all("complete", params, idempotent=True)
+        accepted = {row[0] for row in rows if row[0] is not None}
+        first: dict[str, tuple[int, str]] = {}  # job id -> the first (token, kind) of the batch
         out = []
-        for o in outcomes:  # an outcome repeated in the batch is accepted once
-            out.append(o.job_id in accepted)
-            accepted.discard(o.job_id)
+        for o in outcomes:  # a repeated report is the same report; a conflicting one is not
+            key = first.setdefault(o.job_id, (o.token, o.kind.value))
+            out.append(o.job_id in accepted and key == (o.token, o.kind.value))
+        refused = [i for i, ok in enumerate(out) if not ok]
+        if refused:  # recorded meanwhile by a concurrent copy of the same report?
+            again = {
+                "ids": [outcomes[i].job_id for i in refused],
+                "tokens": [outcomes[i].token for i in refused],
+                "kinds": [outcomes[i].kind.value for i in refused],
+            }
+            for (ord_,) in self._all("attempts_ended_as", again, idempotent=True):
+                out[refused[int(ord_) - 1]] = True
         return out
 
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:

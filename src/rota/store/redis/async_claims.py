@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rota.core.errors import StoreError
 from rota.core.model import JobRecord
 from rota.core.outcomes import Outcome
+from rota.store.contract import split_attempt_history
 from rota.store.redis.codec import num_arg, outcome_rows, started_jobs
 from rota.store.redis.connection import SOCKET_TIMEOUT, WAIT_CHUNK, RedisConnection, log, parse_url
 from rota.store.redis.library import LOAD_LIBRARY, missing_library
@@ -52,7 +53,7 @@ class RedisAsyncClaims:
         conn = self._conns.get(kind)
         if conn is None:
             if self._pool is None:
-                conn_url, _, _ = parse_url(self._store.url)
+                conn_url, _, _ = parse_url(split_attempt_history(self._store.url)[0])
                 self._pool = async_connection_pool(
                     conn_url,
                     self._store.prefix,
@@ -152,7 +153,13 @@ class RedisAsyncClaims:
     ) -> tuple[list[bool], list[JobRecord]]:
         if not outcomes:
             return [], await self.start_jobs(node_id, limit, lease_ttl)
-        args = [outcome_rows(outcomes), node_id, max(limit, 0), num_arg(lease_ttl)]
+        args = [
+            outcome_rows(outcomes),
+            node_id,
+            max(limit, 0),
+            num_arg(lease_ttl),
+            self._store.attempt_history,
+        ]
         accepted, flat = await self._run("complete_and_start", args)
         await self._store._durable.confirm_async(self._conns.get("rpc"), self._store._where)
         return [bool(a) for a in accepted], started_jobs(flat)
@@ -160,7 +167,8 @@ class RedisAsyncClaims:
     async def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        started = started_jobs(await self._run("start_jobs", [node_id, limit, num_arg(lease_ttl)]))
+        args = [node_id, limit, num_arg(lease_ttl), self._store.attempt_history]
+        started = started_jobs(await self._run("start_jobs", args))
         if started:
             await self._store._durable.confirm_async(self._conns.get("rpc"), self._store._where)
         return started
@@ -176,7 +184,7 @@ class RedisAsyncClaims:
         store = self._store
         await self._load_scripts()
         wake = store.key("wake", "node", node_id)
-        args = [node_id, limit, num_arg(lease_ttl)]
+        args = [node_id, limit, num_arg(lease_ttl), store.attempt_history]
         if limit <= 0:  # no room: only wait
             (woken,) = await self._request("wait", [("LPOP", wake)], SOCKET_TIMEOUT)
             if woken is None and timeout > 0:

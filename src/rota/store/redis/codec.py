@@ -8,7 +8,16 @@ from typing import Any
 import orjson
 
 from rota.core.backoff import DEFAULT_BASE, DEFAULT_MAX
-from rota.core.model import JobRecord, Lease, NewJob, NodeRecord, NodeSpec, NodeState, PendingJob
+from rota.core.model import (
+    AttemptRecord,
+    JobRecord,
+    Lease,
+    NewJob,
+    NodeRecord,
+    NodeSpec,
+    NodeState,
+    PendingJob,
+)
 from rota.core.outcomes import Outcome
 from rota.core.states import JobState
 
@@ -48,9 +57,27 @@ def pairs_to_dict(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(it, it, strict=True))
 
 
+def attempt_from_json(job_id: str, text: str) -> AttemptRecord:
+    """An ``AttemptRecord`` from an entry of ``attempts:<id>`` (times stored as text)."""
+    a = orjson.loads(text)
+    ended = a.get("ended_at")
+    return AttemptRecord(
+        job_id=job_id,
+        token=int(a.get("token", 0)),
+        attempt=int(a.get("attempt", 0)),
+        node_id=a.get("node_id"),
+        started_at=float(a["started_at"]),
+        ended_at=None if ended is None else float(ended),
+        outcome=a.get("outcome"),
+        cut_short=a.get("cut_short"),
+        error=a.get("error"),
+        traceback=a.get("traceback"),
+    )
+
+
 def outcome_rows(outcomes: Sequence[Outcome]) -> bytes:
     """``complete``'s argument: JSON rows [id, token, kind, result, error, traceback,
-    retry_delay] ("" = none)."""
+    retry_delay, cut_short] ("" = none)."""
     return orjson.dumps(
         [
             [
@@ -61,6 +88,7 @@ def outcome_rows(outcomes: Sequence[Outcome]) -> bytes:
                 o.error or "",
                 o.traceback or "",
                 num_arg(o.retry_delay),
+                o.cut_short or "",
             ]
             for o in outcomes
         ]

@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from rota.core.errors import InvalidOption, LeaseLost, StoreError, SubmitError
+from rota.store.contract import split_attempt_history
 from rota.store.redis.codec import num_arg
 from rota.store.redis.durable import Durability
 from rota.store.redis.library import LOAD_LIBRARY, function_name, missing_library
@@ -97,7 +98,8 @@ class RedisConnection:
         socket_timeout: float = SOCKET_TIMEOUT,
     ) -> None:
         self.url = url
-        conn_url, self.prefix, ttl = parse_url(url)
+        rest, self.attempt_history = split_attempt_history(url)
+        conn_url, self.prefix, ttl = parse_url(rest)
         self.result_ttl = ttl if result_ttl is None else result_ttl
         self._ttl_arg = num_arg(self.result_ttl)
         self._base = f"{self.prefix}:{{{self.prefix}}}:"

@@ -11,6 +11,7 @@ from rota.store.named_queries import merge_named, read_text, split_named
 # state) is joined in this order, so a helper may use those of the files before it.
 LIBRARY_FILES = (
     "lib.lua",  # key layout, per-call state, deferred writes, memo, fencing, begin()
+    "attempts.lua",  # the attempt history of each job
     "jobs.lua",  # job records and transitions
     "worker.lua",  # nodes: register, heartbeat, claim (start_jobs), complete, release
     "placement.lua",  # pending pages, placement snapshot, assign, reserved slots

@@ -31,6 +31,7 @@ import orjson
 
 from rota.core.model import (
     Assignment,
+    AttemptRecord,
     HeartbeatReply,
     JobRecord,
     Lease,
@@ -48,6 +49,7 @@ from rota.core.states import FINAL_STATES, JobState
 from rota.store.contract import AsyncClaims, Store
 from rota.store.redis.async_claims import RedisAsyncClaims
 from rota.store.redis.codec import (
+    attempt_from_json,
     float_or_none,
     grant_args,
     job_from_hash,
@@ -169,6 +171,9 @@ class RedisStore(RedisConnection, Store):
             top = f"({int(pairs[-1][1])}"
         return out[:limit]
 
+    def job_attempts(self, job_id: str) -> list[AttemptRecord]:
+        return [attempt_from_json(job_id, text) for text in self._run("job_attempts", [job_id])]
+
     def count_jobs(self) -> dict[tuple[str, JobState], int]:
         raw: dict[Any, Any] = self._call(partial(self.redis.hgetall, self.key("counts")))
         out: dict[tuple[str, JobState], int] = {}
@@ -264,7 +269,11 @@ class RedisStore(RedisConnection, Store):
         if limit <= 0:
             return []
         started = started_jobs(
-            self._run("start_jobs", [node_id, limit, num_arg(lease_ttl)], memo=True)
+            self._run(
+                "start_jobs",
+                [node_id, limit, num_arg(lease_ttl), self.attempt_history],
+                memo=True,
+            )
         )
         if started:
             self._durable.confirm(self._conn, self._where)
@@ -285,7 +294,7 @@ class RedisStore(RedisConnection, Store):
             return [], self.start_jobs(node_id, limit, lease_ttl)
         if limit <= 0:
             return self.complete(outcomes), []
-        args = [outcome_rows(outcomes), node_id, limit, num_arg(lease_ttl)]
+        args = [outcome_rows(outcomes), node_id, limit, num_arg(lease_ttl), self.attempt_history]
         accepted, reply = self._run("complete_and_start", args, memo=True)
         self._durable.confirm(self._conn, self._where)
         return [bool(a) for a in accepted], started_jobs(reply)

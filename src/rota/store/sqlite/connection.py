@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from rota.core.errors import InvalidOption, StoreError
 from rota.core.model import (
     NodeSpec,
 )
+from rota.store.contract import ATTEMPT_HISTORY, attempt_history_param
 from rota.store.named_queries import load_queries
 from rota.store.sqlite.wal import (
     POLL_MAX,
@@ -34,7 +35,10 @@ from rota.store.sqlite.wal import (
 
 QUERIES = load_queries(
     "rota.store.sqlite",
-    *(f"queries/{name}.sql" for name in ("schema", "submit", "worker", "scheduler", "flow")),
+    *(
+        f"queries/{name}.sql"
+        for name in ("schema", "submit", "worker", "scheduler", "flow", "attempts")
+    ),
 )
 log = logging.getLogger("rota.store.sqlite")
 _AUTOCHECKPOINT = 10000  # WAL pages before a committing writer checkpoints in-line itself
@@ -99,6 +103,10 @@ class SQLiteConnection:
         self.url = url
         self.busy_timeout = busy_timeout
         self.path = sqlite_path(url)
+        self.attempt_history = ATTEMPT_HISTORY
+        for key, value in parse_qsl(urlsplit(url).query):
+            if key == "attempt_history":
+                self.attempt_history = attempt_history_param(value)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(

@@ -15,6 +15,7 @@ import orjson
 from rota.core.errors import InvalidOption, LeaseLost, SubmitError
 from rota.core.model import (
     Assignment,
+    AttemptRecord,
     HeartbeatReply,
     JobRecord,
     Lease,
@@ -155,6 +156,9 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
     def count_jobs(self) -> dict[tuple[str, JobState], int]:
         return {(q, JobState(s)): n for q, s, n in self.db.execute(QUERIES["count_jobs"])}
 
+    def job_attempts(self, job_id: str) -> list[AttemptRecord]:
+        return [AttemptRecord(*row) for row in self.db.execute(QUERIES["job_attempts"], (job_id,))]
+
     def cancel(self, job_id: str) -> JobState | None:
         with self._write() as cur:
             now = self._now(cur)
@@ -278,7 +282,22 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
         if row is None or row[0] not in (NodeState.LIVE, NodeState.DRAINING):
             return []
         params = {"node_id": node_id, "limit": limit, "now": now, "expires": now + lease_ttl}
-        return cur.execute(QUERIES["start_jobs"], params).fetchall()
+        rows = cur.execute(QUERIES["start_jobs"], params).fetchall()
+        if rows:  # open each attempt (columns: id 0, attempts 6, node_id 16, token 17)
+            keep = self.attempt_history
+            opened = [
+                {"id": r[0], "token": r[17], "attempt": r[6], "node_id": r[16], "now": now}
+                for r in rows
+            ]
+            cur.executemany(QUERIES["open_attempt"], opened)
+            old = [
+                {"id": a["id"], "token": a["token"], "keep": keep}
+                for a in opened
+                if a["token"] > keep
+            ]
+            if old:
+                cur.executemany(QUERIES["trim_attempts"], old)
+        return rows
 
     def _complete(self, cur: sqlite3.Cursor, now: float, outcomes: Sequence[Outcome]) -> list[bool]:
         accepted = []
@@ -309,13 +328,20 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
                     "traceback": o.traceback,
                 }
                 execute(QUERIES["complete_final"], params)
-            accepted.append(cur.rowcount == 1)
+            ended = {"id": o.job_id, "token": o.token, "outcome": o.kind.value}
+            if cur.rowcount == 1:
+                ended.update(now=now, cut_short=o.cut_short, error=o.error, traceback=o.traceback)
+                execute(QUERIES["close_attempt"], ended)
+                accepted.append(True)
+            else:  # a report retried after it committed is accepted again
+                accepted.append(bool(execute(QUERIES["attempt_ended_as"], ended).fetchone()[0]))
         return accepted
 
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
         with self._write() as cur:
             now = self._now(cur)
             rows = [{"id": i, "token": t, "node_id": node_id, "now": now} for i, t in jobs]
+            cur.executemany(QUERIES["close_released_attempt"], rows)
             cur.executemany(QUERIES["release_job"], rows)
             return max(cur.rowcount, 0)
 
@@ -404,6 +430,7 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
             ]
             for node_id in silent:
                 cur.execute(QUERIES["set_node_state"], {"id": node_id, "state": "dead", "now": now})
+            cur.execute(QUERIES["close_lost_attempts"], {"now": now})
             requeued = cur.execute(QUERIES["requeue_lost_assigned"]).rowcount
             cur.execute(QUERIES["cancel_lost_running"], {"now": now})
             dead_jobs = cur.execute(QUERIES["kill_lost_running"], {"now": now}).rowcount
@@ -528,6 +555,7 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
             cutoff = self._now(cur) - older_than
             cur.execute(QUERIES["prune_edges"], {"cutoff": cutoff})
             cur.execute(QUERIES["prune_unique"], {"cutoff": cutoff})
+            cur.execute(QUERIES["prune_attempts"], {"cutoff": cutoff})
             deleted = cur.execute(QUERIES["prune_jobs"], {"cutoff": cutoff}).rowcount
             cur.execute(QUERIES["prune_nodes"], {"cutoff": cutoff})
         return deleted

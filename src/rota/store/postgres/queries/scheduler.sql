@@ -78,7 +78,8 @@ RETURNING id
 -- the running jobs whose lease expired: assigned ones go back to pending untouched, running
 -- ones have had their attempt counted and go again (pending) or are dead.
 WITH lost AS (
-    SELECT j.id, j.state AS old_state,
+    SELECT j.id, j.token, j.state AS old_state,
+        (n.state IS NULL OR n.state NOT IN ('live', 'draining')) AS node_gone,
         CASE WHEN j.state = 'running' AND j.cancel_requested THEN 'cancelled'
             WHEN j.state = 'assigned' OR j.attempts < j.max_attempts THEN 'pending'
             ELSE 'dead' END AS state,
@@ -105,6 +106,16 @@ WITH lost AS (
     FROM lost
     WHERE j.id = lost.id
     RETURNING j.id, lost.old_state, j.state, j.has_children
+), closed AS (
+    -- the attempts of the running jobs taken back end 'lost'
+    UPDATE job_attempts a
+    SET ended_at = rota_now(), outcome = 'lost',
+        cut_short = CASE WHEN lost.node_gone THEN 'node_lost' ELSE 'lease_expired' END,
+        error = CASE WHEN lost.node_gone THEN 'lease lost: node stopped heartbeating'
+            ELSE 'lease lost: lease expired' END
+    FROM lost
+    WHERE lost.old_state = 'running' AND a.job_id = lost.id AND a.token = lost.token
+        AND a.ended_at IS NULL
 ), settled AS (
     INSERT INTO settle_parents (parent_id)
     SELECT id FROM taken WHERE has_children IS TRUE AND state IN ('dead', 'cancelled')
@@ -184,6 +195,8 @@ WITH doomed AS (
     FOR UPDATE SKIP LOCKED
 ), deleted AS (
     DELETE FROM jobs j USING doomed WHERE j.id = doomed.id RETURNING j.id, j.unique_key
+), history AS (
+    DELETE FROM job_attempts a USING deleted d WHERE a.job_id = d.id
 ), released AS (
     DELETE FROM unique_keys u USING deleted d WHERE u.key = d.unique_key AND u.job_id = d.id
 )

@@ -86,7 +86,9 @@ ORDER BY n.registered_at, n.id
 
 -- name: start_jobs
 -- Claim a batch of the node's assigned jobs (only while the node is live or draining);
--- SKIP LOCKED so concurrent callers for the same node never start one job twice.
+-- SKIP LOCKED so concurrent callers for the same node never start one job twice. Each start
+-- opens an attempt in job_attempts and drops the job's attempts older than the last :keep
+-- (tokens grow by one per placement).
 WITH picked AS (
     SELECT id FROM jobs
     WHERE node_id = :node_id AND state = 'assigned'
@@ -96,28 +98,56 @@ WITH picked AS (
     ORDER BY priority DESC, seq
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
+), started AS (
+    UPDATE jobs j
+    SET state = 'running', attempts = j.attempts + 1, started_at = rota_now(),
+        lease_expires_at = rota_now() + :ttl
+    FROM picked
+    WHERE j.id = picked.id
+    RETURNING j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts,
+        j.max_attempts, j.timeout, j.resources, j.labels, j.affinity, j.backoff_base,
+        j.backoff_max, j.created_at, j.scheduled_at, j.node_id, j.token, j.started_at,
+        j.finished_at, j.lease_expires_at, j.result, j.error, j.traceback, j.cancel_requested,
+        j.seq, j.depends_on, j.pass_results, j.workflow_id, j.unique_key, j.concurrency_key,
+        j.concurrency_limit, j.rate_limit
+), opened AS (
+    INSERT INTO job_attempts AS a (job_id, token, attempt, node_id, started_at, claim)
+    SELECT id, token, attempts, node_id, started_at, :claim FROM started
+    ON CONFLICT (job_id, token) DO UPDATE SET attempt = excluded.attempt,
+        node_id = excluded.node_id, started_at = excluded.started_at, ended_at = NULL,
+        outcome = NULL, cut_short = NULL, error = NULL, traceback = NULL,
+        claim = excluded.claim
+), trimmed AS (
+    DELETE FROM job_attempts a USING started s
+    WHERE a.job_id = s.id AND a.token <= s.token - :keep
 )
-UPDATE jobs j
-SET state = 'running', attempts = j.attempts + 1, started_at = rota_now(),
-    lease_expires_at = rota_now() + :ttl
-FROM picked
-WHERE j.id = picked.id
-RETURNING j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts, j.max_attempts,
+SELECT * FROM started
+
+-- name: claimed_jobs
+-- The jobs a start_jobs call (:claim) started and that still run: what a retry of that call
+-- returns when the first try committed but its reply was lost.
+SELECT j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts, j.max_attempts,
     j.timeout, j.resources, j.labels, j.affinity, j.backoff_base, j.backoff_max, j.created_at,
     j.scheduled_at, j.node_id, j.token, j.started_at, j.finished_at, j.lease_expires_at,
     j.result, j.error, j.traceback, j.cancel_requested, j.seq, j.depends_on, j.pass_results,
     j.workflow_id, j.unique_key, j.concurrency_key, j.concurrency_limit, j.rate_limit
+FROM job_attempts a
+JOIN jobs j ON j.id = a.job_id AND j.token = a.token AND j.state = 'running'
+WHERE a.node_id = :node_id AND a.claim = :claim AND a.ended_at IS NULL
 
 -- name: complete
 -- Accept each outcome only if its job is running with the same token; a failure goes to
 -- retrying (due after its delay) while attempts are left, else dead. Jobs with children
 -- that ended are queued for resolve_dependencies (has_children as of the row lock: a child
--- submitted meanwhile marked it first, or saw it final).
+-- submitted meanwhile marked it first, or saw it final). The attempt of each accepted
+-- outcome is closed (ended); an outcome whose attempt had already ended with the same kind
+-- (a report retried after its reply was lost) is accepted again without a change (again).
 WITH outcome AS (
     SELECT *
     FROM unnest(:ids::text[], :tokens::bigint[], :kinds::text[], :results::text[],
-        :errors::text[], :tracebacks::text[], :delays::double precision[])
-        AS o (id, token, kind, result, error, traceback, delay)
+        :errors::text[], :tracebacks::text[], :delays::double precision[],
+        :cut_shorts::text[])
+        AS o (id, token, kind, result, error, traceback, delay, cut_short)
 ), decided AS (
     SELECT j.id, o.result, o.error, o.traceback, o.delay,
         CASE o.kind
@@ -145,6 +175,15 @@ WITH outcome AS (
     FROM decided d
     WHERE j.id = d.id
     RETURNING j.id, j.state, j.has_children
+), ended AS (
+    UPDATE job_attempts a
+    SET ended_at = rota_now(), outcome = o.kind, cut_short = o.cut_short, error = o.error,
+        traceback = o.traceback
+    FROM done d JOIN outcome o ON o.id = d.id
+    WHERE a.job_id = d.id AND a.token = o.token AND a.ended_at IS NULL
+), again AS (
+    SELECT a.job_id AS id FROM job_attempts a
+    JOIN outcome o ON o.id = a.job_id AND o.token = a.token AND o.kind = a.outcome
 ), settled AS (
     INSERT INTO settle_parents (parent_id)
     SELECT id FROM done WHERE has_children IS TRUE AND state <> 'retrying'
@@ -154,14 +193,17 @@ WITH outcome AS (
 )
 SELECT id FROM done
 UNION ALL
+SELECT id FROM again
+UNION ALL
 SELECT NULL FROM woken
 
 -- name: release_jobs
--- Hand the node's jobs back to pending; a running job's attempt is not counted.
+-- Hand the node's jobs back to pending; a running job's attempt is not counted (its
+-- history row ends 'released', cut short by 'shutdown').
 WITH held AS (
     SELECT * FROM unnest(:ids::text[], :tokens::bigint[]) AS h (id, token)
 ), locked AS (
-    SELECT j.id FROM jobs j
+    SELECT j.id, j.token, j.state AS old_state FROM jobs j
     JOIN held h ON h.id = j.id AND h.token = j.token
     WHERE j.node_id = :node_id AND j.state IN ('assigned', 'running')
     ORDER BY j.id
@@ -176,6 +218,12 @@ WITH held AS (
             ELSE j.attempts END
     FROM locked WHERE j.id = locked.id
     RETURNING j.id, j.state, j.has_children
+), closed AS (
+    UPDATE job_attempts a
+    SET ended_at = rota_now(), outcome = 'released', cut_short = 'shutdown'
+    FROM locked l
+    WHERE l.old_state = 'running' AND a.job_id = l.id AND a.token = l.token
+        AND a.ended_at IS NULL
 ), settled AS (
     INSERT INTO settle_parents (parent_id)
     SELECT id FROM released WHERE has_children IS TRUE AND state = 'cancelled'

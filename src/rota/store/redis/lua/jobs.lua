@@ -115,6 +115,7 @@ local function finish(j, to, set, clear)
   defer('ZADD', K_FINISHED, NOW, j.id .. '\0' .. to .. ':' .. j.queue)
   if TTL > 0 then
     redis.call('EXPIRE', k, CEIL_TTL)
+    redis.call('EXPIRE', akey(j.id), CEIL_TTL)
   end
   if j.children then -- some job depends on it: resolve_dependencies looks at them
     defer('ZADD', B .. 'settle', NOW, j.id)
@@ -133,6 +134,8 @@ end
 -- cancelled, if an operator asked for that). Returns the new state.
 local function take_back(j, why)
   local k = jkey(j.id)
+  close_attempt(j.id, j.token, 'lost', why == 'lease expired' and 'lease_expired' or 'node_lost',
+    'lease lost: ' .. why)
   leave_node(j)
   if j.cancel then
     finish(j, 'cancelled', { 'error', 'cancelled (' .. why .. ')' })
@@ -182,7 +185,7 @@ local function purge(member)
     return 0
   end
   local state, queue = string.match(rest, '^([^:]*):(.*)$')
-  redis.call('DEL', jkey(id), B .. 'done:' .. id, B .. 'children:' .. id)
+  redis.call('DEL', jkey(id), B .. 'done:' .. id, B .. 'children:' .. id, akey(id))
   redis.call('ZREM', B .. 'jobs', id)
   redis.call('ZREM', B .. 'state:' .. state, id)
   count(queue, state, -1)

@@ -28,6 +28,13 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
                                 0, max_attempts 1, backoff_base 1, backoff_max 300,
                                 scheduled_at = created_at, others None/{}/().
                                 Written by every job script; EXPIRE result TTL once final.
+  B.."attempts:"..id    list    the job's attempt history, oldest first: one JSON object
+                                per attempt {token, attempt, node_id, started_at, and once
+                                it ended ended_at, outcome, cut_short, error, traceback}
+                                (start_jobs pushes and LTRIMs it to the last
+                                attempt_history; complete, reap and release_jobs set the
+                                ending with LSET). EXPIRE with the job hash once final,
+                                PERSIST by retry_dead, deleted by purge.
   B.."jobs"             zset    seq -> id: every stored job (submit adds and checks it for
                                 duplicate ids with ZMSCORE, purge removes)
   B.."state:"..st       zset    seq -> id: jobs in state st, for st = scheduled, retrying,

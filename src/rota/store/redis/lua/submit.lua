@@ -283,6 +283,7 @@ for i = 3, #ARGV do
     local k = jkey(j.id)
     redis.call('ZREM', B .. 'finished', j.id .. '\0dead:' .. j.queue)
     redis.call('PERSIST', k)
+    redis.call('PERSIST', akey(j.id))
     redis.call('DEL', B .. 'done:' .. j.id)
     redis.call('HSET', k, 'attempts', 0, 'scheduled_at', NOWS)
     to_pending(j, { 'finished_at', 'started_at', 'node_id', 'cancel_requested' })

@@ -1,8 +1,10 @@
 -- What a worker node calls: register, heartbeat, change state, list nodes, start its
 -- assigned jobs (claim), complete them (and claim the next in the same call), release them.
 
--- Record outcomes [id, token, kind, result, error, traceback, retry_delay] ("" = none);
--- returns 1/0 per outcome: accepted only if running with that token. Caller flushes.
+-- Record outcomes [id, token, kind, result, error, traceback, retry_delay, cut_short]
+-- ("" = none); returns 1/0 per outcome: accepted if running with that token (its attempt
+-- is closed), or if that attempt already ended with the same kind (a retried report,
+-- which changes nothing). Caller flushes.
 local CFIELDS = { 'state', 'token', 'node_id', 'queue', 'seq', 'resources', 'attempts',
   'max_attempts', 'cancel_requested', 'concurrency_key', 'children', 'unique_key' }
 local OUTPUTS = { 'result', 'error', 'traceback' }
@@ -13,7 +15,7 @@ local function do_complete(outcomes)
     local id = o[1]
     local v = redis.call('HMGET', jkey(id), unpack(CFIELDS))
     if v[1] ~= 'running' or tonumber(v[2]) ~= tonumber(o[2]) then
-      acc[i] = 0
+      acc[i] = attempt_ended_as(id, o[2], o[3]) and 1 or 0
     elseif o[3] == 'succeeded' and o[5] == '' and o[6] == '' and not (v[6] or v[10] or v[11]
         or v[12]) then
       -- the common case (a plain job succeeded) without the general bookkeeping: what
@@ -32,8 +34,10 @@ local function do_complete(outcomes)
         redis.call('HSET', k, 'state', 'succeeded', 'finished_at', NOWS)
       end
       redis.call('HDEL', k, 'lease_expires_at', 'error', 'traceback')
+      close_attempt(id, o[2], 'succeeded', o[8])
       if TTL > 0 then
         redis.call('EXPIRE', k, CEIL_TTL)
+        redis.call('EXPIRE', akey(id), CEIL_TTL)
       end
       WATCHED[#WATCHED + 1] = id
       wake(K_WAKE_SCHED)
@@ -42,6 +46,7 @@ local function do_complete(outcomes)
       ONLY_PLAIN = false
       local j = from_fields(id, CFIELDS, v)
       local kind = o[3]
+      close_attempt(id, o[2], kind, o[8], o[5], o[6])
       leave_node(j)
       local set, clear = {}, {}
       for x = 1, 3 do
@@ -118,7 +123,7 @@ local CLAIM_ORDER = { 'state', 'node_id', 'token', 'attempts', 'started_at',
 -- in placement order, stopping at the first job that is not plain (resources, labels,
 -- affinity, limits, parents) or not of a granted queue, so no job overtakes another.
 -- Appends {id, HGETALL job} to `out` and ids to `ids`; returns how many. Caller flushes.
-local function do_claim(node, want, exp, exps, out, ids)
+local function do_claim(node, want, exp, exps, out, ids, keep)
   local queues = granted_queues(node)
   if not queues then
     return 0
@@ -165,6 +170,7 @@ local function do_claim(node, want, exp, exps, out, ids)
       attempts = tostring(t[4]), started_at = NOWS, lease_expires_at = exps }
     redis.call('HSET', jkey(id), 'state', 'running', 'node_id', node, 'token', upd.token,
       'attempts', upd.attempts, 'started_at', NOWS, 'lease_expires_at', exps)
+    open_attempt(id, token, t[4], node, keep)
     out[#out + 1] = id
     out[#out + 1] = patched(t[3], upd, CLAIM_ORDER)
     ids[#ids + 1] = id
@@ -193,7 +199,7 @@ end
 -- job}... of the jobs started (each hash read once, for the check and the reply, and
 -- brought up to date in Lua), the list of their ids (to memoize) and how many were
 -- claimed from "pending". Caller flushes.
-local function do_start(node, limit, ttl)
+local function do_start(node, limit, ttl, keep)
   local out, ids = {}, {}
   local ns = redis.call('HGET', B .. 'node:' .. node, 'state')
   if (ns ~= 'live' and ns ~= 'draining') or limit <= 0 then
@@ -208,11 +214,13 @@ local function do_start(node, limit, ttl)
     defer('ZREM', ak, mem)
     local id = string.sub(mem, 21)
     local h = redis.call('HGETALL', jkey(id))
-    local st, nd, queue, attempts
+    local st, nd, queue, attempts, tk
     for i = 1, #h, 2 do
       local f = h[i]
       if f == 'state' then
         st = h[i + 1]
+      elseif f == 'token' then
+        tk = h[i + 1]
       elseif f == 'node_id' then
         nd = h[i + 1]
       elseif f == 'attempts' then
@@ -229,6 +237,7 @@ local function do_start(node, limit, ttl)
       count(queue, 'running', 1)
       redis.call('HSET', jkey(id), 'state', 'running', 'attempts', a, 'started_at', NOWS,
         'lease_expires_at', exps)
+      open_attempt(id, tk or 0, a, node, keep)
       out[#out + 1] = id
       out[#out + 1] = patched(h, { state = 'running', attempts = a, started_at = NOWS,
         lease_expires_at = exps }, CLAIM_ORDER)
@@ -237,7 +246,7 @@ local function do_start(node, limit, ttl)
   end
   local claimed = 0
   if #ids < limit and ns == 'live' then
-    claimed = do_claim(node, limit - #ids, exp, exps, out, ids)
+    claimed = do_claim(node, limit - #ids, exp, exps, out, ids, keep)
   end
   return out, ids, claimed
 end
@@ -330,20 +339,20 @@ end
 return { 1, lost, cancel }
 
 -- name: start_jobs
--- ARGV[3] = node id, ARGV[4] = limit, ARGV[5] = lease ttl.
+-- ARGV[3] = node id, ARGV[4] = limit, ARGV[5] = lease ttl, ARGV[6] = attempts kept per job.
 -- Returns {id, HGETALL job}... of the jobs started, highest priority then oldest first.
 local m = memo_get()
 if m then
   return records(m)
 end
-local out, ids = do_start(ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]))
+local out, ids = do_start(ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
 flush()
 memo_set(ids)
 return out
 
 -- name: complete
--- ARGV[3] = JSON list of [id, token, kind, result, error, traceback, retry_delay]
--- ("" = none). Returns 1/0 per outcome: accepted only if running with that token.
+-- ARGV[3] = JSON list of [id, token, kind, result, error, traceback, retry_delay,
+-- cut_short] ("" = none). Returns 1/0 per outcome: accepted only if running with that token.
 local m = memo_get()
 if m then
   return m
@@ -355,7 +364,7 @@ return acc
 
 -- name: complete_and_start
 -- ARGV[3] = outcomes as for complete, ARGV[4] = node id, ARGV[5] = limit, ARGV[6] = lease
--- ttl: complete, then start_jobs, in one script. Returns {{1/0 per outcome}, {id, HGETALL
+-- ttl, ARGV[7] = attempts kept per job: complete, then start_jobs, in one script. Returns {{1/0 per outcome}, {id, HGETALL
 -- job}...}.
 local m = memo_get()
 if m then
@@ -363,7 +372,7 @@ if m then
 end
 local acc = do_complete(cjson.decode(ARGV[3]))
 local limit = tonumber(ARGV[5])
-local out, ids = do_start(ARGV[4], limit, tonumber(ARGV[6]))
+local out, ids = do_start(ARGV[4], limit, tonumber(ARGV[6]), tonumber(ARGV[7]))
 if #ids >= limit and ONLY_PLAIN and head_claimable(ARGV[4]) then
   -- The room the outcomes freed is filled again and the node claims what comes next
   -- itself: nothing for the scheduler to do (its idle cycle still looks at the rest).
@@ -386,6 +395,9 @@ for i = 4, #ARGV, 2 do
   if j and j.node == node and j.token == tonumber(ARGV[i + 1])
       and (j.state == 'assigned' or j.state == 'running') then
     local k = jkey(j.id)
+    if j.state == 'running' then
+      close_attempt(j.id, j.token, 'released', 'shutdown')
+    end
     leave_node(j)
     if j.state == 'running' then
       redis.call('HSET', k, 'attempts', math.max(j.attempts - 1, 0))

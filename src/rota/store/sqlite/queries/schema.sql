@@ -26,6 +26,11 @@
 --   job_unique  unique_key -> the job that holds it (expires_at = created_at + unique_for);
 --           the holder is checked lazily at submit (gone, final or expired: the key is
 --           taken over).
+--   job_attempts  the attempt history: one row per attempt (job_id, token), its node,
+--           start, end, outcome (the kind reported, or lost / released), how it was cut
+--           short, error and traceback; the last attempt_history attempts of each job
+--           (queries/attempts.sql). Databases made before it get it from CREATE TABLE IF
+--           NOT EXISTS on open, like every table here.
 --   schedules   periodic jobs: name, spec (JSON text the store does not read), last_tick.
 --   nodes   one row per worker node incarnation; spec is the registered NodeSpec as JSON.
 --   leases  named leases (the scheduler's) with a fencing token.
@@ -108,6 +113,19 @@ CREATE TABLE IF NOT EXISTS job_unique (
     job_id TEXT NOT NULL,
     expires_at REAL
 );
+CREATE TABLE IF NOT EXISTS job_attempts (
+    job_id TEXT NOT NULL,
+    token INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    node_id TEXT,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    outcome TEXT,
+    cut_short TEXT,
+    error TEXT,
+    traceback TEXT,
+    PRIMARY KEY (job_id, token)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS schedules (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL,
