@@ -50,7 +50,7 @@ def test_postgres_sync_standby_failover_loses_nothing(tmp_path: Path) -> None:
     _check(report)
 
 
-def test_sentinel_failover_without_durable_keeps_tokens_fenced(tmp_path: Path) -> None:
+def test_redis_sentinel_failover_without_durable_keeps_tokens_fenced(tmp_path: Path) -> None:
     """Without ``durable`` a failover may lose acknowledged writes (docs/reliability.md
     measures how many); it must never hand a fencing token out twice or lower: no final
     jobs share a token, neither the lease's token nor the job counter went back, and every

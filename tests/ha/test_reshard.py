@@ -46,7 +46,7 @@ def move_slot(cluster: ClusterDeployment, slot: int, src: int, dst: int) -> int:
     return moved
 
 
-def test_rota_follows_its_slot_to_another_primary(tmp_path: Path) -> None:
+def test_cluster_reshard_rota_follows_its_slot_to_another_primary(tmp_path: Path) -> None:
     need_binaries("redis-server", "redis-cli")
     with running(ClusterDeployment(tmp_path / "cluster")) as cluster:
         prefix = f"reshard-{uuid.uuid4().hex[:8]}"

@@ -22,7 +22,7 @@ from tests.store.contract.test_store_contract import job, node
 pytestmark = [pytest.mark.timeout(60)]
 
 
-def test_tokens_a_failover_lost_are_never_accepted_again(tmp_path: Path) -> None:
+def test_redis_tokens_a_failover_lost_are_never_accepted_again(tmp_path: Path) -> None:
     need_binaries("redis-server")
     (port,) = free_ports(1)
     server = RedisNode(port, tmp_path / "redis", [])
