@@ -303,7 +303,7 @@ def _wait_resumed(fleet: Fleet, producer: Producer, since: float, timeout: float
     """Seconds from ``since`` until a job acknowledged after it was final (None: never)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        after = [i for i, (_, t) in list(producer.acked.items()) if t > since][:50]
+        after = [i for i, (_, t) in producer.acked.copy().items() if t > since][:50]
         if after:
             with contextlib.suppress(Exception):
                 done = [r for r in fleet.store.get_jobs(after) if r.state in FINAL_STATES]

@@ -48,3 +48,20 @@ def test_postgres_sync_standby_failover_loses_nothing(tmp_path: Path) -> None:
     with deployment("pg-sync", tmp_path) as target:
         report = failover_run(target, tmp_path, durable=False, kills=1, on_fleet=_status_works)
     _check(report)
+
+
+def test_redis_sentinel_failover_without_durable_keeps_tokens_fenced(tmp_path: Path) -> None:
+    """Without ``durable`` a failover may lose acknowledged writes (docs/reliability.md
+    measures how many); it must never hand a fencing token out twice or lower: no final
+    jobs share a token, neither the lease's token nor the job counter went back, and every
+    job that was not lost ends succeeded (tests/ha/test_token_fencing.py forces the lost
+    writes; here the kill lands under real load)."""
+    need_binaries("redis-server", "redis-cli", "redis-sentinel")
+    with deployment("sentinel", tmp_path) as target:
+        report = failover_run(target, tmp_path, durable=False, kills=1)
+    (kill,) = report.kills
+    assert report.acked > 0
+    assert report.unfinished == 0 and report.failed == 0, report
+    assert kill.resumed is not None, f"rota did not resume: {report}"
+    assert report.shared_tokens == 0, report
+    assert report.tokens_backwards == 0, report

@@ -81,9 +81,12 @@ class RedisAsyncClaims:
         loads: list[tuple[Any, ...]] = []  # after a reconnection: load the scripts first
         while True:
             conn = self._connection(kind)
+            floor = store.token_floor_command() if loads else None
             try:
                 async with asyncio.timeout(timeout):
-                    sent = loads + commands
+                    # After a reconnection: the library, then the token floor (see
+                    # RedisConnection._on_connect), then the request.
+                    sent = loads + ([floor] if floor else []) + commands
                     await conn.send_packed_command(conn.pack_commands(sent), check_health=False)
                     replies: list[Any] = []
                     for _ in sent:
@@ -91,7 +94,11 @@ class RedisAsyncClaims:
                             replies.append(await conn.read_response())
                         except ResponseError as err:  # an error reply, in its place
                             replies.append(err)
-                    replies = replies[len(loads) :]
+                    if floor:
+                        floor_reply = replies[len(loads)]
+                        if not isinstance(floor_reply, ResponseError):
+                            store.tokens_checked(floor_reply)
+                    replies = replies[len(loads) + bool(floor) :]
             except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
                 loads = [LOAD_LIBRARY]
                 await self._drop(kind)
@@ -161,14 +168,15 @@ class RedisAsyncClaims:
             self._store.attempt_history,
         ]
         accepted, flat = await self._run("complete_and_start", args)
+        started = self._started(flat)
         await self._store._durable.confirm_async(self._conns.get("rpc"), self._store._where)
-        return [bool(a) for a in accepted], started_jobs(flat)
+        return [bool(a) for a in accepted], started
 
     async def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
         if limit <= 0:
             return []
         args = [node_id, limit, num_arg(lease_ttl), self._store.attempt_history]
-        started = started_jobs(await self._run("start_jobs", args))
+        started = self._started(await self._run("start_jobs", args))
         if started:
             await self._store._durable.confirm_async(self._conns.get("rpc"), self._store._where)
         return started
@@ -193,7 +201,7 @@ class RedisAsyncClaims:
             return []
         first = [("LPOP", wake), self._call("start_jobs", args)]
         woken, flat = await self._request("wait", first, SOCKET_TIMEOUT)
-        jobs = started_jobs(self._reply("start_jobs", flat))
+        jobs = self._started(self._reply("start_jobs", flat))
         if jobs:
             await store._durable.confirm_async(self._conns.get("wait"), store._where)
         if jobs or woken is not None or timeout <= 0:
@@ -201,10 +209,16 @@ class RedisAsyncClaims:
         step = max(min(timeout, WAIT_CHUNK), 0.001)
         then = [("BLPOP", wake, step), self._call("start_jobs", args)]
         _, flat = await self._request("wait", then, step + SOCKET_TIMEOUT)
-        jobs = started_jobs(self._reply("start_jobs", flat))
+        jobs = self._started(self._reply("start_jobs", flat))
         if jobs:
             await store._durable.confirm_async(self._conns.get("wait"), store._where)
         return jobs
+
+    def _started(self, reply: Any) -> list[JobRecord]:
+        started = started_jobs(reply)
+        if started:
+            self._store.saw_tokens([r.token for r in started])
+        return started
 
     async def close(self) -> None:
         for kind in list(self._conns):

@@ -276,6 +276,7 @@ class RedisStore(RedisConnection, Store):
             )
         )
         if started:
+            self.saw_tokens([r.token for r in started])
             self._durable.confirm(self._conn, self._where)
         return started
 
@@ -296,8 +297,10 @@ class RedisStore(RedisConnection, Store):
             return self.complete(outcomes), []
         args = [outcome_rows(outcomes), node_id, limit, num_arg(lease_ttl), self.attempt_history]
         accepted, reply = self._run("complete_and_start", args, memo=True)
+        started = started_jobs(reply)
+        self.saw_tokens([r.token for r in started])
         self._durable.confirm(self._conn, self._where)
-        return [bool(a) for a in accepted], started_jobs(reply)
+        return [bool(a) for a in accepted], started
 
     def async_claims(self) -> AsyncClaims:
         return RedisAsyncClaims(self)
@@ -330,6 +333,8 @@ class RedisStore(RedisConnection, Store):
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
         lease = lease_from_reply(name, self._run("acquire_lease", [name, holder, num_arg(ttl)]))
+        if lease is not None:
+            self.saw_tokens(lease=(name, lease.token))
         self._durable.confirm(self._conn, self._where)
         return lease
 

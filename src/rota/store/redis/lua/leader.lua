@@ -16,23 +16,49 @@ if v[1] and v[1] ~= '' and tonumber(v[3]) > NOW then
   redis.call('HSET', k, 'expires_at', exp)
   return { holder, token, exp, v[4] }
 end
-token = token + 1
+-- Never below Redis' clock in microseconds, as job tokens (take_tokens): a failover that
+-- lost the last acquisitions cannot hand their tokens out again.
+token = math.max(token + 1, NOW_US)
 redis.call('HSET', k, 'holder', holder, 'token', token, 'expires_at', exp, 'acquired_at', NOWS)
+redis.call('HDEL', k, 'external')
 return { holder, token, exp, NOWS }
+
+-- name: raise_token_floor
+-- ARGV[3] = the highest job token a client has seen, ARGV[4..] = lease name, token pairs
+-- (the highest of each lease it has seen). Lifts "token" and each lease's token to at least
+-- those (a lease's holder is kept: its token no longer matches, so it is fenced out until
+-- acquired again). A client sends it after reconnecting (a failover may have lost tokens
+-- it saw). Returns how many counters were below: 0 unless tokens went backwards.
+local raised = 0
+local floor = tonumber(ARGV[3])
+if floor > tonumber(redis.call('GET', B .. 'token') or '0') then
+  redis.call('SET', B .. 'token', floor)
+  raised = raised + 1
+end
+for i = 4, #ARGV, 2 do
+  local k = B .. 'lease:' .. ARGV[i]
+  if tonumber(ARGV[i + 1]) > tonumber(redis.call('HGET', k, 'token') or '0') then
+    redis.call('HSET', k, 'token', ARGV[i + 1])
+    raised = raised + 1
+  end
+end
+return raised
 
 -- name: adopt_lease
 -- ARGV[3] = name, ARGV[4] = holder, ARGV[5] = token minted outside the store (ZooKeeper),
 -- ARGV[6] = ttl. A higher token takes the lease, the same one renews it for the same
 -- holder; an older one changes nothing. Returns {holder, token, expires_at, acquired_at}
--- or nil when refused.
+-- or nil when refused. A lease acquire_lease minted (clock-based tokens, above any zxid)
+-- yields to an external token once it has expired: a switch to ZooKeeper.
 local k = B .. 'lease:' .. ARGV[3]
 local holder, token = ARGV[4], tonumber(ARGV[5])
-local v = redis.call('HMGET', k, 'holder', 'token', 'acquired_at')
+local v = redis.call('HMGET', k, 'holder', 'token', 'acquired_at', 'external', 'expires_at')
 local cur = tonumber(v[2] or '0')
 local exp = fmt(NOW + tonumber(ARGV[6]))
-if token > cur then
+local minted_free = v[2] and v[4] ~= '1' and tonumber(v[5] or '0') <= NOW
+if token > cur or minted_free then
   redis.call('HSET', k, 'holder', holder, 'token', ARGV[5], 'expires_at', exp,
-    'acquired_at', NOWS)
+    'acquired_at', NOWS, 'external', '1')
   return { holder, token, exp, NOWS }
 end
 if token == cur and v[1] == holder then

@@ -44,8 +44,11 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
                                 assigned and running ones from "nassigned:*" and
                                 "running", which the fleet's capacity bounds (script
                                 active_ids).
-  B.."token"            string  last fencing token handed out (INCRBY by assign: a job's
-                                token is new and higher at each assignment)
+  B.."token"            string  last fencing token handed out (take_tokens, by assign and
+                                submit: a job's token is new and higher at each
+                                assignment, and never below Redis' TIME in microseconds,
+                                so tokens stay above those a failover lost; raise_token_floor
+                                lifts it to the highest a client has seen)
   B.."children:"..id    set     ids of the waiting jobs that depend on job id (submit adds;
                                 resolve_dependencies pops them once job id is final, and
                                 removes a job it settles from its other parents' sets;
@@ -125,8 +128,10 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
                                 the first job that is not plain or not of those queues
                                 (do_claim): pending -> running in one step, no scheduler
                                 cycle in between
-  B.."lease:"..name     hash    holder token expires_at acquired_at (token survives
-                                release and expiry so the next holder gets a higher one)
+  B.."lease:"..name     hash    holder token expires_at acquired_at external (token survives
+                                release and expiry so the next holder gets a higher one;
+                                acquire_lease makes it at least TIME in microseconds;
+                                external = "1": adopt_lease set it, see there)
   B.."stats:"..name     string  JSON document (put_stats)
   B.."req:"..rid        string  memoized reply of a request, TTL 120 s
 ]]
@@ -139,6 +144,7 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
 local KEYS, ARGV -- the call's keys and arguments
 local B, RID, TTL, CEIL_TTL -- key base, request id, result TTL (see the header)
 local NOW, NOWS -- Redis' TIME, as a number and as stored ("%.6f")
+local NOW_US -- Redis' TIME in whole microseconds (exact in a Lua number until 2255)
 local K_RUNNING, K_FINISHED, K_PENDING, K_WAKE_SCHED, K_SUCCEEDED
 local KEYS_OF -- family -> name -> key, built on first use (key_of)
 local COUNTS -- state -> queue -> change to "counts", sent by flush()
@@ -338,6 +344,16 @@ local function memo_set(value)
   end
 end
 
+-- Fencing tokens for n jobs: first + 1 .. first + n, where first is the last token handed
+-- out or Redis' clock in microseconds, whichever is higher. A replica promoted after a
+-- failover may have lost the last tokens its primary handed out, but not the time that
+-- passed: its clock is past them (docs/architecture.md, "Fencing tokens and failover").
+local function take_tokens(n)
+  local first = math.max(tonumber(redis.call('GET', B .. 'token') or '0'), NOW_US)
+  redis.call('SET', B .. 'token', first + n)
+  return first
+end
+
 -- Raise LeaseLost (as an error reply) unless the lease in ARGV[3..5] is current.
 local function fence()
   local name, holder, token = ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -368,6 +384,7 @@ local function begin(keys, args)
   CEIL_TTL = math.ceil(TTL)
   local t = redis.call('TIME')
   NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  NOW_US = tonumber(t[1]) * 1000000 + tonumber(t[2])
   NOWS = fmt(NOW)
   K_RUNNING, K_FINISHED, K_PENDING = B .. 'running', B .. 'finished', B .. 'pending'
   K_WAKE_SCHED, K_SUCCEEDED = B .. 'wake:sched', B .. 'state:succeeded'

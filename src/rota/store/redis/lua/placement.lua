@@ -130,7 +130,7 @@ return { promoted, nodes, pending, size }
 -- ARGV[3..5] = lease, ARGV[6..] = job id, node id, pending member triples (the member as
 -- pending_jobs returned it; "" = build it from the job's hash). Fenced. A job is placed
 -- only if its member is still in "pending" (which is what being pending means), so the
--- job's hash is only written, never read. Tokens come from "token", one INCRBY a call.
+-- job's hash is only written, never read. Tokens come from take_tokens, once a call.
 local early = memo_or_fence()
 if early then
   return early
@@ -169,7 +169,7 @@ for c = 1, #cand, 1000 do
 end
 local n = #placed
 if n > 0 then
-  local token = redis.call('INCRBY', B .. 'token', n) - n
+  local token = take_tokens(n)
   for _, p in ipairs(placed) do
     local id, node, mem = p[1], p[2], p[3]
     local a = 22 + #id -- queue starts here

@@ -149,7 +149,7 @@ local function do_submit(jobs, specials)
           end
           if node then -- placed at once, in a slot the leader reserved
             state = 'assigned'
-            local token = redis.call('INCR', B .. 'token')
+            local token = take_tokens(1) + 1
             f[#f + 1] = 'node_id'; f[#f + 1] = node
             f[#f + 1] = 'token'; f[#f + 1] = token
             defer('ZADD', B .. 'nassigned:' .. node, 0, rank(prio, seq) .. id)

@@ -156,7 +156,7 @@ local function do_claim(node, want, exp, exps, out, ids, keep)
   if n == 0 then
     return 0
   end
-  local token = redis.call('INCRBY', B .. 'token', n) - n
+  local token = take_tokens(n) -- never below the clock floor (see take_tokens)
   local rk, nrk = B .. 'running', B .. 'nrunning:' .. node
   for _, t in ipairs(take) do
     local id, queue = t[1], t[2]
