@@ -8,11 +8,17 @@ local function akey(id)
   return B .. 'attempts:' .. id
 end
 
+-- A fencing token as exact decimal text: tokens are Redis' clock in microseconds (about
+-- 1.7e15), past what tostring() and cjson print exactly (14 significant digits).
+local function token_text(token)
+  return string.format('%d', tonumber(token) or 0)
+end
+
 -- Open an attempt of job `id` at NOW; keep the last `keep` of the job's attempts.
 local function open_attempt(id, token, attempt, node, keep)
   local k = akey(id)
   keep = keep or ATTEMPTS_KEPT
-  local n = redis.call('RPUSH', k, cjson.encode({ token = tonumber(token),
+  local n = redis.call('RPUSH', k, cjson.encode({ token = token_text(token),
     attempt = tonumber(attempt), node_id = node, started_at = NOWS }))
   if n > keep then
     redis.call('LTRIM', k, -keep, -1)
@@ -22,10 +28,10 @@ end
 -- The position (from the end, -1 the newest) and entry of the job's attempt with `token`.
 local function find_attempt(id, token)
   local k = akey(id)
-  token = tonumber(token)
+  token = token_text(token)
   for i = -1, -redis.call('LLEN', k), -1 do
     local a = cjson.decode(redis.call('LINDEX', k, i))
-    if a.token == token then
+    if token_text(a.token) == token then
       return i, a
     end
   end

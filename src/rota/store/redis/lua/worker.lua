@@ -166,7 +166,7 @@ local function do_claim(node, want, exp, exps, out, ids, keep)
     defer('ZADD', rk, exp, id)
     count(queue, 'pending', -1)
     count(queue, 'running', 1)
-    local upd = { state = 'running', node_id = node, token = tostring(token),
+    local upd = { state = 'running', node_id = node, token = string.format('%d', token),
       attempts = tostring(t[4]), started_at = NOWS, lease_expires_at = exps }
     redis.call('HSET', jkey(id), 'state', 'running', 'node_id', node, 'token', upd.token,
       'attempts', upd.attempts, 'started_at', NOWS, 'lease_expires_at', exps)
