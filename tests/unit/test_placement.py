@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rota.scheduler import placement
 from rota.core.model import Assignment, NodeRecord, NodeSpec, NodeState, PendingJob
 from rota.core.resources import fits
+from rota.scheduler import placement
 from rota.scheduler.placement import POLICIES, Placement, Policy, get_policy, place
 
 
