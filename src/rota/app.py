@@ -10,11 +10,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from rota.core.errors import InvalidOption, UnknownTask
-from rota.core.model import NewJob, ScheduleRecord
+from rota.core.model import AllocSpec, NewJob, ScheduleRecord
 from rota.core.payload import DEFAULT_MAX_PAYLOAD, encode_arguments
 from rota.core.periodic import MissedPolicy, ScheduleSpec
 from rota.handle import JobHandle
-from rota.options import JobOptions, validate_options
+from rota.options import JobOptions, tenant_name, validate_options, validate_share
+from rota.scheduler.fairshare import Share
 from rota.store import Store, open_store, resolve_url
 from rota.telemetry.tracing import traced_payload, tracing_enabled
 from rota.workflow import Signature
@@ -43,6 +44,7 @@ class Rota:
         self.tracing = tracing_enabled(tracing)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, ScheduleSpec] = {}
+        self.shares: dict[str, Share] = {}  # fair share between tenants (see share())
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -135,6 +137,7 @@ class Rota:
             for k in template.__dataclass_fields__
             if k not in ("id", "depends_on", "pass_results", "workflow_id", "delay", "eta")
         }
+        job["alloc"] = template.alloc.to_dict()  # JSON-ready
         spec = ScheduleSpec(
             name=name or found.name, cron=cron, job=job, tz=tz, missed=missed, grace=grace
         )
@@ -151,6 +154,18 @@ class Rota:
                 [ScheduleRecord(s.name, s.to_json()) for s in self.schedules.values()]
             )
         return len(self.schedules)
+
+    def share(
+        self, tenant: str, *, weight: float = 1.0, limit: dict[str, Any] | None = None
+    ) -> Share:
+        """Give ``tenant`` a fair-share ``weight`` (its dominant share is divided by it) and
+        hard caps (``limit={"gpu": 8}``: never more than 8 GPUs at once; ``"slots"`` caps
+        its jobs). Any share turns fair share on in the scheduler; jobs name their tenant
+        with ``options(tenant=...)`` (default: their queue). See "Sharing a fleet"."""
+        checked, caps = validate_share(weight, limit)
+        share = Share(checked, caps)
+        self.shares[tenant_name(tenant)] = share
+        return share
 
     def get_task(self, name: str) -> Task[Any, Any]:
         """The registered task called ``name`` (or by its last dotted part, when that is
@@ -305,6 +320,7 @@ class TaskCall(Generic[P, R]):
             concurrency_key=self._concurrency_key(call_args, kwargs),
             concurrency_limit=o.concurrency_limit,
             rate_limit=o.rate_limit,
+            alloc=AllocSpec(tenant=o.tenant, preemptible=o.preemptible, aging=o.aging),
         )
 
     def _concurrency_key(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:

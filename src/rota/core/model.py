@@ -31,24 +31,30 @@ class AllocSpec:
     placement: str = "pack"  # the gang's strategy, one of GANG_PLACEMENTS
     gang_restart: bool = False  # a member's node dies: stop and re-place the whole gang
 
-    def to_json(self) -> str | None:
-        """The non-default fields as compact JSON, or ``None`` when all are defaults."""
-        values = {
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that differ from the defaults."""
+        return {
             name: getattr(self, name)
             for name in self.__dataclass_fields__
             if getattr(self, name) != getattr(NO_ALLOC, name)
         }
+
+    def to_json(self) -> str | None:
+        """The non-default fields as compact JSON, or ``None`` when all are defaults."""
+        values = self.to_dict()
         return orjson.dumps(values).decode() if values else None
 
     @classmethod
-    def from_json(cls, text: str | bytes | None) -> AllocSpec:
-        """The inverse of :meth:`to_json` (unknown keys ignored, ``None``: defaults)."""
-        if not text:
-            return NO_ALLOC
-        data = orjson.loads(text)
-        if not isinstance(data, dict):
+    def from_dict(cls, data: object) -> AllocSpec:
+        """The inverse of :meth:`to_dict` (unknown keys ignored; not a dict: defaults)."""
+        if not isinstance(data, dict) or not data:
             return NO_ALLOC
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    @classmethod
+    def from_json(cls, text: str | bytes | None) -> AllocSpec:
+        """The inverse of :meth:`to_json` (``None`` or empty: defaults)."""
+        return cls.from_dict(orjson.loads(text)) if text else NO_ALLOC
 
 
 NO_ALLOC = AllocSpec()
@@ -176,7 +182,7 @@ class JobRecord:
             "concurrency_key": self.concurrency_key,
             "concurrency_limit": self.concurrency_limit,
             "rate_limit": self.rate_limit,
-            "alloc": orjson.loads(self.alloc.to_json() or "{}"),
+            "alloc": self.alloc.to_dict(),
             "preempted_at": self.preempted_at,
             "preemptions": self.preemptions,
         }

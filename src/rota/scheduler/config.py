@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from rota.scheduler.policy import AllocationConfig
 
 STATS_NAME = "scheduler"
 
@@ -29,3 +31,6 @@ class SchedulerConfig:
     # such a job submitted to an idle fleet is placed in the submit itself (stores that
     # can: Redis; see rota.scheduler.reservations). 0 turns it off.
     reserve_slots: int = 8
+    # Fair share, backfill and preemption rules (rota.scheduler.policy). The defaults
+    # change nothing until jobs ask for it (aging, gangs, preemptible) or shares are set.
+    allocation: AllocationConfig = field(default_factory=AllocationConfig)
