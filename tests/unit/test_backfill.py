@@ -110,3 +110,27 @@ def test_gang_reservation_and_no_timeout() -> None:
     endless = pending("endless", resources={"cpu": 4})
     [r] = allocate([endless], nodes, running=running, now=10.0, config=BACKFILL).reservations
     assert r.start == 50.0 and r.end == math.inf
+
+
+def test_only_large_jobs_get_reservations() -> None:
+    nodes, running = two_nodes()
+    small = pending("small", resources={"cpu": 1}, timeout=10.0)  # 1/4 of a node: not large
+    busy_nodes = [
+        busy(
+            "n0",
+            running[:3] + [run("f", "n0", resources={"cpu": 1})],
+            slots=8,
+            resources={"cpu": 4},
+        ),
+        busy(
+            "n1",
+            running[3:] + [run("g", "n1", resources={"cpu": 2})],
+            slots=8,
+            resources={"cpu": 4},
+        ),
+    ]
+    d = allocate([small], busy_nodes, running=running, now=10.0, config=BACKFILL)
+    assert d.reservations == [] and d.reasons["small"] == "no room now"
+    eager = AllocationConfig(backfill=True, reserve_min_share=0.25)
+    d = allocate([small], busy_nodes, running=running, now=10.0, config=eager)
+    assert len(d.reservations) == 1

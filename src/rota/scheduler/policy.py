@@ -46,6 +46,9 @@ class AllocationConfig:
     fair_share: bool | None = None  # None: on when ``shares`` has a tenant
     backfill: bool = False  # conservative backfill with reservations
     reservations: int = 4  # blocked jobs (or gangs) given a reservation per cycle
+    # "large": a gang, or a job asking for at least this share of some resource of the
+    # largest node that could run it; smaller blocked jobs get no reservation
+    reserve_min_share: float = 0.5
     preemption: bool = True  # acts only on jobs submitted preemptible=True
     rules: PreemptionRules = field(default_factory=PreemptionRules)
 
@@ -141,6 +144,9 @@ class _Allocator:
                 held[name] = held.get(name, 0.0) + qty
         self.fair = FairShare(capacity, config.shares, usage)
         self.victims: set[str] = set()  # chosen this cycle
+        # single jobs that found no node this cycle, by shape: the room only gets fuller
+        # and the holds only more, so a job of the same shape will not fit either
+        self.failed: set[tuple[object, ...]] = set()
 
     def run(self) -> Decision:
         queues = self._queues()
@@ -213,10 +219,21 @@ class _Allocator:
         head = unit[0]
         strategy = head.alloc.placement if head.alloc.gang is not None else "pack"
         if len(unit) == 1:
-            best = self.room.best(head, lambda i: allow(i, head))
+            shape = (
+                head.queue,
+                tuple(head.labels.items()),
+                tuple(head.resources.items()),
+                head.timeout,
+            )
+            owns_room = head.id in self.state.preempting  # room is held for it alone
+            best = None
+            if owns_room or shape not in self.failed:
+                best = self.room.best(head, lambda i: allow(i, head))
             placed = None if best is None else [best]
             if best is not None:
                 self.room.take(best, head)
+            elif not owns_room:
+                self.failed.add(shape)
         else:
             placed = place_gang(unit, self.room, strategy, allow)
         if placed is not None:
@@ -233,13 +250,38 @@ class _Allocator:
             return
         if len(unit) == 1 and self.config.preemption and self._preempt(head):
             return
-        if self.config.backfill and len(timeline.reservations) < self.config.reservations:
+        if (
+            self.config.backfill
+            and len(timeline.reservations) < self.config.reservations
+            and self._large(unit)
+        ):
             found = timeline.reserve(unit, strategy, self.now)
             if found is not None:
                 at = found.start - self.now
                 self._wait(unit, f"reserved on {','.join(sorted(set(found.nodes)))} in {at:g} s")
                 return
         self._wait(unit, "no room now")
+
+    def _large(self, unit: list[PendingJob]) -> bool:
+        """A gang, or a job asking for ``reserve_min_share`` of some resource (or of the
+        slots) of the largest node that could run it."""
+        if len(unit) > 1:
+            return True
+        job, room = unit[0], self.room
+        nodes = [i for i in room.eligible(job) if room.could_ever(i, job)]
+        share = self.config.reserve_min_share
+        for name, qty in demand(job).items():
+            largest = (
+                max(
+                    (float(room.limit[i]) if name == SLOTS else room.capacity[i].get(name, 0.0))
+                    for i in nodes
+                )
+                if nodes
+                else 0.0
+            )
+            if largest > 0 and qty >= share * largest:
+                return True
+        return False
 
     def _preempt(self, job: PendingJob) -> bool:
         rules = self.config.rules
