@@ -126,7 +126,7 @@ def mixed(seed: int = 2) -> Workload:
         )
     for k, t in enumerate(range(60, 1800, 240)):
         duration = rng.uniform(200.0, 400.0)
-        for m in range(8):
+        for _m in range(8):
             jobs.append(
                 SimJob(
                     "",

@@ -113,18 +113,18 @@ def test_gang_reservation_and_no_timeout() -> None:
 
 
 def test_only_large_jobs_get_reservations() -> None:
-    nodes, running = two_nodes()
+    _nodes, running = two_nodes()
     small = pending("small", resources={"cpu": 1}, timeout=10.0)  # 1/4 of a node: not large
     busy_nodes = [
         busy(
             "n0",
-            running[:3] + [run("f", "n0", resources={"cpu": 1})],
+            [*running[:3], run("f", "n0", resources={"cpu": 1})],
             slots=8,
             resources={"cpu": 4},
         ),
         busy(
             "n1",
-            running[3:] + [run("g", "n1", resources={"cpu": 2})],
+            [*running[3:], run("g", "n1", resources={"cpu": 2})],
             slots=8,
             resources={"cpu": 4},
         ),
