@@ -228,9 +228,10 @@ def simulate(w: Workload, pol: SimPolicy, cycle: float = 1.0, stop: float = 0.5)
             candidates.append(ends[0][0])
         if not candidates:
             break  # pending work no node can ever run
-        event = min(candidates)
-        stop_event = bool(ends) and ends[0][0] == event and running[ends[0][2]].stopping
-        t = event if stop_event else max(t, math.ceil(event / cycle - 1e-9) * cycle)
+        tick = max(t, math.ceil(min(candidates) / cycle - 1e-9) * cycle)
+        # a preempted job stopping wakes the leader at once (its finish is an event)
+        stops = [r.end for r in running.values() if r.stopping]
+        t = min(tick, min(stops, default=math.inf))
         account(t)
         while nxt < len(arrivals) and arrivals[nxt].arrival <= t:
             job = arrivals[nxt]

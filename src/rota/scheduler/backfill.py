@@ -74,10 +74,6 @@ class Timeline:
         """``job`` was placed on node ``i`` now (``room`` already counts it)."""
         self.ends[i].append((worst_case_end(self.now, job.timeout), demand(job), job.id))
 
-    def stopping(self, i: int, job_ids: set[str] | frozenset[str] | tuple[str, ...]) -> None:
-        """The jobs ``job_ids`` on node ``i`` were asked to stop: their room comes back now."""
-        self.ends[i] = [(self.now if e[2] in job_ids else e[0], e[1], e[2]) for e in self.ends[i]]
-
     def free_at(
         self, i: int, t: float, names: Sequence[str], owners: frozenset[str]
     ) -> list[float]:

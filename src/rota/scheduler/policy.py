@@ -151,6 +151,15 @@ class _Allocator:
     def run(self) -> Decision:
         queues = self._queues()
         self._keep_preempted_room()
+        # jobs whose victims were stopped for them go first, into the room kept for them
+        for tenant in list(queues):
+            first = [u for u in queues[tenant] if u[0].id in self.state.preempting]
+            if first:
+                queues[tenant] = deque(u for u in queues[tenant] if u not in first)
+                if not queues[tenant]:
+                    del queues[tenant]
+                for unit in first:
+                    self._offer(tenant, unit)
         fair = self.config.fair
         while queues:
             tenant = self.fair.lowest(queues) if fair else next(iter(queues))
@@ -297,8 +306,11 @@ class _Allocator:
         self.victims.update(found.victims)
         self.state.log.record(self.now, len(found.victims))
         self.state.preempting[job.id] = (found.node_id, self.now)
+        # this cycle: the job takes the victims' room (nobody else may), on paper
         i = self.room.index[found.node_id]
-        self.timeline.stopping(i, found.victims)  # their room comes back, kept for the job
-        self.timeline.hold_now(job, i)
+        for r in self.running.get(i, ()):
+            if r.id in found.victims:
+                self.room.give_back(i, {k: v for k, v in r.resources.items() if v > 0}, 1)
+        self.room.take(i, job)
         self._wait([job], f"preempting {len(found.victims)} job(s) on {found.node_id}")
         return True

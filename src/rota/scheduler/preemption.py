@@ -88,7 +88,7 @@ def choose_victims(
         if not room.could_ever(i, job):
             continue
         on_node = running.get(i, ())
-        deficit = _deficit(room, i, need, on_node)
+        deficit = _deficit(room, i, need)
         if not deficit:
             continue  # it has the room: whatever keeps the job off it, it is not this
         candidates = [r for r in on_node if may_preempt(job, r, now, rules)]
@@ -104,16 +104,12 @@ def choose_victims(
     return None if best is None else best[1]
 
 
-def _deficit(
-    room: Room, i: int, need: Mapping[str, float], on_node: Sequence[RunningJob]
-) -> dict[str, float]:
-    """What node ``i`` lacks for ``need``, counting jobs already stopping as gone."""
+def _deficit(room: Room, i: int, need: Mapping[str, float]) -> dict[str, float]:
+    """What node ``i`` lacks for ``need``. Jobs already stopping do not count as room:
+    what they free is kept for the job they were stopped for."""
     out = {}
     for name, qty in need.items():
         free = float(room.free_slots(i)) if name == SLOTS else room.free(i, name)
-        for r in on_node:
-            if r.stopping:
-                free += 1.0 if name == SLOTS else r.resources.get(name, 0.0)
         if free + EPSILON < qty:
             out[name] = qty - free
     return out
