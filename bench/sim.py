@@ -422,6 +422,21 @@ def _overtaken(w: Workload, waits: dict[str, float]) -> int:
     return bad
 
 
+def trace_shape(w: Workload) -> str:
+    """Duration p50/p99 and the share of all work (cpu x seconds) in the top 1 % of jobs
+    (a job: the tasks that arrived together with one tenant)."""
+    work: Counter[tuple[str, float]] = Counter()
+    for j in w.jobs:
+        work[(j.tenant, j.arrival)] += j.resources.get("cpu", 1.0) * j.duration
+    sizes = sorted(work.values(), reverse=True)
+    top = sum(sizes[: max(1, len(sizes) // 100)]) / sum(sizes)
+    durations = [j.duration for j in w.jobs]
+    return (
+        f"{len(sizes)} jobs, task duration p50 {_s(percentile(durations, 0.5))}, "
+        f"p99 {_s(percentile(durations, 0.99))}; the top 1 % of jobs carry {top:.0%} of the work"
+    )
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -438,6 +453,8 @@ def report(w: Workload, results: list[Result], cycle: float, stop: float) -> lis
         f"{n_jobs} jobs, {len(w.nodes)} nodes, tenants {', '.join(tenants)}, "
         f"priorities {', '.join(map(str, classes))}, aging {w.aging:g} s/level"
     )
+    lines.append("")
+    lines.append(f"Trace shape: {trace_shape(w)}.")
     lines.append("")
     head = [
         "policy",

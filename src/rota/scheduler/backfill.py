@@ -120,6 +120,8 @@ class Timeline:
         if not nodes:
             return None
         names = sorted({n for j in members for n in demand(j)})
+        if len(members) == 1:
+            return self._reserve_one(members[0], nodes, names, duration, owners, now)
         times = {now}
         for i in nodes:
             times.update(e[0] for e in self.ends[i] if now < e[0] < INF)
@@ -130,6 +132,43 @@ class Timeline:
             if placed is not None:
                 return self._hold(members, placed, t, t + duration, owners)
         return None
+
+    def _reserve_one(
+        self,
+        job: PendingJob,
+        nodes: list[int],
+        names: list[str],
+        duration: float,
+        owners: frozenset[str],
+        now: float,
+    ) -> Reservation | None:
+        """A single job: node by node, the earliest time its room is free for its whole
+        worst-case run; the earliest of those wins (ties: placement order)."""
+        room = self.room
+        need = demand(job)
+        best: tuple[float, tuple[int, float, str]] | None = None
+        chosen = -1
+        for i in nodes:
+            if not room.could_ever(i, job):
+                continue
+            times = {now} | {e[0] for e in self.ends[i] if now < e[0] < INF}
+            times |= {h.end for h in self.holds[i] if now < h.end < INF}
+            for t in sorted(times):
+                if best is not None and t > best[0]:
+                    break
+                checks = {t} | {h.start for h in self.holds[i] if t < h.start < t + duration}
+                if all(
+                    f + EPSILON >= need[name]
+                    for c in checks
+                    for f, name in zip(self.free_at(i, c, names, owners), names, strict=True)
+                ):
+                    key = (t, room.rank(i, job))
+                    if best is None or key < best:
+                        best, chosen = key, i
+                    break
+        if best is None:
+            return None
+        return self._hold([job], [chosen], best[0], best[0] + duration, owners)
 
     def _window(
         self, nodes: list[int], names: list[str], t: float, duration: float, owners: frozenset[str]
