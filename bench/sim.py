@@ -518,7 +518,8 @@ def targets(w: Workload, results: list[Result], cycle: float, stop: float) -> li
     top = max(j.priority for j in w.jobs)
     r = by.get("+preemption")
     if r is not None and top - min(j.priority for j in w.jobs) >= 10:  # preempt_gap
-        ws = [v for j, v in r.waits.items() if next_prio(w, j) == top]
+        prio = {j.id: j.priority for j in w.jobs}
+        ws = [v for j, v in r.waits.items() if prio[j] == top]
         p99 = percentile(ws, 0.99)
         check(
             p99 <= cycle + stop + 1e-9,
@@ -542,14 +543,6 @@ def targets(w: Workload, results: list[Result], cycle: float, stop: float) -> li
             f"{r.cpu_busy:.1%} while jobs waited (>= 90 %)",
         )
     return out
-
-
-_PRIO: dict[int, dict[str, int]] = {}
-
-
-def next_prio(w: Workload, job_id: str) -> int:
-    table = _PRIO.setdefault(id(w), {j.id: j.priority for j in w.jobs})
-    return table[job_id]
 
 
 def _s(seconds: float) -> str:
