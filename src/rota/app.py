@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -12,12 +13,13 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 from rota.coord import resolve_coordinator
 from rota.core.argtypes import ArgumentTypes
 from rota.core.errors import InvalidOption, UnknownTask
-from rota.core.model import NewJob, ScheduleRecord
+from rota.core.model import AllocSpec, NewJob, ScheduleRecord
 from rota.core.payload import DEFAULT_MAX_PAYLOAD, encode_arguments
 from rota.core.periodic import MissedPolicy, ScheduleSpec
 from rota.core.text import check_text
 from rota.handle import JobHandle
-from rota.options import JobOptions, validate_options
+from rota.options import JobOptions, tenant_name, validate_options, validate_share
+from rota.scheduler.fairshare import Share
 from rota.store import Store, open_store, resolve_url
 from rota.telemetry.tracing import traced_payload, tracing_enabled
 from rota.workflow import Signature
@@ -51,6 +53,7 @@ class Rota:
         self.tracing = tracing_enabled(tracing)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, ScheduleSpec] = {}
+        self.shares: dict[str, Share] = {}  # fair share between tenants (see share())
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -167,6 +170,7 @@ class Rota:
             if k not in ("id", "depends_on", "pass_results", "workflow_id", "delay", "eta")
         }
         check_text("schedule name", name or found.name, 200)  # new names only: stored ones load
+        job["alloc"] = template.alloc.to_dict()  # JSON-ready
         spec = ScheduleSpec(
             name=name or found.name, cron=cron, job=job, tz=tz, missed=missed, grace=grace
         )
@@ -183,6 +187,18 @@ class Rota:
                 [ScheduleRecord(s.name, s.to_json()) for s in self.schedules.values()]
             )
         return len(self.schedules)
+
+    def share(
+        self, tenant: str, *, weight: float = 1.0, limit: dict[str, Any] | None = None
+    ) -> Share:
+        """Give ``tenant`` a fair-share ``weight`` (its dominant share is divided by it) and
+        hard caps (``limit={"gpu": 8}``: never more than 8 GPUs at once; ``"slots"`` caps
+        its jobs). Any share turns fair share on in the scheduler; jobs name their tenant
+        with ``options(tenant=...)`` (default: their queue). See "Sharing a fleet"."""
+        checked, caps = validate_share(weight, limit)
+        share = Share(checked, caps)
+        self.shares[tenant_name(tenant)] = share
+        return share
 
     def get_task(self, name: str) -> Task[Any, Any]:
         """The registered task called ``name`` (or by its last dotted part, when that is
@@ -347,6 +363,9 @@ class TaskCall(Generic[P, R]):
             concurrency_key=self._concurrency_key(call_args, kwargs),
             concurrency_limit=o.concurrency_limit,
             rate_limit=o.rate_limit,
+            alloc=_not_live_yet(
+                AllocSpec(tenant=o.tenant, preemptible=o.preemptible, aging=o.aging)
+            ),
         )
 
     def _concurrency_key(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
@@ -402,6 +421,22 @@ class TaskCall(Generic[P, R]):
                     f"not {type(call).__name__}"
                 )
         return self.submit_jobs(jobs) if jobs else []
+
+
+_warned_not_live = threading.Event()
+
+
+def _not_live_yet(spec: AllocSpec) -> AllocSpec:
+    """``spec``, after saying once per process that the live scheduler does not honour it
+    yet (the stores do not keep these fields: README, "Sharing a fleet")."""
+    if spec.to_json() is not None and not _warned_not_live.is_set():
+        _warned_not_live.set()
+        logging.getLogger("rota").warning(
+            "tenant, aging, preemptible and gang options are validated and used by the "
+            "simulator (python -m bench.sim) but not yet by a live fleet: see README, "
+            "'Sharing a fleet'"
+        )
+    return spec
 
 
 class _JobIds:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rota.core.errors import InvalidOption
+from rota.core.model import GANG_PLACEMENTS
 from rota.core.rates import normalise_rate
 from rota.core.resources import Resources, validate_labels, validate_resources
 from rota.core.text import check_text
@@ -48,6 +49,12 @@ class JobOptions:
     concurrency_key: str | Callable[..., str] | None = None
     concurrency_limit: int = 0
     rate_limit: str | None = None  # per task, fleet-wide: "100/m", "10/s", "5/2h"
+    # Sharing a fleet (rota.scheduler.policy): the fair-share tenant (None: the queue),
+    # whether a job >= preempt_gap levels higher may stop this one, and aging (seconds of
+    # wait that add one priority level; None: off).
+    tenant: str | None = None
+    preemptible: bool = False
+    aging: float | None = None
 
     def merged(self, overrides: dict[str, Any]) -> JobOptions:
         """A copy with ``overrides`` validated and applied; unknown names are refused."""
@@ -146,9 +153,73 @@ def validate_options(opts: dict[str, Any]) -> dict[str, Any]:
             out[name] = value
         elif name == "rate_limit":
             out[name] = None if value is None else normalise_rate(value)
+        elif name == "tenant":
+            out[name] = None if value is None else tenant_name(value)
+        elif name == "preemptible":
+            if not isinstance(value, bool):
+                raise InvalidOption(f"preemptible must be True or False, got {value!r}")
+            out[name] = value
+        elif name == "aging":
+            aging = _number(name, value, minimum=0, allow_none=True)
+            if aging == 0:
+                raise InvalidOption(
+                    "aging must be > 0 seconds per priority level (or None: no aging)"
+                )
+            out[name] = aging
         else:  # labels, affinity
             out[name] = validate_labels(value, name)
     return out
+
+
+def tenant_name(value: Any) -> str:
+    """A valid tenant name (the same rule as queue names) or ``InvalidOption``."""
+    if not isinstance(value, str) or not _QUEUE.match(value):
+        raise InvalidOption(f"tenant must match {_QUEUE.pattern}, got {value!r}")
+    return value
+
+
+def validate_share(weight: Any, limit: Any) -> tuple[float, dict[str, float]]:
+    """A tenant's weight (> 0) and hard caps (resource -> quantity; ``slots`` caps jobs)."""
+    checked = _number("weight", weight, minimum=0)
+    if not checked:
+        raise InvalidOption(f"weight must be > 0, got {weight!r}")
+    caps = validate_resources({} if limit is None else limit, "limit")
+    for name in limit or {}:
+        caps.setdefault(name, 0.0)  # a cap of 0 holds every job that asks for any
+    return checked, caps
+
+
+@dataclass(frozen=True, slots=True)
+class GangOptions:
+    """``group(...).options(gang=True, placement=..., gang_restart=...)``."""
+
+    placement: str = "pack"  # Ray's strategies: pack, spread, strict_pack, strict_spread
+    restart: bool = False  # a member's node dies: stop and re-place the whole gang
+
+
+def validate_gang(opts: dict[str, Any]) -> GangOptions | None:
+    """Group options: ``gang`` (bool), ``placement``, ``gang_restart``; None: no gang."""
+    unknown = set(opts) - {"gang", "placement", "gang_restart"}
+    if unknown:
+        raise InvalidOption(
+            f"unknown group option(s) {', '.join(sorted(unknown))}; "
+            "known: gang, gang_restart, placement"
+        )
+    gang = opts.get("gang", False)
+    restart = opts.get("gang_restart", False)
+    placement = opts.get("placement", "pack")
+    for name, value in (("gang", gang), ("gang_restart", restart)):
+        if not isinstance(value, bool):
+            raise InvalidOption(f"{name} must be True or False, got {value!r}")
+    if placement not in GANG_PLACEMENTS:
+        raise InvalidOption(
+            f"placement must be one of {', '.join(GANG_PLACEMENTS)}, got {placement!r}"
+        )
+    if not gang:
+        if "placement" in opts or restart:
+            raise InvalidOption("placement and gang_restart need gang=True")
+        return None
+    return GangOptions(placement, restart)
 
 
 def _key(name: str, value: Any) -> str | None:

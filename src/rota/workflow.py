@@ -10,6 +10,7 @@ a group gets the list of their results. A step whose parent ends dead or cancell
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from rota.core.model import JobRecord, NewJob
 from rota.core.payload import decode_arguments, encode_arguments
 from rota.core.states import FINAL_STATES, JobState
 from rota.handle import JobHandle, StoreOwner
+from rota.options import GangOptions, validate_gang
 
 
 class StepCall(Protocol):
@@ -67,9 +69,26 @@ class Chain:
 
 @dataclass(frozen=True, slots=True)
 class Group:
-    """Members run in parallel; their results are collected in order."""
+    """Members run in parallel; their results are collected in order. A *gang*
+    (``.options(gang=True)``) is placed all at once or not at all."""
 
     members: tuple[Signature | Chain | Group, ...]
+    gang: GangOptions | None = None
+
+    def options(self, **opts: Any) -> Group:
+        """``gang=True`` places every member at once or none, with ``placement`` one of
+        ``"pack"`` (default), ``"spread"``, ``"strict_pack"``, ``"strict_spread"`` (Ray's
+        placement-group strategies); ``gang_restart=True`` stops and re-places the whole
+        gang when a member's node dies (default: left to the caller). Members of a gang
+        are task signatures (``task.s(...)``), not chains or groups."""
+        gang = validate_gang(opts)
+        if gang is not None:
+            nested = [m for m in self.members if not isinstance(m, Signature)]
+            if nested:
+                raise InvalidOption(
+                    f"gang members must be task signatures, not {type(nested[0]).__name__}"
+                )
+        return dataclasses.replace(self, gang=gang)
 
     def submit(self) -> WorkflowHandle:
         return _submit(self)
@@ -124,6 +143,17 @@ def build(step: Step, parents: Sequence[str], workflow_id: str) -> tuple[list[Ne
         made, out = build(member, parents, workflow_id)
         jobs += made
         outputs += out
+    if step.gang is not None:
+        gang = step.gang
+        gang_id = f"{workflow_id}:{jobs[0].id}"  # unique per gang, even nested
+        for job in jobs:
+            job.alloc = dataclasses.replace(
+                job.alloc,
+                gang=gang_id,
+                gang_size=len(jobs),
+                placement=gang.placement,
+                gang_restart=gang.restart,
+            )
     return jobs, outputs
 
 

@@ -6,9 +6,58 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from rota.core.payload import decode_arguments, loads
 from rota.core.resources import Resources
 from rota.core.states import JobState
+
+GANG_PLACEMENTS = ("pack", "spread", "strict_pack", "strict_spread")  # Ray's strategies
+
+
+@dataclass(frozen=True, slots=True)
+class AllocSpec:
+    """How the scheduler shares the fleet for one job (``rota.scheduler.policy``).
+
+    Travels as one JSON text (``to_json``; ``None`` when everything is the default) so a
+    store keeps it in a single column and hands it back untouched (``from_json``).
+    """
+
+    tenant: str | None = None  # fair-share tenant; None: the job's queue
+    preemptible: bool = False  # may be stopped for a job >= preempt_gap levels higher
+    aging: float | None = None  # seconds of wait that add one priority level; None: off
+    gang: str | None = None  # gang id: all members placed at once or none
+    gang_size: int = 0  # members in the gang
+    placement: str = "pack"  # the gang's strategy, one of GANG_PLACEMENTS
+    gang_restart: bool = False  # a member's node dies: stop and re-place the whole gang
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that differ from the defaults."""
+        return {
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if getattr(self, name) != getattr(NO_ALLOC, name)
+        }
+
+    def to_json(self) -> str | None:
+        """The non-default fields as compact JSON, or ``None`` when all are defaults."""
+        values = self.to_dict()
+        return orjson.dumps(values).decode() if values else None
+
+    @classmethod
+    def from_dict(cls, data: object) -> AllocSpec:
+        """The inverse of :meth:`to_dict` (unknown keys ignored; not a dict: defaults)."""
+        if not isinstance(data, dict) or not data:
+            return NO_ALLOC
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    @classmethod
+    def from_json(cls, text: str | bytes | None) -> AllocSpec:
+        """The inverse of :meth:`to_json` (``None`` or empty: defaults)."""
+        return cls.from_dict(orjson.loads(text)) if text else NO_ALLOC
+
+
+NO_ALLOC = AllocSpec()
 
 
 @dataclass(slots=True)
@@ -43,6 +92,7 @@ class NewJob:
     concurrency_key: str | None = None
     concurrency_limit: int = 0  # > 0 with a key: at most this many assigned+running
     rate_limit: str | None = None  # "<count>/<seconds>", per task, fleet-wide
+    alloc: AllocSpec = NO_ALLOC  # tenant, preemption, aging, gang (one JSON column)
 
     @property
     def uses_flow(self) -> bool:
@@ -96,6 +146,9 @@ class JobRecord:
     concurrency_key: str | None = None
     concurrency_limit: int = 0
     rate_limit: str | None = None
+    alloc: AllocSpec = NO_ALLOC
+    preempted_at: float | None = None  # last time the job was preempted (store clock)
+    preemptions: int = 0  # times it was preempted (not counted as attempts)
 
     def arguments(self) -> tuple[list[Any], dict[str, Any]]:
         """Decoded ``(args, kwargs)``; raises ``CorruptPayload`` if the row is damaged."""
@@ -143,6 +196,9 @@ class JobRecord:
             "concurrency_key": self.concurrency_key,
             "concurrency_limit": self.concurrency_limit,
             "rate_limit": self.rate_limit,
+            "alloc": self.alloc.to_dict(),
+            "preempted_at": self.preempted_at,
+            "preemptions": self.preemptions,
         }
 
 
@@ -262,6 +318,25 @@ class PendingJob:
     concurrency_key: str | None = None
     concurrency_limit: int = 0
     rate_limit: str | None = None
+    alloc: AllocSpec = NO_ALLOC
+    timeout: float | None = None  # worst-case run time (backfill)
+    enqueued_at: float = 0.0  # when it became pending, store clock (aging)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    """A job assigned or running on a node, as the allocation policies see it."""
+
+    id: str
+    node_id: str
+    priority: int
+    resources: Resources
+    started_at: float  # store clock
+    timeout: float | None = None  # worst-case run time: ends by started_at + timeout
+    alloc: AllocSpec = NO_ALLOC
+    preempted_at: float | None = None  # last preemption (anti-thrash protection)
+    stopping: bool = False  # a cancel (preemption) was asked and it has not stopped yet
+    queue: str = "default"
 
 
 @dataclass(frozen=True, slots=True)

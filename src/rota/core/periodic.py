@@ -30,7 +30,7 @@ import orjson
 from croniter import CroniterBadCronError, croniter
 
 from rota.core.errors import InvalidOption
-from rota.core.model import NewJob
+from rota.core.model import AllocSpec, NewJob
 
 MissedPolicy = Literal["skip", "run_once"]
 MISSED_POLICIES: tuple[str, ...] = ("skip", "run_once")
@@ -98,6 +98,8 @@ class ScheduleSpec:
         fields["resources"] = dict(fields.get("resources") or {})
         fields["labels"] = dict(fields.get("labels") or {})
         fields["affinity"] = dict(fields.get("affinity") or {})
+        if "alloc" in fields:
+            fields["alloc"] = AllocSpec.from_dict(fields["alloc"])
         return NewJob(id=tick_job_id(self.name, tick), **fields)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from rota.scheduler.policy import AllocationConfig
 
 STATS_NAME = "scheduler"
 
@@ -30,6 +32,9 @@ class SchedulerConfig:
     # can: Redis; see rota.scheduler.reservations). 0 turns it off.
     reserve_slots: int = 8
     # Let live nodes claim plain pending jobs themselves, from the head of the queue, while
-    # this leader's lease is current (stores that can: Redis, PostgreSQL, SQLite; see
+    # this leader's lease is current (stores that can: Redis; see
     # rota.scheduler.reservations.grants). Off: every job waits for a placement cycle.
     claim_grants: bool = True
+    # Fair share, backfill and preemption rules (rota.scheduler.policy). The defaults
+    # change nothing until jobs ask for it (aging, gangs, preemptible) or shares are set.
+    allocation: AllocationConfig = field(default_factory=AllocationConfig)

@@ -20,7 +20,8 @@ from rota.core.model import Assignment, Lease, NodeRecord, PendingJob, Placement
 from rota.scheduler.config import STATS_NAME, SchedulerConfig
 from rota.scheduler.limits import RateGate, admit, fair_order, record_placed
 from rota.scheduler.periodic import PeriodicRunner
-from rota.scheduler.placement import get_policy, place
+from rota.scheduler.placement import Placement, get_policy, place
+from rota.scheduler.policy import AllocationState, allocate
 from rota.scheduler.reservations import grants, reserve
 from rota.store import Store, open_store
 from rota.store import fast_paths as fast
@@ -92,6 +93,7 @@ class Scheduler:
         self.rates = RateGate()
         self._rates_saved: dict[str, float] = {}
         self.periodic = PeriodicRunner()
+        self.allocation = AllocationState()  # preemptions in flight, per-minute cap
 
     # ---- loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -299,7 +301,7 @@ class Scheduler:
                     placed += self._assign(store, lease, result.assignments, page, by_node)
                 break
             admitted = self._admit(store, page, usage, held)
-            result = place(admitted, nodes, self.policy)
+            result = self._allocate(admitted, nodes, held)
             unplaceable.update(result.never.values())
             waiting += result.waiting
             if result.assignments:
@@ -322,6 +324,23 @@ class Scheduler:
             self.placed_total += placed
             self._window.add(time.monotonic(), placed)
         return placed
+
+    def _allocate(
+        self, jobs: list[PendingJob], nodes: list[NodeRecord], held: Counter[str]
+    ) -> Placement:
+        """``place`` with the allocation policies (rota.scheduler.policy); exactly ``place``
+        while no job or setting asks for them. Phase 1: the snapshot carries no running
+        jobs yet, so shares count this cycle's placements only and nothing is preempted."""
+        decision = allocate(
+            jobs,
+            nodes,
+            self.policy,
+            now=time.time(),
+            config=self.config.allocation,
+            state=self.allocation,
+        )
+        held.update(r for r in decision.reasons.values() if r != "no room now")
+        return decision.placement
 
     def _admit(
         self, store: Store, page: list[PendingJob], usage: dict[str, int], held: Counter[str]
