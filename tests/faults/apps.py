@@ -72,7 +72,7 @@ def build(store: str | None = None) -> Rota:
         """What the worker's pool process believes the time is."""
         return {"time": time.time(), "node": node_name(), "pid": os.getpid()}
 
-    @app.task(name="fault.hang", timeout=1.0)
+    @app.task(name="fault.hang", timeout=1.0, isolation="process")
     def hang() -> None:
         """Sync, never returns (the pool process must be killed at the timeout)."""
         while True:
@@ -82,13 +82,13 @@ def build(store: str | None = None) -> Rota:
     async def async_hang() -> None:
         await asyncio.Event().wait()
 
-    @app.task(name="fault.exit", retries=2, backoff=0.05, backoff_max=0.1)
+    @app.task(name="fault.exit", retries=2, backoff=0.05, backoff_max=0.1, isolation="process")
     def exit_now(code: int) -> None:
         """Takes its pool process down without a word."""
         append_line("crash.log", f"exit {os.getpid()}")
         os._exit(code)
 
-    @app.task(name="fault.segfault", retries=2, backoff=0.05, backoff_max=0.1)
+    @app.task(name="fault.segfault", retries=2, backoff=0.05, backoff_max=0.1, isolation="process")
     def segfault() -> None:
         """Dereferences NULL: SIGSEGV in the pool process."""
         append_line("crash.log", f"segv {os.getpid()}")
