@@ -100,9 +100,14 @@ def test_kafka_group_kill_9_dead_letters_and_results(
             assert all(v["state"] == "succeeded" for v in by_job.values())
             assert sorted(v["result"] for v in by_job.values()) == [-2, *range(1, total + 1)]
             entry = wait_for(
-                lambda: [e for e in ingest_processes(store, store.now()) if e["kind"] == "kafka"],
-                30, "the ingest stats",
-            )[0]  # fmt: skip
+                lambda: [
+                    e
+                    for e in ingest_processes(store, store.now())
+                    if e["kind"] == "kafka" and e["lag"] is not None
+                ],
+                30,
+                "the ingest stats with the consumer lag",
+            )[0]
             assert entry["lag"] is not None
         except BaseException:
             print(fleet.logs())
