@@ -42,7 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from rota.core.model import NewJob, NodeSpec, NodeState, Outcome, OutcomeKind
+from rota.core.model import NewJob, NodeSpec, NodeState
+from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.states import JobState
 from rota.store import SCHEDULER_LEASE, Store, open_store
 
