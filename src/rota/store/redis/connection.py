@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from rota.core.errors import InvalidOption, LeaseLost, StoreError, SubmitError
-from rota.store.redis.codec import num_arg
+from rota.store.redis.codec import NodeSpecs, num_arg
 from rota.store.redis.durable import Durability
 from rota.store.redis.library import LOAD_LIBRARY, function_name, missing_library
 from rota.store.redis.topology import connection_pool, describe
@@ -123,6 +123,7 @@ class RedisConnection:
         self._retry = Retry(self._backoff, retries)
         self._down_since: float | None = None
         self._members: dict[str, str] = {}  # job id -> its "pending" member, last read
+        self._node_specs = NodeSpecs()  # for placement snapshots (codec.NodeSpecs)
         # Scripts go over a connection of their own, without the pool's per-command
         # bookkeeping (one instance is used by one thread at a time); a forked child makes
         # its own rather than share its parent's socket.
