@@ -46,21 +46,25 @@ from rota.core.model import NewJob, NodeSpec, NodeState
 from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.states import JobState
 from rota.store import SCHEDULER_LEASE, Store, open_store
+from rota.store import fast_paths as fast
 
 SLOTS = 4
 HEARTBEAT = 1.0
 LEASE_TTL = 10.0
 FAILURE_TIMEOUT = 3.0
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"  # creates and drops the run's database
+THREADS = {"redis": 16, "postgres": 4}  # per simulated process: heartbeats (and PG claims)
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- bench.fleet: begin -->", "<!-- bench.fleet: end -->"
 
 
 # ---- a process of simulated nodes ------------------------------------------------------------
 class SimProcess:
-    def __init__(self, url: str, names: Sequence[str], claims: bool) -> None:
-        self.url, self.names, self.claims = url, list(names), claims
+    def __init__(self, url: str, names: Sequence[str], threads: int) -> None:
+        self.url, self.names = url, list(names)
         self.local = threading.local()
-        self.pool = ThreadPoolExecutor(16)
+        self.pool = ThreadPoolExecutor(threads)  # one store (connection) each
+        self.claiming = 0  # claim loops whose first call returned
         self.tasks: dict[str, list[asyncio.Task[None]]] = {}
         self.ids = {n: f"{n}-{uuid.uuid4().hex[:8]}" for n in self.names}
         self.held: dict[str, dict[str, int]] = {n: {} for n in self.names}
@@ -97,6 +101,8 @@ class SimProcess:
     async def claim_loop(self, name: str, claims: Any) -> None:
         node, held = self.ids[name], self.held[name]
         outcomes: list[Outcome] = []
+        first = True
+        poll = 0.05
         while True:
             free = SLOTS - len(held)
             try:
@@ -113,13 +119,20 @@ class SimProcess:
                 elif claims is not None:
                     jobs = await claims.wait_and_start(node, free, LEASE_TTL, 2.0)
                 else:
+                    # No per-node LISTEN here (1,000 of them would hold 1,000 connections
+                    # and threads): poll, 50 ms after a claim that got work, backing off
+                    # to 0.5 s while there is none.
                     jobs = await self.call("start_jobs", node, free, LEASE_TTL)
+                    poll = 0.05 if jobs else min(0.5, poll * 2)
                     if not jobs:
-                        await asyncio.sleep(0.5)
+                        await asyncio.sleep(poll)
             except Exception as exc:  # a store hiccup: try again
                 print(f"{name}: {exc}", file=sys.stderr, flush=True)
                 await asyncio.sleep(0.5)
                 continue
+            if first:  # connected (and, on Redis, the scripts loaded)
+                first = False
+                self.claiming += 1
             for job in jobs:
                 if job.task == "sim.hold":
                     held[job.id] = job.token
@@ -141,15 +154,21 @@ class SimProcess:
             if "claim" in orders and not claiming:
                 claiming = True
                 for name in self.names:
-                    # One claim client per node, as each worker has its own connection.
-                    claims = self.store().async_claims() if self.claims else None
+                    # One claim client per node, as each worker has its own connection
+                    # (None: claims through the threads, as a worker's I/O thread does).
+                    claims = fast.async_claims(self.store())
                     self.tasks[name].append(asyncio.ensure_future(self.claim_loop(name, claims)))
+            if claiming and self.claiming == len(self.names):
+                self.claiming += 1  # reported once
+                (control / f"claiming-{os.getpid()}").write_text("")
             want = int(orders.split("kill=")[1].split()[0]) if "kill=" in orders else 0
             while killed < want and killed < len(self.names):
                 name = self.names[killed]
                 for task in self.tasks[name]:
                     task.cancel()
-                killed_ids = {"node": self.ids[name], "jobs": list(self.held[name])}
+                # A heartbeat already sent may still land: the store's heartbeat_at tells.
+                killed_ids = {"node": self.ids[name], "jobs": list(self.held[name]),
+                              "at": time.time()}  # fmt: skip
                 with (control / f"killed-{os.getpid()}.jsonl").open("a") as f:
                     f.write(json.dumps(killed_ids) + "\n")
                 killed += 1
@@ -220,30 +239,37 @@ class Target:
                     break
                 time.sleep(0.05)
         else:
-            self.schema = f"rota_fleet_{uuid.uuid4().hex[:8]}"
-            self.url = f"postgresql://postgres@127.0.0.1:5432/test?schema={self.schema}"
+            # A database of its own on the shared server: its backends' CPU and its
+            # transaction counters are this run's alone.
+            import psycopg
+
+            self.db = f"rota_fleet_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{self.db}"')
+            self.url = f"postgresql://postgres@127.0.0.1:5432/{self.db}?schema=rota_fleet"
 
     def pids(self) -> list[int]:
         if self.proc is not None:
             return [self.proc.pid]
         import psycopg
 
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test") as conn:
+        with psycopg.connect(PG_ADMIN) as conn:
             rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s",
-                (f"rota {self.schema}%",),
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.db,)
             ).fetchall()
         return [int(r[0]) for r in rows]
 
     def ops(self) -> int:
+        """Commands (Redis, the scripts' inner calls counted) or transactions (PostgreSQL)."""
         if self.proc is not None:
             return int(self.client.info("stats")["total_commands_processed"])
         import psycopg
 
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test") as conn:
+        with psycopg.connect(PG_ADMIN) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
             row = conn.execute(
-                "SELECT sum(calls) FROM pg_stat_user_functions WHERE schemaname = %s",
-                (self.schema,),
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+                (self.db,),
             ).fetchone()
         return int(row[0] or 0) if row else 0
 
@@ -254,8 +280,8 @@ class Target:
         else:
             import psycopg
 
-            with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as c:
-                c.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
 
 
 def wait(what: str, check: Any, timeout: float, interval: float = 0.05) -> Any:
@@ -310,9 +336,11 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
         cpu1, ops1, t1 = cpu_seconds(pids), target.ops(), time.monotonic()
         row["hb_cpu_pct"] = 100 * (cpu1 - cpu0) / (t1 - t0)
         row["hb_ops_s"] = (ops1 - ops0) / (t1 - t0)
-        # 2. placement
-        submit(store, "sim.noop", jobs)
+        # 2. placement. The claim loops start first and wait (as a fleet's workers do
+        # before work comes), so their connections and the Redis library are loaded.
         (tmp / "orders").write_text("claim")
+        wait("claim loops", lambda: len(list(tmp.glob("claiming-*"))) == procs, 120, 0.2)
+        submit(store, "sim.noop", jobs)
         out = tmp / "sched.json"
         sched = subprocess.Popen([sys.executable, "-m", "bench.fleet", "scheduler", target.url,
                                   str(out)], start_new_session=True)  # fmt: skip
@@ -332,30 +360,45 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
         wait("hold jobs running", lambda: all(
             r.state is JobState.RUNNING for r in store.get_jobs(holds[-200:])), 120, 0.2)  # fmt: skip
         time.sleep(1.5)
+        dead_before = {n.id for n in store.list_nodes() if n.state is NodeState.DEAD}
         victims_per_proc = max(1, nodes // 20 // procs)
-        killed_at = time.time()
         (tmp / "orders").write_text(f"claim kill={victims_per_proc}")
         killed = wait("the kills", lambda: [
             json.loads(line) for f in tmp.glob("killed-*") for line in f.read_text().splitlines()
         ] if sum(len(f.read_text().splitlines()) for f in tmp.glob("killed-*"))
             >= victims_per_proc * procs else None, 30, 0.02)  # fmt: skip
-        dead_ids = {k["node"] for k in killed}
-        their_jobs = [j for k in killed for j in k["jobs"]]
+        kill_at = {k["node"]: float(k["at"]) for k in killed}
+        node_of = {j: k["node"] for k in killed for j in k["jobs"]}
+        their_jobs = list(node_of)
+        seen_dead: dict[str, float] = {}
 
-        def all_dead() -> float | None:
+        def all_dead() -> bool:
             states = {n.id: n.state for n in store.list_nodes()}
-            return time.time() if all(states.get(i) is NodeState.DEAD for i in dead_ids) else None
+            now = time.time()  # when the answer was in hand (an upper bound)
+            for node_id in kill_at:
+                if states.get(node_id) is NodeState.DEAD:
+                    seen_dead.setdefault(node_id, now)
+            return len(seen_dead) == len(kill_at)
 
-        dead_at = wait("the stopped nodes to be declared dead", all_dead, 120, 0.05)
+        wait("the stopped nodes to be declared dead", all_dead, 120, 0.05)
 
-        def replaced() -> float | None:
+        def replaced() -> list[Any] | None:
             recs = store.get_jobs(their_jobs)
-            ok = all(r.state is JobState.RUNNING and r.node_id not in dead_ids for r in recs)
-            return time.time() if ok else None
+            ok = all(r.state is JobState.RUNNING and r.node_id not in kill_at for r in recs)
+            return recs if ok else None
 
-        replaced_at = wait("their jobs to run elsewhere", replaced, 120, 0.05)
-        row.update(killed=len(dead_ids), killed_jobs=len(their_jobs),
-                   detect_s=dead_at - killed_at, replace_s=replaced_at - killed_at)  # fmt: skip
+        recs = wait("their jobs to run elsewhere", replaced, 120, 0.05)
+        # started_at is the store's clock (same machine as the kill times): exact.
+        last_hb = {n.id: n.heartbeat_at for n in store.list_nodes() if n.id in kill_at}
+        dead_now = {n.id for n in store.list_nodes() if n.state is NodeState.DEAD}
+        row.update(
+            killed=len(kill_at),
+            killed_jobs=len(their_jobs),
+            detect_s=max(seen_dead[n] - kill_at[n] for n in kill_at),
+            replace_s=max(r.started_at - kill_at[node_of[r.id]] for r in recs),
+            replace_hb_s=max(r.started_at - last_hb[node_of[r.id]] for r in recs),
+            false_dead=len(dead_now - dead_before - set(kill_at)) + len(dead_before),
+        )
         (tmp / "orders").write_text("stop")
         sched.send_signal(signal.SIGTERM)
         sched.wait(60)
@@ -367,6 +410,10 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
         first = next((t for t, n in placed if n > 0), lease.acquired_at)
         last = next((t for t, n in placed if n >= jobs), finished)
         row["placements_s"] = jobs / max(last - lease.acquired_at, 1e-9)
+        # Until every slot of the fleet is taken, placement does not wait for the nodes.
+        fill = min(jobs, nodes * SLOTS)
+        filled = next((t for t, n in placed if n >= fill), last)
+        row["fill_s"] = fill / max(filled - lease.acquired_at, 1e-9)
         row["placing_s"] = last - first
         for child in children:
             child.wait(30)
@@ -384,14 +431,17 @@ def render(rows: list[dict[str, Any]], head: str) -> str:
     cols = [
         ("store", "store", "{}"), ("nodes", "nodes", "{:,}"), ("jobs", "jobs placed", "{:,}"),
         ("placements_s", "placements/s (lease -> last placed)", "{:,.0f}"),
+        ("fill_s", "placements/s until every slot is taken", "{:,.0f}"),
         ("e2e_jobs_s", "jobs/s end to end (claimed + finished)", "{:,.0f}"),
         ("cycle_p50_ms", "cycle p50, ms", "{:.1f}"), ("cycle_p99_ms", "cycle p99, ms", "{:.1f}"),
         ("hb_cpu_pct", "store CPU on heartbeats alone, % of a core", "{:.1f}"),
         ("hb_ops_s", "store ops/s on heartbeats alone", "{:,.0f}"),
         ("expired", "noop jobs whose lease ran out before their report", "{}"),
         ("killed", "nodes stopped at once", "{}"), ("killed_jobs", "jobs they held", "{}"),
-        ("detect_s", "stop -> all seen dead, s", "{:.2f}"),
-        ("replace_s", "stop -> all their jobs running elsewhere, s", "{:.2f}"),
+        ("detect_s", "stop -> seen dead (polled), s", "{:.2f}"),
+        ("replace_s", "stop -> all their jobs started elsewhere, s", "{:.2f}"),
+        ("replace_hb_s", "last heartbeat -> all started elsewhere, s", "{:.2f}"),
+        ("false_dead", "nodes declared dead that were not stopped", "{}"),
     ]  # fmt: skip
     out = [head, "", "| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
@@ -433,7 +483,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "sim":
         url, control, names = sys.argv[2], Path(sys.argv[3]), sys.argv[4:]
-        asyncio.run(SimProcess(url, names, claims=True).main(control))
+        threads = THREADS["redis" if url.startswith("redis") else "postgres"]
+        asyncio.run(SimProcess(url, names, threads).main(control))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "scheduler":
         run_scheduler(sys.argv[2], Path(sys.argv[3]))
