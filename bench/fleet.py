@@ -201,6 +201,36 @@ def run_scheduler(url: str, out: Path) -> None:
     out.write_text(json.dumps({"cycles": times, "placed": placed}))
 
 
+# ---- the scheduler alone ---------------------------------------------------------------------
+ALONE_PREFETCH = 16  # room for 20 jobs a node: 20,000 at 1,000 nodes
+
+
+def placement_alone(url: str, nodes: int, jobs: int, max_page: int) -> float:
+    """The scheduler's own placements/s: ``jobs`` (at most the room) placed onto ``nodes``
+    registered nodes by the real ``Scheduler.cycle`` in this process, with nothing else
+    using the store (no heartbeats, no claims): snapshot, placement and assign only."""
+    from rota.scheduler.config import SchedulerConfig
+    from rota.scheduler.leader import Scheduler
+
+    store = open_store(url)
+    store.migrate()
+    for i in range(nodes):
+        name = f"a{i:04d}"
+        store.register_node(NodeSpec(name, name, SLOTS, ALONE_PREFETCH, host="alone"))
+    jobs = min(jobs, nodes * (SLOTS + ALONE_PREFETCH))
+    submit(store, "sim.noop", jobs)
+    config = SchedulerConfig(failure_timeout=600.0, lease_ttl=60.0, max_page=max_page)
+    sched = Scheduler(url, config)
+    began = time.perf_counter()
+    while sched.placed_total < jobs and time.perf_counter() - began < 300:
+        sched.cycle(store)
+    rate = sched.placed_total / (time.perf_counter() - began)
+    if sched.lease is not None:
+        sched.leadership.release(store, sched.lease)
+    store.close()
+    return rate
+
+
 # ---- the driver ------------------------------------------------------------------------------
 def cpu_seconds(pids: Sequence[int]) -> float:
     tick = os.sysconf("SC_CLK_TCK")
@@ -247,6 +277,12 @@ class Target:
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{self.db}"')
             self.url = f"postgresql://postgres@127.0.0.1:5432/{self.db}?schema=rota_fleet"
+
+    def url_for(self, name: str) -> str:
+        """The URL of another app (key prefix or schema) on the same server."""
+        return self.url.replace("prefix=fleet", f"prefix={name}").replace(
+            "schema=rota_fleet", f"schema={name}"
+        )
 
     def pids(self) -> list[int]:
         if self.proc is not None:
@@ -321,6 +357,14 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
     sched: subprocess.Popen[bytes] | None = None
     row: dict[str, Any] = {"store": kind, "nodes": nodes, "jobs": jobs}
     try:
+        # 0. the scheduler alone, paging as before (pages of at most 1,000) and with pages
+        # as large as the room (max_page), twice each in turns; the best of each.
+        alone: dict[int, list[float]] = {1000: [], 10000: []}
+        for turn in range(2):
+            for max_page in alone:
+                url = target.url_for(f"alone{max_page}x{turn}")
+                alone[max_page].append(placement_alone(url, nodes, jobs, max_page))
+        row["alone_1000"], row["alone_s"] = max(alone[1000]), max(alone[10000])
         store = open_store(target.url)
         store.migrate()
         per = [[f"n{i:04d}" for i in range(nodes) if i % procs == p] for p in range(procs)]
@@ -430,6 +474,8 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
 def render(rows: list[dict[str, Any]], head: str) -> str:
     cols = [
         ("store", "store", "{}"), ("nodes", "nodes", "{:,}"), ("jobs", "jobs placed", "{:,}"),
+        ("alone_1000", "scheduler alone: placements/s, pages <= 1,000", "{:,.0f}"),
+        ("alone_s", "scheduler alone: placements/s, pages up to the room", "{:,.0f}"),
         ("placements_s", "placements/s (lease -> last placed)", "{:,.0f}"),
         ("fill_s", "placements/s until every slot is taken", "{:,.0f}"),
         ("e2e_jobs_s", "jobs/s end to end (claimed + finished)", "{:,.0f}"),
@@ -460,21 +506,33 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
     for kind in sorted({r["store"] for r in rows}):
         ok = [r for r in rows if r["store"] == kind and "error" not in r]
         xs = [r["nodes"] for r in ok]
-        axes[0].plot(xs, [r["placements_s"] for r in ok], "o-", label=kind)
-        axes[1].plot(xs, [r["hb_cpu_pct"] for r in ok], "o-", label=kind)
-        axes[2].plot(xs, [r["replace_s"] for r in ok], "o-", label=kind)
-    for ax, title in zip(axes, ("placements/s", "store CPU on heartbeats, % core",
-                                "stop -> re-placed, s"), strict=True):  # fmt: skip
+        line = axes[0].plot(xs, [r["placements_s"] for r in ok], "o-", label=f"{kind}: fleet")
+        axes[0].plot(xs, [r["alone_s"] for r in ok], "s--", color=line[0].get_color(),
+                     label=f"{kind}: scheduler alone")  # fmt: skip
+        axes[1].plot(xs, [r["cycle_p99_ms"] for r in ok], "o-", label=kind)
+        axes[2].plot(xs, [r["hb_cpu_pct"] for r in ok], "o-", label=kind)
+        color = line[0].get_color()
+        axes[3].plot(
+            xs, [r["replace_s"] for r in ok], "o-", color=color, label=f"{kind}: from stop"
+        )
+        axes[3].plot(xs, [r["replace_hb_s"] for r in ok], "s--", color=color,
+                     label=f"{kind}: from last beat")  # fmt: skip
+    titles = ("placements/s", "scheduler cycle p99, ms", "store CPU on heartbeats, % core",
+              "stopped -> re-placed, s")  # fmt: skip
+    for ax, title in zip(axes, titles, strict=True):
         ax.set_xscale("log")
         ax.set_xlabel("nodes")
         ax.set_title(title)
-        ax.legend()
-    axes[1].axhline(10, color="grey", ls="--")
-    axes[2].axhline(FAILURE_TIMEOUT + 1, color="grey", ls="--")
+    axes[0].set_yscale("log")
+    axes[0].axhline(20000, color="grey", ls="--", label="target")
+    axes[2].axhline(10, color="grey", ls="--", label="target")
+    axes[3].axhline(FAILURE_TIMEOUT + 1, color="grey", ls="--", label="target")
+    for ax in axes:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     return True
@@ -493,6 +551,7 @@ def main() -> None:
     parser.add_argument("--stores", default="redis")
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--postgres-jobs", type=int, help="jobs per size on PostgreSQL (--jobs)")
     parser.add_argument("--procs", type=int, default=5)
     parser.add_argument("--hb-seconds", type=float, default=10.0)
     parser.add_argument("--write", action="store_true")
@@ -503,14 +562,19 @@ def main() -> None:
         for size in map(int, args.sizes.split(",")):
             print(f"--- {kind}, {size} nodes", flush=True)
             try:
-                row = run_size(kind, size, args.jobs, args.procs, args.hb_seconds)
+                jobs = (
+                    args.postgres_jobs if kind == "postgres" and args.postgres_jobs else args.jobs
+                )
+                row = run_size(kind, size, jobs, args.procs, args.hb_seconds)
             except Exception as exc:  # a failed size is a row too
                 row = {"store": kind, "nodes": size, "error": f"{type(exc).__name__}: {exc}"}
             print(row, flush=True)
             rows.append(row)
     head = (
         f"Generated by `python -m bench.fleet --stores {args.stores} --sizes {args.sizes} "
-        f"--jobs {args.jobs} --procs {args.procs}` ({time.monotonic() - began:.0f} s): nodes "
+        f"--jobs {args.jobs}"
+        + (f" --postgres-jobs {args.postgres_jobs}" if args.postgres_jobs else "")
+        + f" --procs {args.procs}` ({time.monotonic() - began:.0f} s): nodes "
         f"of {SLOTS} slots heartbeating every {HEARTBEAT:.0f} s in {args.procs} processes, "
         f"failure timeout {FAILURE_TIMEOUT:.0f} s, on a 2-core machine shared with other runs."
     )
