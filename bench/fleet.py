@@ -53,7 +53,9 @@ HEARTBEAT = 1.0
 LEASE_TTL = 10.0
 FAILURE_TIMEOUT = 3.0
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"  # creates and drops the run's database
-THREADS = {"redis": 16, "postgres": 4}  # per simulated process: heartbeats (and PG claims)
+# Threads per simulated process for heartbeats, and as many for claims (PostgreSQL; Redis
+# claims run on the event loop): 5 processes x (4 + 4) connections fit the shared server.
+THREADS = {"redis": 16, "postgres": 4}
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- bench.fleet: begin -->", "<!-- bench.fleet: end -->"
 
@@ -64,6 +66,9 @@ class SimProcess:
         self.url, self.names = url, list(names)
         self.local = threading.local()
         self.pool = ThreadPoolExecutor(threads)  # one store (connection) each
+        # Heartbeats have threads of their own, as a worker's heartbeat does: claims
+        # queued on the other pool never hold them back.
+        self.beats = ThreadPoolExecutor(threads)
         self.claiming = 0  # claim loops whose first call returned
         self.tasks: dict[str, list[asyncio.Task[None]]] = {}
         self.ids = {n: f"{n}-{uuid.uuid4().hex[:8]}" for n in self.names}
@@ -81,7 +86,8 @@ class SimProcess:
     async def call(self, method: str, *args: Any) -> Any:
         """``store.<method>(*args)`` on a thread (each thread has its own store)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, lambda: getattr(self.store(), method)(*args))
+        pool = self.beats if method == "heartbeat" else self.pool
+        return await loop.run_in_executor(pool, lambda: getattr(self.store(), method)(*args))
 
     async def heartbeats(self, name: str) -> None:
         node = self.ids[name]
@@ -555,8 +561,11 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=5)
     parser.add_argument("--hb-seconds", type=float, default=10.0)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--keep-rows", type=Path, metavar="JSON",
+                        help="rows of earlier runs: rows of this run replace theirs (same "
+                        "store and size), and the merged rows are saved there")  # fmt: skip
     args = parser.parse_args()
-    rows = []
+    rows: list[dict[str, Any]] = []
     began = time.monotonic()
     for kind in args.stores.split(","):
         for size in map(int, args.sizes.split(",")):
@@ -568,6 +577,7 @@ def main() -> None:
                 row = run_size(kind, size, jobs, args.procs, args.hb_seconds)
             except Exception as exc:  # a failed size is a row too
                 row = {"store": kind, "nodes": size, "error": f"{type(exc).__name__}: {exc}"}
+            row["run"] = time.strftime("%Y-%m-%d %H:%M")
             print(row, flush=True)
             rows.append(row)
     head = (
@@ -578,6 +588,16 @@ def main() -> None:
         f"of {SLOTS} slots heartbeating every {HEARTBEAT:.0f} s in {args.procs} processes, "
         f"failure timeout {FAILURE_TIMEOUT:.0f} s, on a 2-core machine shared with other runs."
     )
+    if args.keep_rows:
+        kept = json.loads(args.keep_rows.read_text()) if args.keep_rows.exists() else []
+        new = {(r["store"], r["nodes"]) for r in rows}
+        rows = [r for r in kept if (r["store"], r["nodes"]) not in new] + rows
+        rows.sort(key=lambda r: (r["store"] != "redis", r["store"], r["nodes"]))
+        args.keep_rows.write_text(json.dumps(rows, indent=1))
+        head += f" Rows merged with earlier runs' ({args.keep_rows.name}); each row's own run:"
+        head += " " + "; ".join(
+            f"{r['store']} {r['nodes']:,}: {r.get('run', 'this run')}" for r in rows
+        )
     text = render(rows, head)
     print(text)
     if args.write:
