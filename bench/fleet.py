@@ -42,25 +42,35 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.fleet_report import plot, render
 from rota.core.model import NewJob, NodeSpec, NodeState
 from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.states import JobState
 from rota.store import SCHEDULER_LEASE, Store, open_store
+from rota.store import fast_paths as fast
 
 SLOTS = 4
 HEARTBEAT = 1.0
 LEASE_TTL = 10.0
 FAILURE_TIMEOUT = 3.0
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"  # creates and drops the run's database
+# Threads per simulated process for heartbeats, and as many for claims (PostgreSQL; Redis
+# claims run on the event loop): 5 processes x (4 + 4) connections fit the shared server.
+THREADS = {"redis": 16, "postgres": 4}
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- bench.fleet: begin -->", "<!-- bench.fleet: end -->"
 
 
 # ---- a process of simulated nodes ------------------------------------------------------------
 class SimProcess:
-    def __init__(self, url: str, names: Sequence[str], claims: bool) -> None:
-        self.url, self.names, self.claims = url, list(names), claims
+    def __init__(self, url: str, names: Sequence[str], threads: int) -> None:
+        self.url, self.names = url, list(names)
         self.local = threading.local()
-        self.pool = ThreadPoolExecutor(16)
+        self.pool = ThreadPoolExecutor(threads)  # one store (connection) each
+        # Heartbeats have threads of their own, as a worker's heartbeat does: claims
+        # queued on the other pool never hold them back.
+        self.beats = ThreadPoolExecutor(threads)
+        self.claiming = 0  # claim loops whose first call returned
         self.tasks: dict[str, list[asyncio.Task[None]]] = {}
         self.ids = {n: f"{n}-{uuid.uuid4().hex[:8]}" for n in self.names}
         self.held: dict[str, dict[str, int]] = {n: {} for n in self.names}
@@ -77,7 +87,8 @@ class SimProcess:
     async def call(self, method: str, *args: Any) -> Any:
         """``store.<method>(*args)`` on a thread (each thread has its own store)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, lambda: getattr(self.store(), method)(*args))
+        pool = self.beats if method == "heartbeat" else self.pool
+        return await loop.run_in_executor(pool, lambda: getattr(self.store(), method)(*args))
 
     async def heartbeats(self, name: str) -> None:
         node = self.ids[name]
@@ -97,6 +108,8 @@ class SimProcess:
     async def claim_loop(self, name: str, claims: Any) -> None:
         node, held = self.ids[name], self.held[name]
         outcomes: list[Outcome] = []
+        first = True
+        poll = 0.05
         while True:
             free = SLOTS - len(held)
             try:
@@ -113,13 +126,20 @@ class SimProcess:
                 elif claims is not None:
                     jobs = await claims.wait_and_start(node, free, LEASE_TTL, 2.0)
                 else:
+                    # No per-node LISTEN here (1,000 of them would hold 1,000 connections
+                    # and threads): poll, 50 ms after a claim that got work, backing off
+                    # to 0.5 s while there is none.
                     jobs = await self.call("start_jobs", node, free, LEASE_TTL)
+                    poll = 0.05 if jobs else min(0.5, poll * 2)
                     if not jobs:
-                        await asyncio.sleep(0.5)
+                        await asyncio.sleep(poll)
             except Exception as exc:  # a store hiccup: try again
                 print(f"{name}: {exc}", file=sys.stderr, flush=True)
                 await asyncio.sleep(0.5)
                 continue
+            if first:  # connected (and, on Redis, the scripts loaded)
+                first = False
+                self.claiming += 1
             for job in jobs:
                 if job.task == "sim.hold":
                     held[job.id] = job.token
@@ -141,15 +161,21 @@ class SimProcess:
             if "claim" in orders and not claiming:
                 claiming = True
                 for name in self.names:
-                    # One claim client per node, as each worker has its own connection.
-                    claims = self.store().async_claims() if self.claims else None
+                    # One claim client per node, as each worker has its own connection
+                    # (None: claims through the threads, as a worker's I/O thread does).
+                    claims = fast.async_claims(self.store())
                     self.tasks[name].append(asyncio.ensure_future(self.claim_loop(name, claims)))
+            if claiming and self.claiming == len(self.names):
+                self.claiming += 1  # reported once
+                (control / f"claiming-{os.getpid()}").write_text("")
             want = int(orders.split("kill=")[1].split()[0]) if "kill=" in orders else 0
             while killed < want and killed < len(self.names):
                 name = self.names[killed]
                 for task in self.tasks[name]:
                     task.cancel()
-                killed_ids = {"node": self.ids[name], "jobs": list(self.held[name])}
+                # A heartbeat already sent may still land: the store's heartbeat_at tells.
+                killed_ids = {"node": self.ids[name], "jobs": list(self.held[name]),
+                              "at": time.time()}  # fmt: skip
                 with (control / f"killed-{os.getpid()}.jsonl").open("a") as f:
                     f.write(json.dumps(killed_ids) + "\n")
                 killed += 1
@@ -180,6 +206,36 @@ def run_scheduler(url: str, out: Path) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sched.stop.set())
     sched.run()
     out.write_text(json.dumps({"cycles": times, "placed": placed}))
+
+
+# ---- the scheduler alone ---------------------------------------------------------------------
+ALONE_PREFETCH = 16  # room for 20 jobs a node: 20,000 at 1,000 nodes
+
+
+def placement_alone(url: str, nodes: int, jobs: int, max_page: int) -> float:
+    """The scheduler's own placements/s: ``jobs`` (at most the room) placed onto ``nodes``
+    registered nodes by the real ``Scheduler.cycle`` in this process, with nothing else
+    using the store (no heartbeats, no claims): snapshot, placement and assign only."""
+    from rota.scheduler.config import SchedulerConfig
+    from rota.scheduler.leader import Scheduler
+
+    store = open_store(url)
+    store.migrate()
+    for i in range(nodes):
+        name = f"a{i:04d}"
+        store.register_node(NodeSpec(name, name, SLOTS, ALONE_PREFETCH, host="alone"))
+    jobs = min(jobs, nodes * (SLOTS + ALONE_PREFETCH))
+    submit(store, "sim.noop", jobs)
+    config = SchedulerConfig(failure_timeout=600.0, lease_ttl=60.0, max_page=max_page)
+    sched = Scheduler(url, config)
+    began = time.perf_counter()
+    while sched.placed_total < jobs and time.perf_counter() - began < 300:
+        sched.cycle(store)
+    rate = sched.placed_total / (time.perf_counter() - began)
+    if sched.lease is not None:
+        sched.leadership.release(store, sched.lease)
+    store.close()
+    return rate
 
 
 # ---- the driver ------------------------------------------------------------------------------
@@ -220,30 +276,43 @@ class Target:
                     break
                 time.sleep(0.05)
         else:
-            self.schema = f"rota_fleet_{uuid.uuid4().hex[:8]}"
-            self.url = f"postgresql://postgres@127.0.0.1:5432/test?schema={self.schema}"
+            # A database of its own on the shared server: its backends' CPU and its
+            # transaction counters are this run's alone.
+            import psycopg
+
+            self.db = f"rota_fleet_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{self.db}"')
+            self.url = f"postgresql://postgres@127.0.0.1:5432/{self.db}?schema=rota_fleet"
+
+    def url_for(self, name: str) -> str:
+        """The URL of another app (key prefix or schema) on the same server."""
+        return self.url.replace("prefix=fleet", f"prefix={name}").replace(
+            "schema=rota_fleet", f"schema={name}"
+        )
 
     def pids(self) -> list[int]:
         if self.proc is not None:
             return [self.proc.pid]
         import psycopg
 
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test") as conn:
+        with psycopg.connect(PG_ADMIN) as conn:
             rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s",
-                (f"rota {self.schema}%",),
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.db,)
             ).fetchall()
         return [int(r[0]) for r in rows]
 
     def ops(self) -> int:
+        """Commands (Redis, the scripts' inner calls counted) or transactions (PostgreSQL)."""
         if self.proc is not None:
             return int(self.client.info("stats")["total_commands_processed"])
         import psycopg
 
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test") as conn:
+        with psycopg.connect(PG_ADMIN) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
             row = conn.execute(
-                "SELECT sum(calls) FROM pg_stat_user_functions WHERE schemaname = %s",
-                (self.schema,),
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+                (self.db,),
             ).fetchone()
         return int(row[0] or 0) if row else 0
 
@@ -254,8 +323,8 @@ class Target:
         else:
             import psycopg
 
-            with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as c:
-                c.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
 
 
 def wait(what: str, check: Any, timeout: float, interval: float = 0.05) -> Any:
@@ -295,6 +364,14 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
     sched: subprocess.Popen[bytes] | None = None
     row: dict[str, Any] = {"store": kind, "nodes": nodes, "jobs": jobs}
     try:
+        # 0. the scheduler alone, paging as before (pages of at most 1,000) and with pages
+        # as large as the room (max_page), twice each in turns; the best of each.
+        alone: dict[int, list[float]] = {1000: [], 10000: []}
+        for turn in range(2):
+            for max_page in alone:
+                url = target.url_for(f"alone{max_page}x{turn}")
+                alone[max_page].append(placement_alone(url, nodes, jobs, max_page))
+        row["alone_1000"], row["alone_s"] = max(alone[1000]), max(alone[10000])
         store = open_store(target.url)
         store.migrate()
         per = [[f"n{i:04d}" for i in range(nodes) if i % procs == p] for p in range(procs)]
@@ -310,9 +387,11 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
         cpu1, ops1, t1 = cpu_seconds(pids), target.ops(), time.monotonic()
         row["hb_cpu_pct"] = 100 * (cpu1 - cpu0) / (t1 - t0)
         row["hb_ops_s"] = (ops1 - ops0) / (t1 - t0)
-        # 2. placement
-        submit(store, "sim.noop", jobs)
+        # 2. placement. The claim loops start first and wait (as a fleet's workers do
+        # before work comes), so their connections and the Redis library are loaded.
         (tmp / "orders").write_text("claim")
+        wait("claim loops", lambda: len(list(tmp.glob("claiming-*"))) == procs, 120, 0.2)
+        submit(store, "sim.noop", jobs)
         out = tmp / "sched.json"
         sched = subprocess.Popen([sys.executable, "-m", "bench.fleet", "scheduler", target.url,
                                   str(out)], start_new_session=True)  # fmt: skip
@@ -332,30 +411,45 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
         wait("hold jobs running", lambda: all(
             r.state is JobState.RUNNING for r in store.get_jobs(holds[-200:])), 120, 0.2)  # fmt: skip
         time.sleep(1.5)
+        dead_before = {n.id for n in store.list_nodes() if n.state is NodeState.DEAD}
         victims_per_proc = max(1, nodes // 20 // procs)
-        killed_at = time.time()
         (tmp / "orders").write_text(f"claim kill={victims_per_proc}")
         killed = wait("the kills", lambda: [
             json.loads(line) for f in tmp.glob("killed-*") for line in f.read_text().splitlines()
         ] if sum(len(f.read_text().splitlines()) for f in tmp.glob("killed-*"))
             >= victims_per_proc * procs else None, 30, 0.02)  # fmt: skip
-        dead_ids = {k["node"] for k in killed}
-        their_jobs = [j for k in killed for j in k["jobs"]]
+        kill_at = {k["node"]: float(k["at"]) for k in killed}
+        node_of = {j: k["node"] for k in killed for j in k["jobs"]}
+        their_jobs = list(node_of)
+        seen_dead: dict[str, float] = {}
 
-        def all_dead() -> float | None:
+        def all_dead() -> bool:
             states = {n.id: n.state for n in store.list_nodes()}
-            return time.time() if all(states.get(i) is NodeState.DEAD for i in dead_ids) else None
+            now = time.time()  # when the answer was in hand (an upper bound)
+            for node_id in kill_at:
+                if states.get(node_id) is NodeState.DEAD:
+                    seen_dead.setdefault(node_id, now)
+            return len(seen_dead) == len(kill_at)
 
-        dead_at = wait("the stopped nodes to be declared dead", all_dead, 120, 0.05)
+        wait("the stopped nodes to be declared dead", all_dead, 120, 0.05)
 
-        def replaced() -> float | None:
+        def replaced() -> list[Any] | None:
             recs = store.get_jobs(their_jobs)
-            ok = all(r.state is JobState.RUNNING and r.node_id not in dead_ids for r in recs)
-            return time.time() if ok else None
+            ok = all(r.state is JobState.RUNNING and r.node_id not in kill_at for r in recs)
+            return recs if ok else None
 
-        replaced_at = wait("their jobs to run elsewhere", replaced, 120, 0.05)
-        row.update(killed=len(dead_ids), killed_jobs=len(their_jobs),
-                   detect_s=dead_at - killed_at, replace_s=replaced_at - killed_at)  # fmt: skip
+        recs = wait("their jobs to run elsewhere", replaced, 120, 0.05)
+        # started_at is the store's clock (same machine as the kill times): exact.
+        last_hb = {n.id: n.heartbeat_at for n in store.list_nodes() if n.id in kill_at}
+        dead_now = {n.id for n in store.list_nodes() if n.state is NodeState.DEAD}
+        row.update(
+            killed=len(kill_at),
+            killed_jobs=len(their_jobs),
+            detect_s=max(seen_dead[n] - kill_at[n] for n in kill_at),
+            replace_s=max(r.started_at - kill_at[node_of[r.id]] for r in recs),
+            replace_hb_s=max(r.started_at - last_hb[node_of[r.id]] for r in recs),
+            false_dead=len(dead_now - dead_before - set(kill_at)) + len(dead_before),
+        )
         (tmp / "orders").write_text("stop")
         sched.send_signal(signal.SIGTERM)
         sched.wait(60)
@@ -367,6 +461,10 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
         first = next((t for t, n in placed if n > 0), lease.acquired_at)
         last = next((t for t, n in placed if n >= jobs), finished)
         row["placements_s"] = jobs / max(last - lease.acquired_at, 1e-9)
+        # Until every slot of the fleet is taken, placement does not wait for the nodes.
+        fill = min(jobs, nodes * SLOTS)
+        filled = next((t for t, n in placed if n >= fill), last)
+        row["fill_s"] = fill / max(filled - lease.acquired_at, 1e-9)
         row["placing_s"] = last - first
         for child in children:
             child.wait(30)
@@ -380,60 +478,11 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
         target.close()
 
 
-def render(rows: list[dict[str, Any]], head: str) -> str:
-    cols = [
-        ("store", "store", "{}"), ("nodes", "nodes", "{:,}"), ("jobs", "jobs placed", "{:,}"),
-        ("placements_s", "placements/s (lease -> last placed)", "{:,.0f}"),
-        ("e2e_jobs_s", "jobs/s end to end (claimed + finished)", "{:,.0f}"),
-        ("cycle_p50_ms", "cycle p50, ms", "{:.1f}"), ("cycle_p99_ms", "cycle p99, ms", "{:.1f}"),
-        ("hb_cpu_pct", "store CPU on heartbeats alone, % of a core", "{:.1f}"),
-        ("hb_ops_s", "store ops/s on heartbeats alone", "{:,.0f}"),
-        ("expired", "noop jobs whose lease ran out before their report", "{}"),
-        ("killed", "nodes stopped at once", "{}"), ("killed_jobs", "jobs they held", "{}"),
-        ("detect_s", "stop -> all seen dead, s", "{:.2f}"),
-        ("replace_s", "stop -> all their jobs running elsewhere, s", "{:.2f}"),
-    ]  # fmt: skip
-    out = [head, "", "| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
-    for row in rows:
-        if "error" in row:
-            out.append(f"| {row['store']} | {row['nodes']:,} | FAILED: {row['error']} |")
-            continue
-        out.append("| " + " | ".join(f.format(row[k]) for k, _, f in cols) + " |")
-    return "\n".join(out)
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for kind in sorted({r["store"] for r in rows}):
-        ok = [r for r in rows if r["store"] == kind and "error" not in r]
-        xs = [r["nodes"] for r in ok]
-        axes[0].plot(xs, [r["placements_s"] for r in ok], "o-", label=kind)
-        axes[1].plot(xs, [r["hb_cpu_pct"] for r in ok], "o-", label=kind)
-        axes[2].plot(xs, [r["replace_s"] for r in ok], "o-", label=kind)
-    for ax, title in zip(axes, ("placements/s", "store CPU on heartbeats, % core",
-                                "stop -> re-placed, s"), strict=True):  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_xlabel("nodes")
-        ax.set_title(title)
-        ax.legend()
-    axes[1].axhline(10, color="grey", ls="--")
-    axes[2].axhline(FAILURE_TIMEOUT + 1, color="grey", ls="--")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    return True
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "sim":
         url, control, names = sys.argv[2], Path(sys.argv[3]), sys.argv[4:]
-        asyncio.run(SimProcess(url, names, claims=True).main(control))
+        threads = THREADS["redis" if url.startswith("redis") else "postgres"]
+        asyncio.run(SimProcess(url, names, threads).main(control))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "scheduler":
         run_scheduler(sys.argv[2], Path(sys.argv[3]))
@@ -442,32 +491,52 @@ def main() -> None:
     parser.add_argument("--stores", default="redis")
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--postgres-jobs", type=int, help="jobs per size on PostgreSQL (--jobs)")
     parser.add_argument("--procs", type=int, default=5)
     parser.add_argument("--hb-seconds", type=float, default=10.0)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--keep-rows", type=Path, metavar="JSON",
+                        help="rows of earlier runs: rows of this run replace theirs (same "
+                        "store and size), and the merged rows are saved there")  # fmt: skip
     args = parser.parse_args()
-    rows = []
+    rows: list[dict[str, Any]] = []
     began = time.monotonic()
     for kind in args.stores.split(","):
         for size in map(int, args.sizes.split(",")):
             print(f"--- {kind}, {size} nodes", flush=True)
             try:
-                row = run_size(kind, size, args.jobs, args.procs, args.hb_seconds)
+                jobs = (
+                    args.postgres_jobs if kind == "postgres" and args.postgres_jobs else args.jobs
+                )
+                row = run_size(kind, size, jobs, args.procs, args.hb_seconds)
             except Exception as exc:  # a failed size is a row too
                 row = {"store": kind, "nodes": size, "error": f"{type(exc).__name__}: {exc}"}
+            row["run"] = time.strftime("%Y-%m-%d %H:%M")
             print(row, flush=True)
             rows.append(row)
     head = (
         f"Generated by `python -m bench.fleet --stores {args.stores} --sizes {args.sizes} "
-        f"--jobs {args.jobs} --procs {args.procs}` ({time.monotonic() - began:.0f} s): nodes "
+        f"--jobs {args.jobs}"
+        + (f" --postgres-jobs {args.postgres_jobs}" if args.postgres_jobs else "")
+        + f" --procs {args.procs}` ({time.monotonic() - began:.0f} s): nodes "
         f"of {SLOTS} slots heartbeating every {HEARTBEAT:.0f} s in {args.procs} processes, "
         f"failure timeout {FAILURE_TIMEOUT:.0f} s, on a 2-core machine shared with other runs."
     )
+    if args.keep_rows:
+        kept = json.loads(args.keep_rows.read_text()) if args.keep_rows.exists() else []
+        new = {(r["store"], r["nodes"]) for r in rows}
+        rows = [r for r in kept if (r["store"], r["nodes"]) not in new] + rows
+        rows.sort(key=lambda r: (r["store"] != "redis", r["store"], r["nodes"]))
+        args.keep_rows.write_text(json.dumps(rows, indent=1))
+        head += f" Rows merged with earlier runs' ({args.keep_rows.name}); each row's own run:"
+        head += " " + "; ".join(
+            f"{r['store']} {r['nodes']:,}: {r.get('run', 'this run')}" for r in rows
+        )
     text = render(rows, head)
     print(text)
     if args.write:
         png = README.parent / "results" / "fleet.png"
-        if plot(rows, png):
+        if plot(rows, png, FAILURE_TIMEOUT):
             text += f"\n\n![growth from 10 to 1,000 nodes](results/{png.name})"
         doc = README.read_text()
         block = f"{BEGIN}\n{text}\n{END}"

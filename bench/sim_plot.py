@@ -1,4 +1,4 @@
-"""The figure of ``python -m bench.sim --plot FILE.png`` (needs ``rota[sim]``: matplotlib)."""
+"""The figure of ``python -m bench.sim --plot FILE.png`` (needs ``rota[bench]``: matplotlib)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 # These load the peers' probe (shared/bench-peers) at import: they need that folder beside
 # the checkout, which a clone of rota alone does not have.
 NEEDS_PEERS = {"peer_apps", "probe_ceiling"}
-OPTIONAL = {"matplotlib"}  # the `sim` extra, for plots only
+OPTIONAL = {"matplotlib"}  # the `bench` extra, for plots only
 MODULES = sorted(p.stem for p in BENCH.glob("*.py") if p.stem != "__init__")
 
 
@@ -29,4 +29,4 @@ def test_bench_module_imports(name: str) -> None:
     except ModuleNotFoundError as exc:
         if exc.name not in OPTIONAL:
             raise
-        pytest.skip(f"needs {exc.name} (pip install rota[sim])")
+        pytest.skip(f"needs {exc.name} (pip install rota[bench])")

@@ -18,7 +18,10 @@ class SchedulerConfig:
     failure_timeout: float = 5.0  # a node silent this long is dead (store's clock)
     idle_wait: float = 0.1  # longest sleep between cycles with nothing to do
     reap_every: float = 0.25
-    page: int = 1000  # pending jobs read per page at most
+    page: int = 1000  # pending jobs read per page at most (unless max_page allows more)
+    # A page sized by the nodes' free room may hold up to this many jobs: with a large
+    # backlog and room for it, one read, one placement and one assign instead of many.
+    max_page: int = 10000
     min_page: int = 64  # pending jobs read in a cycle's first page at least
     max_scan: int = 20000  # pending jobs considered per cycle at most
     retention: float = 7 * 86400.0  # finished jobs older than this are pruned

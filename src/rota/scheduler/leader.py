@@ -159,9 +159,9 @@ class Scheduler:
             if woken is not None and woken[0] == lease.token and not census:
                 snapshot = woken[1]
             else:
-                snapshot = fast.placement_snapshot(
-                    store, lease, 10000, cfg.page, cfg.min_page, census
-                )
+                # A census reads a full page even with no room: cfg.page, not max_page.
+                most = cfg.page if census else max(cfg.page, cfg.max_page)
+                snapshot = fast.placement_snapshot(store, lease, 10000, most, cfg.min_page, census)
             nodes = snapshot.nodes
             self._grant(store, lease, nodes)
             placed = self.place_pending(
@@ -225,7 +225,7 @@ class Scheduler:
                 slots = reserve(nodes, self.policy, cfg.reserve_slots)
             # The store may take the next cycle's snapshot as it wakes (one round trip less).
             taken = fast.wait_for_pending_snapshot(
-                store, wait, lease, 10000, cfg.page, cfg.min_page, reserve=slots
+                store, wait, lease, 10000, max(cfg.page, cfg.max_page), cfg.min_page, reserve=slots
             )
             self._woken = None if taken is None else (lease.token, taken)
 
@@ -258,9 +258,10 @@ class Scheduler:
     ) -> int:
         """Place as many pending jobs as fit, page by page; returns how many were placed.
 
-        Pages start at the free capacity (at least ``min_page``) and double up to ``page``
-        while jobs do not fit, so a cycle that can place a few jobs reads a few rows, not a
-        thousand.
+        Pages start at the free capacity (at least ``min_page``, at most ``max_page``) and
+        double up to ``page`` (or the free capacity left, up to ``max_page``) while jobs do
+        not fit, so a cycle that can place a few jobs reads a few rows, not a thousand, and
+        one with room for many reads them in one page.
         Once per ``stats_every`` a census cycle also reads a full page when there is no
         room, to count the jobs that wait for room and those no node could ever run; the
         ``waiting``/``unplaceable`` statistics come from census cycles only.
@@ -273,7 +274,7 @@ class Scheduler:
         placed = 0
         after: tuple[int, int] | None = None
         scanned = 0
-        size = min(cfg.page, max(cfg.min_page, free))
+        size = min(max(cfg.page, cfg.max_page), max(cfg.min_page, free))
         by_node = {n.id: n for n in nodes}
         usage: dict[str, int] = {}  # concurrency keys: assigned + running, this cycle
         held: Counter[str] = Counter()
@@ -315,7 +316,7 @@ class Scheduler:
             if len(page) < size:
                 self._placed_all = placed == scanned
                 break
-            size = min(cfg.page, size * 2)
+            size = min(max(cfg.page, min(cfg.max_page, free)), size * 2)
         if census:
             self.unplaceable = unplaceable
             self.waiting = waiting

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from rota.core.errors import LeaseLost
-from rota.core.model import Assignment, Lease, NodeSpec, NodeState
+from rota.core.model import Assignment, Lease, NodeRecord, NodeSpec, NodeState
 from rota.core.outcomes import Outcome, OutcomeKind
 from rota.core.states import JobState
 from rota.store import Store
@@ -19,7 +19,7 @@ from tests.store.contract.test_store_contract import TTL, job, leader, node, run
 
 
 def test_which_stores_offer_fast_paths(store: Store) -> None:
-    kind = store.url.split(":", 1)[0].split("+", 1)[0]  # redis+cluster is a Redis store
+    kind = store.url.split(":", 1)[0].split("+", 1)[0]  # redis+cluster, redis+sentinel: redis
     offers = isinstance(store, fast.FastPaths)
     assert offers is (kind in ("sqlite", "redis")), kind
     assert fast.reserves_slots(store) is (kind == "redis")
@@ -59,6 +59,35 @@ def test_the_plain_placement_snapshot_matches_the_stores_own(store: Store) -> No
     stale = Lease(lease.name, lease.holder, lease.token + 1, lease.expires_at, 0.0)
     with pytest.raises(LeaseLost):
         fast.plain_placement_snapshot(store, stale, 100, 1000, 1, False)
+
+
+def test_snapshot_nodes_are_the_live_nodes_as_listed(store: Store) -> None:
+    """A snapshot's nodes equal ``list_nodes([LIVE])`` as nodes register, beat, take load,
+    register again with another spec, and leave (a store may keep specs between
+    snapshots: the Redis store reads only states and loads when no node is new)."""
+    lease = leader(store)
+
+    def same() -> list[NodeRecord]:
+        nodes = fast.placement_snapshot(store, lease, 100, 1000, 1, False).nodes
+        assert nodes == store.list_nodes([NodeState.LIVE])
+        return nodes
+
+    a = NodeSpec(id="n-a", name="a", slots=2, prefetch=0, labels={"zone": "x"})
+    store.register_node(a)
+    assert [n.spec for n in same()] == [a]
+    store.heartbeat(a.id, [], TTL)
+    store.submit([job(resources={"cpu": 1.0})])
+    a2 = NodeSpec(id="n-a", name="a", slots=3, prefetch=1, resources={"cpu": 4.0})
+    store.register_node(a2)  # the same id again, with another spec
+    assert [n.spec for n in same()] == [a2]
+    b = NodeSpec(id="n-b", name="b", slots=1, prefetch=0)
+    store.register_node(b)
+    assert [n.spec for n in same()] == [a2, b]
+    store.assign(lease, [Assignment(store.pending_jobs(1)[0].id, a2.id)])
+    loaded = same()
+    assert (loaded[0].assigned, loaded[0].used) == (1, {"cpu": 1.0})
+    store.set_node_state(b.id, NodeState.DRAINING)
+    assert [n.id for n in same()] == [a2.id]
 
 
 def test_the_plain_wait_only_waits(store: Store) -> None:

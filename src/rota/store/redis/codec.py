@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -115,7 +115,6 @@ def node_records(rows: Any, states: Sequence[NodeState] | None) -> list[NodeReco
             host=h.get("host", ""),
             pid=int(h.get("pid") or 0),
         )
-        usage = {k: round(float(v), 9) for k, v in pairs_to_dict(used).items()}
         out.append(
             NodeRecord(
                 spec=spec,
@@ -124,11 +123,56 @@ def node_records(rows: Any, states: Sequence[NodeState] | None) -> list[NodeReco
                 heartbeat_at=float(h["heartbeat_at"]),
                 assigned=int(assigned),
                 running=int(running),
-                used={k: v for k, v in usage.items() if v > 1e-9},
+                used=used_of(used),
             )
         )
     out.sort(key=lambda n: (n.registered_at, n.id))
     return out
+
+
+def used_of(flat: Sequence[str]) -> dict[str, float]:
+    """A node's resources in use from ``HGETALL nused:<id>`` (rounding noise dropped)."""
+    usage = {k: round(float(v), 9) for k, v in pairs_to_dict(flat).items()}
+    return {k: v for k, v in usage.items() if v > 1e-9}
+
+
+class NodeSpecs:
+    """The specs of the nodes a scheduler has seen, by id and registration time. A node's
+    spec changes only when it registers again, which sets a new ``registered_at``, so a
+    placement snapshot reads each live node's state and load (``live_loads`` rows) and
+    the whole node only when one is new or registered again (``list_nodes``)."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, tuple[float, NodeSpec]] = {}
+
+    def live_records(self, rows: Any, read_all: Callable[[], Any]) -> list[NodeRecord]:
+        """``NodeRecord``s (as ``node_records(list_nodes, [LIVE])``) from ``live_loads``
+        rows {id, registered_at, heartbeat_at, #assigned, #running, HGETALL used}; calls
+        ``read_all()`` (``list_nodes`` rows) first if a spec is missing or out of date."""
+        specs = self._specs
+        rows = [(r[0], float(r[1]), *r[2:]) for r in rows]
+        if any(specs.get(r[0], (None,))[0] != r[1] for r in rows):
+            specs = self._specs = {
+                n.id: (n.registered_at, n.spec) for n in node_records(read_all(), None)
+            }
+        out = []
+        for node_id, registered_at, heartbeat_at, assigned, running, used in rows:
+            known = specs.get(node_id)
+            if known is None:  # gone between the two reads: as if the snapshot were later
+                continue
+            out.append(
+                NodeRecord(
+                    spec=known[1],
+                    state=NodeState.LIVE,
+                    registered_at=registered_at,
+                    heartbeat_at=float(heartbeat_at),
+                    assigned=int(assigned),
+                    running=int(running),
+                    used=used_of(used),
+                )
+            )
+        out.sort(key=lambda n: (n.registered_at, n.id))
+        return out
 
 
 _MAX_RANK = 2**31 - 1

@@ -23,7 +23,7 @@ from redis.retry import Retry
 
 from rota.core.errors import InvalidOption, LeaseLost, StoreError, SubmitError
 from rota.store.contract import split_attempt_history
-from rota.store.redis.codec import num_arg
+from rota.store.redis.codec import NodeSpecs, num_arg
 from rota.store.redis.durable import Durability
 from rota.store.redis.library import LOAD_LIBRARY, function_name, missing_library
 from rota.store.redis.topology import CLUSTER, SENTINEL, connection_pool, describe, scheme
@@ -136,6 +136,7 @@ class RedisConnection:
         self._job_token_seen = 0
         self._lease_token_seen: dict[str, int] = {}
         self._members: dict[str, str] = {}  # job id -> its "pending" member, last read
+        self._node_specs = NodeSpecs()  # for placement snapshots (codec.NodeSpecs)
         # Scripts go over a connection of their own, without the pool's per-command
         # bookkeeping (one instance is used by one thread at a time); a forked child makes
         # its own rather than share its parent's socket.

@@ -375,9 +375,8 @@ class RedisStore(RedisConnection, Store):
         promoted, nodes, members, size = reply
         self._members = {}  # a new cycle: forget the members read by the last one
         pending = pending_from_members(members, self._members)
-        return PlacementSnapshot(
-            int(promoted), node_records(nodes, [NodeState.LIVE]), pending, int(size)
-        )
+        live = self._node_specs.live_records(nodes, partial(self._run, "list_nodes", []))
+        return PlacementSnapshot(int(promoted), live, pending, int(size))
 
     def wait_for_pending_snapshot(
         self,

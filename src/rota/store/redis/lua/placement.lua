@@ -14,6 +14,24 @@ local function node_rows()
   return out
 end
 
+-- Every live node's state and load, not its spec (which changes only when the node
+-- registers again, setting registered_at; the caller keeps specs by that): {id,
+-- registered_at, heartbeat_at, #assigned, #running, HGETALL used}..., and their free room.
+local function live_loads()
+  local out, free = {}, 0
+  for _, id in ipairs(redis.call('SMEMBERS', B .. 'nodes')) do
+    local v = redis.call('HMGET', B .. 'node:' .. id, 'state', 'registered_at', 'heartbeat_at',
+      'slots', 'prefetch')
+    if v[1] == 'live' then
+      local a = redis.call('ZCARD', B .. 'nassigned:' .. id)
+      local r = redis.call('SCARD', B .. 'nrunning:' .. id)
+      out[#out + 1] = { id, v[2], v[3], a, r, redis.call('HGETALL', B .. 'nused:' .. id) }
+      free = free + math.max(0, tonumber(v[4]) + tonumber(v[5]) - a - r)
+    end
+  end
+  return out, free
+end
+
 -- Pending jobs from ZRANGEBYLEX `start`: their members (which hold what placement needs).
 -- A member written by an older rota (rank..id only) is rewritten on the way.
 local function pending_rows(start, limit)
@@ -93,7 +111,7 @@ return pending_rows(ARGV[3], tonumber(ARGV[4]))
 -- ARGV[8] = at least, ARGV[9] = 1: read the page even with no room (census). Fenced.
 -- promote_due, list_nodes and the first pending_jobs page in one script, the page sized
 -- to the live nodes' free room (clamped to [at least, at most]; 0 rows with no room).
--- Returns {promoted, node rows as list_nodes, pending rows as pending_jobs, page size}.
+-- Returns {promoted, live node rows as live_loads, pending rows as pending_jobs, page size}.
 local e = fence()
 if e then
   return e
@@ -103,19 +121,8 @@ local promoted = 0
 if #redis.call('ZRANGEBYSCORE', B .. 'delayed', '-inf', NOW, 'LIMIT', 0, 1) > 0 then
   promoted = do_promote(tonumber(ARGV[6]))
 end
-local nodes = node_rows()
-local free, live = 0, 0
-for _, row in ipairs(nodes) do
-  local h = row[2]
-  local f = {}
-  for i = 1, #h, 2 do
-    f[h[i]] = h[i + 1]
-  end
-  if f.state == 'live' then
-    live = live + 1
-    free = free + math.max(0, tonumber(f.slots) + tonumber(f.prefetch) - row[3] - row[4])
-  end
-end
+local nodes, free = live_loads()
+local live = #nodes
 local size = math.min(tonumber(ARGV[7]), math.max(tonumber(ARGV[8]), free))
 local pending = {}
 if (free > 0 and live > 0) or ARGV[9] == '1' then
