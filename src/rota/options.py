@@ -173,7 +173,7 @@ def validate_options(opts: dict[str, Any]) -> dict[str, Any]:
 
 def tenant_name(value: Any) -> str:
     """A valid tenant name (the same rule as queue names) or ``InvalidOption``."""
-    if not isinstance(value, str) or not _QUEUE.match(value):
+    if not isinstance(value, str) or not _QUEUE.fullmatch(value):
         raise InvalidOption(f"tenant must match {_QUEUE.pattern}, got {value!r}")
     return value
 

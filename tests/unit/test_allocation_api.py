@@ -36,7 +36,7 @@ def test_job_options_reach_the_job(app: Rota) -> None:
         ({"tenant": 3}, "tenant must match"),
         ({"preemptible": "yes"}, "preemptible must be True or False"),
         ({"aging": 0}, "aging must be > 0"),
-        ({"aging": -1}, "aging must be finite and >= 0"),
+        ({"aging": -1}, "aging must be between 0 and"),
         ({"aging": "1m"}, "aging must be a number"),
     ],
 )

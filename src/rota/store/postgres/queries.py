@@ -14,7 +14,7 @@ QUERIES_DIR = HERE / "queries"
 QUERIES_FILES = tuple(sorted(QUERIES_DIR.glob("*.sql")))
 MIGRATIONS_DIR = HERE / "migrations"
 _PARAM = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
-_MIGRATION = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
+_MIGRATION = re.compile(r"(\d{4})_([A-Za-z0-9_]+)\.sql")
 
 
 def for_psycopg(statement: str) -> str:
@@ -43,7 +43,7 @@ def migrations() -> list[tuple[int, str, str]]:
     """``(version, name, sql)`` of every migration file, in order."""
     found = []
     for path in MIGRATIONS_DIR.iterdir():
-        m = _MIGRATION.match(path.name)
+        m = _MIGRATION.fullmatch(path.name)
         if m:
             found.append((int(m.group(1)), path.stem, path.read_text(encoding="utf-8")))
     found.sort()
