@@ -491,6 +491,22 @@ _DOCUMENT: dict[str, Any] = {
                         "nullable": True,
                         "description": "The task's fleet-wide rate limit, `<count>/<seconds>`",
                     },
+                    "alloc": {
+                        "type": "object",
+                        "nullable": True,
+                        "description": "Allocation options (tenant, preemptible, aging, gang); "
+                        "null when all are defaults. Used by the simulator, not yet by a live "
+                        "fleet (README, 'Sharing a fleet')",
+                    },
+                    "preempted_at": {
+                        "type": "number",
+                        "nullable": True,
+                        "description": "When the job was last preempted (unix seconds)",
+                    },
+                    "preemptions": {
+                        "type": "integer",
+                        "description": "How many times the job was preempted",
+                    },
                 },
             },
             "Schedule": {
