@@ -17,6 +17,7 @@ from rota.app import Rota
 from rota.core.backoff import retry_delay
 from rota.core.errors import StoreError
 from rota.core.model import NewJob
+from rota.ingest.processes import watch_parent
 from rota.ingest.stats import IngestStats, publish
 from rota.ingest.storing import BatchResult, store_batch
 from rota.status import redact_url
@@ -37,8 +38,8 @@ class IngestOptions:
     topic: str = "rota"  # Kafka
     group: str = "rota"  # Kafka
     result_topic: str | None = None  # Kafka
-    prefetch: int = 2000  # unacknowledged messages held at once
-    batch: int = 500  # messages per store round trip
+    prefetch: int = 4000  # unacknowledged messages held at once (two batches in flight)
+    batch: int = 2000  # messages per store round trip (and per AMQP commit)
     reply_window: int = 2000  # AMQP: unfinished jobs watched for replies at once
     stats_every: float = 2.0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -148,11 +149,13 @@ async def run_ingest(app: Rota, opts: IngestOptions) -> None:
         raise ValueError(f"--from takes amqp://... or kafka://..., not {opts.source!r}")
     log.info("ingest %s from %s into %s", stats.id, stats.source, redact_url(app.store_url))
     publisher = asyncio.create_task(publish_stats(stats, store, opts))
+    watcher = asyncio.create_task(watch_parent(opts.stop))
     try:
         await runner(app, opts, store, stats)
     finally:
         opts.stop.set()
         await publisher
+        await watcher
         try:
             await store.call(lambda s: publish(s, stats, remove=True), opts.stop)
         except StoreError:
