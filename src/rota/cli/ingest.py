@@ -38,7 +38,7 @@ from rota.telemetry.logs import setup_logging
     "--processes",
     type=click.IntRange(1, 64),
     default=None,
-    help="Consumer processes sharing the source (default: one per CPU, at most 4).",
+    help="Consumer processes sharing the source (default: AMQP one per CPU, at most 4; Kafka 1).",
 )
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-json", is_flag=True, help="One JSON object per log line.")
@@ -63,7 +63,7 @@ def ingest(
     from rota.loader import load_app
 
     setup_logging(log_level, log_json)
-    count = default_processes() if processes is None else processes
+    count = default_processes(source) if processes is None else processes
     if count > 1:
         load_app(app_spec)  # a bad APP fails here, once, not in every child
         args = ["ingest", app_spec, "--from", source, "--queues", queues]
