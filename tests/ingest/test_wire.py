@@ -11,7 +11,16 @@ import pytest
 from rota import Rota
 from rota.core.errors import InvalidOption
 from rota.ingest.storing import store_batch
-from rota.ingest.wire import WIRE_OPTIONS, InvalidMessage, job_id_for, parse_message, schema
+from rota.ingest.wire import (
+    _CALLS,
+    CACHED_SHAPES,
+    WIRE_OPTIONS,
+    InvalidMessage,
+    job_id_for,
+    parse_message,
+    schema,
+    task_call,
+)
 from rota.options import OPTION_NAMES
 
 
@@ -107,3 +116,30 @@ def test_a_batch_is_stored_once_whatever_is_redelivered(app: Rota) -> None:
     third = store_batch(app.store, [bad, good, jobs[0]])
     assert list(third.refused) == [0] and third.created == [False, True, False]
     assert len(app.store.list_jobs(limit=100)) == 6
+
+
+def test_an_options_shape_is_validated_once_and_arguments_every_time(app: Rota) -> None:
+    opts = {"priority": 3, "labels": {"zone": "eu", "tier": "a"}}
+    first = parse_message(app, body(task="shop.resize", args=["a"], options=opts), "k1")
+    # The same shape, keys in another order: the cached call, the same job but its id.
+    reordered = {"labels": {"tier": "a", "zone": "eu"}, "priority": 3}
+    second = parse_message(app, body(task="shop.resize", args=["a"], options=reordered), "k2")
+    assert task_call(app, "shop.resize", opts) is task_call(app, "shop.resize", reordered)
+    second.id = first.id
+    assert second == first and first.priority == 3 and first.labels == {"zone": "eu", "tier": "a"}
+    # A cached shape still checks the arguments of each message.
+    with pytest.raises(InvalidMessage, match="bad arguments"):
+        parse_message(app, body(task="shop.resize", args=[], options=opts), "k3")
+    # A different value is another shape, validated on its own; a bad one is never cached.
+    with pytest.raises(InvalidMessage, match="priority"):
+        parse_message(app, body(task="shop.resize", args=["a"], options={"priority": "x"}), "k4")
+    other = parse_message(app, body(task="shop.resize", args=["a"], options={"priority": 4}), "k5")
+    assert other.priority == 4
+
+
+def test_the_shape_cache_is_bounded(app: Rota) -> None:
+    for i in range(CACHED_SHAPES + 10):
+        job = parse_message(app, body(task="shop.resize", args=["a"], options={"priority": i % 10,
+                            "labels": {"n": str(i)}}), f"k{i}")  # fmt: skip
+        assert job.labels == {"n": str(i)}
+    assert len(_CALLS[app]) <= CACHED_SHAPES

@@ -31,9 +31,15 @@ from rota.telemetry.logs import setup_logging
     "--result-topic", default=None, help="Kafka: publish each job's outcome here (key: job id)."
 )
 @click.option(
-    "--prefetch", default=2000, show_default=True, help="Unacknowledged messages held at once."
+    "--prefetch", default=4000, show_default=True, help="Unacknowledged messages held at once."
 )
-@click.option("--batch", default=500, show_default=True, help="Messages per store round trip.")
+@click.option("--batch", default=2000, show_default=True, help="Messages per store round trip.")
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Consumer processes sharing the source (default: AMQP one per CPU, at most 4; Kafka 1).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-json", is_flag=True, help="One JSON object per log line.")
 def ingest(
@@ -47,14 +53,27 @@ def ingest(
     result_topic: str | None,
     prefetch: int,
     batch: int,
+    processes: int | None,
     log_level: str,
     log_json: bool,
 ) -> None:
     """Take jobs for APP (module:app) from RabbitMQ or Kafka (docs/wire-format.md)."""
-    from rota.ingest.runtime import IngestOptions, run_ingest
+    from rota.ingest.processes import default_processes, supervise
+    from rota.ingest.run import run_ingest
+    from rota.ingest.runtime import IngestOptions
     from rota.loader import load_app
 
     setup_logging(log_level, log_json)
+    count = default_processes(source) if processes is None else processes
+    if count > 1:
+        load_app(app_spec)  # a bad APP fails here, once, not in every child
+        args = ["ingest", app_spec, "--from", source, "--queues", queues]
+        args += ["--exchange", exchange, "--topic", topic, "--group", group]
+        args += ["--prefetch", str(prefetch), "--batch", str(batch), "--processes", "1"]
+        args += ["--log-level", log_level, *(["--log-json"] if log_json else [])]
+        args += [*(["--no-declare"] if no_declare else [])]
+        args += [*(["--result-topic", result_topic] if result_topic else [])]
+        raise SystemExit(supervise(args, count))
     app = load_app(app_spec)
     opts = IngestOptions(
         source=source,

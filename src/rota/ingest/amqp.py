@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -44,6 +45,7 @@ from rota.core.states import FINAL_STATES
 from rota.ingest.outcome import encode, invalid_outcome, outcome
 from rota.ingest.runtime import IngestOptions, Reconnect, StoreThread, keep_session
 from rota.ingest.stats import IngestStats
+from rota.ingest.storing import BatchResult
 from rota.ingest.wire import InvalidMessage, parse_message
 from rota.store import Store
 
@@ -192,38 +194,59 @@ class _Consumer:
 
     # ---- ingest ------------------------------------------------------------------
     async def _ingest_loop(self) -> None:
-        while not self.opts.stop.is_set():
-            batch = [await self.inbox.get()]
-            await asyncio.sleep(0)  # let deliveries already read join this batch
-            while len(batch) < self.opts.batch and not self.inbox.empty():
-                batch.append(self.inbox.get_nowait())
-            await self._handle(batch)
+        """Batches in a pipeline of two: batch N+1 is parsed and stored while batch N's
+        acks commit. Commits stay in order, and a batch's acks are sent only after its
+        jobs are stored and the previous commit is done (so each commit holds one batch)."""
+        committing: asyncio.Task[None] | None = None
+        try:
+            while not self.opts.stop.is_set():
+                batch = [await self.inbox.get()]
+                await asyncio.sleep(0)  # let deliveries already read join this batch
+                while len(batch) < self.opts.batch and not self.inbox.empty():
+                    batch.append(self.inbox.get_nowait())
+                stored = await self._store(batch)
+                if committing is not None:
+                    await committing
+                committing = asyncio.create_task(self._settle(batch, stored))
+            if committing is not None:
+                await committing
+        finally:
+            if committing is not None and not committing.done():
+                committing.cancel()  # not committed: redelivered, refused by the store
 
-    async def _handle(self, batch: list[tuple[str, AbstractIncomingMessage]]) -> None:
+    async def _store(self, batch: list[tuple[str, AbstractIncomingMessage]]) -> _Stored:
+        """Validate the batch and store its valid jobs (one round trip)."""
         self.stats.received += len(batch)
         jobs: list[NewJob] = []
-        valid: list[int] = []
-        reasons: dict[int, str] = {}
+        stored = _Stored()
         for index, (queue, message) in enumerate(batch):
             try:
                 if not message.message_id:
                     raise InvalidMessage("no message_id (rota's deduplication key) was set")
                 key = f"amqp|{self.vhost}|{message.message_id}"
                 jobs.append(parse_message(self.app, message.body, key, queue))
-                valid.append(index)
+                stored.valid.append(index)
             except InvalidMessage as exc:
-                reasons[index] = exc.reason
-        result = await self.store.store_jobs(jobs) if jobs else None
-        if result is not None:
+                stored.reasons[index] = exc.reason
+        invalid = len(stored.reasons)
+        if jobs:
+            result = stored.result = await self.store.store_jobs(jobs)
             for position, reason in result.refused.items():
-                reasons[valid[position]] = f"refused by the store: {reason}"
+                stored.reasons[stored.valid[position]] = f"refused by the store: {reason}"
             self.stats.refused += len(result.refused)
             created = sum(result.created)
             self.stats.stored += created
             self.stats.duplicates += len(jobs) - created - len(result.refused)
-        self.stats.invalid += len(reasons) - (len(result.refused) if result else 0)
+        self.stats.invalid += invalid
+        return stored
+
+    async def _settle(
+        self, batch: list[tuple[str, AbstractIncomingMessage]], stored: _Stored
+    ) -> None:
+        """Dead-letter copies, reply-owed records and the acks of a stored batch, in one
+        transaction."""
         exchange = self.channel.default_exchange
-        for index, reason in reasons.items():
+        for index, reason in stored.reasons.items():
             queue, message = batch[index]
             await self.dlx.publish(_dead_letter(message, queue, reason), routing_key=queue)
             if message.reply_to and message.correlation_id:
@@ -232,8 +255,9 @@ class _Consumer:
                     routing_key=message.reply_to,
                     mandatory=False,
                 )
+        result = stored.result
         if result is not None:
-            for position, index in enumerate(valid):
+            for position, index in enumerate(stored.valid):
                 message = batch[index][1]
                 if position in result.refused or not (message.reply_to and message.correlation_id):
                     continue
@@ -301,6 +325,16 @@ class _Consumer:
                 depth += q.declaration_result.message_count or 0
             self.stats.lag = depth
             await asyncio.sleep(max(1.0, self.opts.stats_every / 2))
+
+
+@dataclass(slots=True)
+class _Stored:
+    """A batch after its store round trip: which messages were valid (by index), the
+    store's answer for them, and why the others are dead-lettered."""
+
+    valid: list[int] = field(default_factory=list)
+    reasons: dict[int, str] = field(default_factory=dict)
+    result: BatchResult | None = None
 
 
 def _get_jobs(ids: list[str], store: Store) -> list[JobRecord]:

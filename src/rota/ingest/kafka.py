@@ -124,50 +124,79 @@ async def _ingest(
     producer: AIOKafkaProducer,
 ) -> None:
     invalid_topic = f"{opts.topic}.invalid"
-    while not opts.stop.is_set():
-        batches = await consumer.getmany(timeout_ms=200, max_records=opts.batch)
-        await _update_lag(consumer, stats)
-        records = [r for part in batches.values() for r in part]
-        if not records:
-            continue
-        stats.received += len(records)
-        jobs: list[NewJob] = []
-        valid: list[int] = []
-        reasons: dict[int, str] = {}
-        for index, record in enumerate(records):
-            try:
-                jobs.append(record_job(app, record))
-                valid.append(index)
-            except InvalidMessage as exc:
-                reasons[index] = exc.reason
-        stats.invalid += len(reasons)
-        if jobs:
-            result = await store.store_jobs(jobs)
-            for position, reason in result.refused.items():
-                reasons[valid[position]] = f"refused by the store: {reason}"
-            stats.refused += len(result.refused)
-            created = sum(result.created)
-            stats.stored += created
-            stats.duplicates += len(jobs) - created - len(result.refused)
-        sends = []
-        for index, reason in reasons.items():
-            record = records[index]
-            headers = [
-                *(record.headers or ()),
-                (REASON_HEADER, reason[:1000].encode()),
-                ("rota-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
-            ]
-            sends.append(
-                await producer.send(
-                    invalid_topic, value=record.value, key=record.key, headers=headers
-                )
+    committing: asyncio.Task[None] | None = None  # the previous batch's commit (a pipeline)
+    try:
+        while not opts.stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=opts.batch)
+            await _update_lag(consumer, stats)
+            records = [r for part in batches.values() for r in part]
+            if not records:
+                continue
+            reasons = await _store(app, store, stats, records)
+            if committing is not None:
+                await committing  # commits stay in order
+            offsets = {tp: part[-1].offset + 1 for tp, part in batches.items() if part}
+            committing = asyncio.create_task(
+                _settle(consumer, producer, invalid_topic, records, reasons, offsets)
             )
-        await asyncio.gather(*sends)  # acked by the broker (acks=all) before the commit
-        offsets = {tp: part[-1].offset + 1 for tp, part in batches.items() if part}
+        if committing is not None:
+            await committing
+    finally:
+        if committing is not None and not committing.done():
+            committing.cancel()  # not committed: read again, refused by the store
+
+
+async def _store(
+    app: Rota, store: StoreThread, stats: IngestStats, records: list[ConsumerRecord[Any, Any]]
+) -> dict[int, str]:
+    """Validate and store a batch (one round trip); returns why records are dead-lettered."""
+    stats.received += len(records)
+    jobs: list[NewJob] = []
+    valid: list[int] = []
+    reasons: dict[int, str] = {}
+    for index, record in enumerate(records):
         try:
-            await consumer.commit(offsets)
-        except CommitFailedError as exc:  # a rebalance took the partitions: read again there
-            log.info("commit refused after a rebalance (%s); the new owner re-reads", exc)
+            jobs.append(record_job(app, record))
+            valid.append(index)
+        except InvalidMessage as exc:
+            reasons[index] = exc.reason
+    stats.invalid += len(reasons)
+    if jobs:
+        result = await store.store_jobs(jobs)
+        for position, reason in result.refused.items():
+            reasons[valid[position]] = f"refused by the store: {reason}"
+        stats.refused += len(result.refused)
+        created = sum(result.created)
+        stats.stored += created
+        stats.duplicates += len(jobs) - created - len(result.refused)
+    return reasons
+
+
+async def _settle(
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    invalid_topic: str,
+    records: list[ConsumerRecord[Any, Any]],
+    reasons: dict[int, str],
+    offsets: dict[TopicPartition, int],
+) -> None:
+    """Dead-letter a stored batch's invalid records (acked by the broker), then commit."""
+    sends = []
+    for index, reason in reasons.items():
+        record = records[index]
+        headers = [
+            *(record.headers or ()),
+            (REASON_HEADER, reason[:1000].encode()),
+            ("rota-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        ]
+        sends.append(
+            await producer.send(invalid_topic, value=record.value, key=record.key, headers=headers)
+        )
+    await asyncio.gather(*sends)  # acked by the broker (acks=all) before the commit
+    try:
+        await consumer.commit(offsets)
+    except CommitFailedError as exc:  # a rebalance took the partitions: read again there
+        log.info("commit refused after a rebalance (%s); the new owner re-reads", exc)
 
 
 async def _update_lag(consumer: AIOKafkaConsumer, stats: IngestStats) -> None:

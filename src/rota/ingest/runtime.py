@@ -1,17 +1,16 @@
 """What both broker loops share: options, the store thread, reconnecting with backoff
-(logged once per outage), the stats publisher, and ``run_ingest`` (picks the broker)."""
+(logged once per outage) and the stats publisher; ``rota.ingest.run`` picks the broker."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from rota.app import Rota
 from rota.core.backoff import retry_delay
@@ -19,7 +18,6 @@ from rota.core.errors import StoreError
 from rota.core.model import NewJob
 from rota.ingest.stats import IngestStats, publish
 from rota.ingest.storing import BatchResult, store_batch
-from rota.status import redact_url
 from rota.store import Store
 
 log = logging.getLogger("rota.ingest")
@@ -37,8 +35,8 @@ class IngestOptions:
     topic: str = "rota"  # Kafka
     group: str = "rota"  # Kafka
     result_topic: str | None = None  # Kafka
-    prefetch: int = 2000  # unacknowledged messages held at once
-    batch: int = 500  # messages per store round trip
+    prefetch: int = 4000  # unacknowledged messages held at once (two batches in flight)
+    batch: int = 2000  # messages per store round trip (and per AMQP commit)
     reply_window: int = 2000  # AMQP: unfinished jobs watched for replies at once
     stats_every: float = 2.0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -124,38 +122,3 @@ async def publish_stats(stats: IngestStats, store: StoreThread, opts: IngestOpti
             await store.call(lambda s: publish(s, stats), opts.stop)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(opts.stop.wait(), opts.stats_every)
-
-
-async def run_ingest(app: Rota, opts: IngestOptions) -> None:
-    """Consume ``opts.source`` until SIGTERM/SIGINT (or ``opts.stop``)."""
-    scheme = opts.source.split("://", 1)[0].lower()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
-            loop.add_signal_handler(sig, opts.stop.set)
-    store = StoreThread(app)
-    stats = IngestStats(source=redact_url(opts.source), kind=scheme)
-    runner: Callable[[Rota, IngestOptions, StoreThread, IngestStats], Awaitable[Any]]
-    if scheme in ("amqp", "amqps"):
-        from rota.ingest.amqp import run_amqp
-
-        runner = run_amqp
-    elif scheme == "kafka":
-        from rota.ingest.kafka import run_kafka
-
-        runner = run_kafka
-    else:
-        raise ValueError(f"--from takes amqp://... or kafka://..., not {opts.source!r}")
-    log.info("ingest %s from %s into %s", stats.id, stats.source, redact_url(app.store_url))
-    publisher = asyncio.create_task(publish_stats(stats, store, opts))
-    try:
-        await runner(app, opts, store, stats)
-    finally:
-        opts.stop.set()
-        await publisher
-        try:
-            await store.call(lambda s: publish(s, stats, remove=True), opts.stop)
-        except StoreError:
-            pass
-        finally:
-            store.close()

@@ -10,12 +10,13 @@ same job id and the store refuses to store it twice.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from importlib import resources
 from typing import Any
 
 import orjson
 
-from rota.app import Rota
+from rota.app import Rota, Task, TaskCall
 from rota.core.errors import RotaError
 from rota.core.model import NewJob
 
@@ -41,6 +42,11 @@ WIRE_OPTIONS = frozenset(
     }
 )
 _FIELDS = frozenset({"task", "args", "kwargs", "options"})
+# Validated options per (task, options as sorted JSON), per app: the options a producer
+# sends are few shapes repeated, so each shape is checked once (arguments: every time).
+_CALLS: weakref.WeakKeyDictionary[Rota, dict[tuple[Task[Any, Any], bytes], TaskCall[Any, Any]]]
+_CALLS = weakref.WeakKeyDictionary()
+CACHED_SHAPES = 1024
 
 
 class InvalidMessage(Exception):
@@ -90,12 +96,27 @@ def parse_message(
     if default_queue is not None and "queue" not in options:
         options = {**options, "queue": default_queue}
     try:
-        task = app.get_task(name)
-        job = task.options(**options).new_job(args, kwargs)
+        job = task_call(app, name, options).new_job(args, kwargs)
     except RotaError as exc:
         raise InvalidMessage(str(exc)) from None
     job.id = job_id_for(source_key)
     return job
+
+
+def task_call(app: Rota, name: str, options: dict[str, Any]) -> TaskCall[Any, Any]:
+    """``app.get_task(name).options(**options)``, validated once per options shape."""
+    task = app.get_task(name)
+    cache = _CALLS.get(app)
+    if cache is None:
+        cache = _CALLS[app] = {}
+    key = (task, orjson.dumps(options, option=orjson.OPT_SORT_KEYS))
+    call = cache.get(key)
+    if call is None:
+        call = task.options(**options)
+        if len(cache) >= CACHED_SHAPES:
+            cache.clear()
+        cache[key] = call
+    return call
 
 
 def schema() -> dict[str, Any]:
