@@ -33,7 +33,12 @@ from rota.telemetry.logs import setup_logging
 @click.option(
     "--prefetch", default=4000, show_default=True, help="Unacknowledged messages held at once."
 )
-@click.option("--batch", default=2000, show_default=True, help="Messages per store round trip.")
+@click.option(
+    "--batch",
+    type=int,
+    default=None,
+    help="Messages per store round trip (default: AMQP 2000, Kafka 500).",
+)
 @click.option(
     "--processes",
     type=click.IntRange(1, 64),
@@ -52,7 +57,7 @@ def ingest(
     group: str,
     result_topic: str | None,
     prefetch: int,
-    batch: int,
+    batch: int | None,
     processes: int | None,
     log_level: str,
     log_json: bool,
@@ -64,6 +69,8 @@ def ingest(
     from rota.loader import load_app
 
     setup_logging(log_level, log_json)
+    if batch is None:  # Kafka keeps the batch size it was measured with before
+        batch = 500 if source.lower().startswith("kafka") else 2000
     count = default_processes(source) if processes is None else processes
     if count > 1:
         load_app(app_spec)  # a bad APP fails here, once, not in every child

@@ -124,26 +124,15 @@ async def _ingest(
     producer: AIOKafkaProducer,
 ) -> None:
     invalid_topic = f"{opts.topic}.invalid"
-    committing: asyncio.Task[None] | None = None  # the previous batch's commit (a pipeline)
-    try:
-        while not opts.stop.is_set():
-            batches = await consumer.getmany(timeout_ms=200, max_records=opts.batch)
-            await _update_lag(consumer, stats)
-            records = [r for part in batches.values() for r in part]
-            if not records:
-                continue
-            reasons = await _store(app, store, stats, records)
-            if committing is not None:
-                await committing  # commits stay in order
-            offsets = {tp: part[-1].offset + 1 for tp, part in batches.items() if part}
-            committing = asyncio.create_task(
-                _settle(consumer, producer, invalid_topic, records, reasons, offsets)
-            )
-        if committing is not None:
-            await committing
-    finally:
-        if committing is not None and not committing.done():
-            committing.cancel()  # not committed: read again, refused by the store
+    while not opts.stop.is_set():
+        batches = await consumer.getmany(timeout_ms=200, max_records=opts.batch)
+        await _update_lag(consumer, stats)
+        records = [r for part in batches.values() for r in part]
+        if not records:
+            continue
+        reasons = await _store(app, store, stats, records)
+        offsets = {tp: part[-1].offset + 1 for tp, part in batches.items() if part}
+        await _settle(consumer, producer, invalid_topic, records, reasons, offsets)
 
 
 async def _store(

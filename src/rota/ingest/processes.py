@@ -28,10 +28,9 @@ PARENT_ENV = "ROTA_INGEST_PARENT"
 
 
 def default_processes(source: str) -> int:
-    """AMQP: one consumer process per CPU, at most 4 (the client is CPU-bound). Kafka: one;
-    each crashed member of a consumer group costs a rebalance that stops the whole group
-    (``bench.ingest`` kills saw a restarted 2-process group idle for over 120 s), so more
-    processes are opt-in there."""
+    """AMQP: one consumer process per CPU, at most 4 (the client is CPU-bound). Kafka: one
+    (one process already meets the rate target, and every member that joins or dies makes
+    the whole group stop for a rebalance, 5-20 s on tansu); more are opt-in there."""
     if source.split("://", 1)[0].lower() == "kafka":
         return 1
     return max(1, min(os.cpu_count() or 1, 4))
