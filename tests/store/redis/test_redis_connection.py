@@ -81,6 +81,20 @@ def test_reconnects_after_client_kill(
     assert len([m for lvl, m in messages if "reconnected" in m]) == 1
 
 
+def test_loading_the_library_again_is_refused_cheaply_not_recompiled(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    """A reconnecting client loads the library without REPLACE: Redis refuses it as already
+    there (before compiling it), and the client takes that refusal as success."""
+    store.submit([job()])  # the library is loaded by now
+    before = raw.info("commandstats").get("cmdstat_function|load", {})
+    store._load_library()  # what a second client racing the first sees
+    after = raw.info("commandstats")["cmdstat_function|load"]
+    assert after["calls"] - before.get("calls", 0) == 1
+    assert after["failed_calls"] - before.get("failed_calls", 0) == 1  # "already exists"
+    store.submit([job()])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

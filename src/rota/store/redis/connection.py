@@ -25,7 +25,12 @@ from rota.core.errors import InvalidOption, LeaseLost, StoreError, SubmitError
 from rota.store.contract import split_attempt_history
 from rota.store.redis.codec import NodeSpecs, num_arg
 from rota.store.redis.durable import Durability
-from rota.store.redis.library import LOAD_LIBRARY, function_name, missing_library
+from rota.store.redis.library import (
+    LOAD_LIBRARY,
+    already_loaded,
+    function_name,
+    missing_library,
+)
 from rota.store.redis.topology import CLUSTER, SENTINEL, connection_pool, describe, scheme
 
 log = logging.getLogger("rota.store.redis")
@@ -274,6 +279,8 @@ class RedisConnection:
         try:
             self._cmd(*LOAD_LIBRARY)
         except ResponseError as exc:
+            if already_loaded(exc):  # another client loaded it first
+                return
             if "unknown command" in str(exc).lower():
                 raise StoreError(
                     f"Redis at {self._where} has no functions: rota needs Redis 7.0 or newer"

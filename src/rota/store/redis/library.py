@@ -47,12 +47,21 @@ def load_library() -> tuple[str, str]:
 
 
 LIBRARY, LIBRARY_CODE = load_library()
-LOAD_LIBRARY = ("FUNCTION", "LOAD", "REPLACE", LIBRARY_CODE)
+# No REPLACE: the library's name carries a hash of its code, so one already loaded under
+# that name is this code. Redis refuses a second load before compiling anything ("already
+# exists", ~0.15 ms here, against ~1.7 ms for a REPLACE that compiles the library again),
+# so a fleet reconnecting at once after a store outage does not stall Redis recompiling it.
+LOAD_LIBRARY = ("FUNCTION", "LOAD", LIBRARY_CODE)
 
 
 def function_name(script: str) -> str:
     """The Redis function that runs script ``script`` (``FCALL`` it)."""
     return f"{LIBRARY}_{script}"
+
+
+def already_loaded(error: Exception) -> bool:
+    """Whether ``error`` is Redis refusing ``LOAD_LIBRARY`` because it has that library."""
+    return "already exists" in str(error)
 
 
 def missing_library(error: Exception) -> bool:
