@@ -32,6 +32,7 @@ from rota.core.model import (
     NodeState,
     PendingJob,
     ReapReport,
+    RunningJob,
     ScheduleRecord,
 )
 from rota.core.outcomes import Outcome
@@ -296,6 +297,34 @@ class Store(ABC):
         """Pending jobs by priority (highest first), then FIFO, starting after the cursor
         ``(priority, seq)`` of the last job of the previous page."""
 
+    def running_jobs(self, limit: int = 10_000) -> list[RunningJob]:
+        """Up to ``limit`` assigned and running jobs, as the allocation policies see them
+        (``rota.scheduler.policy``: per-tenant usage for fair share). The default reads
+        them with ``list_jobs``; ``started_at`` is the start (or ``created_at`` while
+        only assigned) and ``stopping`` a cancel asked of a preemptible job."""
+        found: list[RunningJob] = []
+        for state in (JobState.RUNNING, JobState.ASSIGNED):
+            for r in self.list_jobs(state=state, limit=limit - len(found)):
+                if r.node_id is None:
+                    continue
+                found.append(
+                    RunningJob(
+                        r.id,
+                        r.node_id,
+                        r.priority,
+                        r.resources,
+                        r.started_at if r.started_at is not None else r.created_at,
+                        r.timeout,
+                        r.alloc,
+                        r.preempted_at,
+                        r.cancel_requested and r.alloc.preemptible,
+                        r.queue,
+                    )
+                )
+            if len(found) >= limit:
+                break
+        return found
+
     @abstractmethod
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
         """Place pending jobs on live nodes, each with a new fencing token. Jobs no longer
@@ -402,6 +431,7 @@ class SchedulerStore(Protocol):
         self, limit: int, after: tuple[int, int] | None = None
     ) -> list[PendingJob]: ...
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int: ...
+    def running_jobs(self, limit: int = 10_000) -> list[RunningJob]: ...
     def wait_for_pending(self, timeout: float) -> None: ...
     def resolve_dependencies(self, lease: Lease, limit: int) -> int: ...
     def concurrency_usage(self, keys: Sequence[str]) -> dict[str, int]: ...

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from rota.core.model import (
+    AllocSpec,
     JobRecord,
 )
 from rota.core.states import JobState
@@ -34,7 +35,7 @@ def job_from_row(row: Sequence[Any]) -> JobRecord:
      labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
      started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested,
      seq, depends_on, pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
-     rate_limit) = row  # fmt: skip
+     rate_limit, alloc, preempted_at, preemptions) = row  # fmt: skip
     return JobRecord(
         id=id_,
         task=task,
@@ -69,4 +70,7 @@ def job_from_row(row: Sequence[Any]) -> JobRecord:
         concurrency_key=concurrency_key,
         concurrency_limit=concurrency_limit or 0,
         rate_limit=rate_limit,
+        alloc=AllocSpec.from_json(alloc),
+        preempted_at=preempted_at,
+        preemptions=preemptions or 0,
     )

@@ -50,6 +50,11 @@ CREATE TABLE jobs (
     concurrency_limit integer,
     rate_limit       text,                       -- "<count>/<seconds>", read by the scheduler
     has_children     boolean,                    -- true once some job depends on it
+    -- Allocation columns (migration 0005): AllocSpec JSON text (NULL: all defaults), the last
+    -- preemption (store clock) and how many times the job was preempted.
+    alloc            text,
+    preempted_at     double precision,
+    preemptions      integer          NOT NULL DEFAULT 0,
     CONSTRAINT jobs_pkey PRIMARY KEY (id),
     CONSTRAINT jobs_state_check CHECK (state IN ('waiting', 'scheduled', 'pending', 'assigned',
         'running', 'retrying', 'succeeded', 'dead', 'cancelled', 'upstream_failed'))

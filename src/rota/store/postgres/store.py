@@ -59,6 +59,7 @@ from psycopg.rows import tuple_row
 
 from rota.core.errors import LeaseLost, StoreError, SubmitError
 from rota.core.model import (
+    AllocSpec,
     Assignment,
     AttemptRecord,
     HeartbeatReply,
@@ -461,9 +462,12 @@ class PostgresStore(PostgresListener, Store):
                 concurrency_key=concurrency_key,
                 concurrency_limit=concurrency_limit or 0,
                 rate_limit=rate_limit,
+                alloc=AllocSpec.from_json(alloc),
+                timeout=timeout,
+                enqueued_at=enqueued_at,
             )
             for (id_, queue, priority, seq, resources, labels, affinity, task, concurrency_key,
-                 concurrency_limit, rate_limit) in self._all(
+                 concurrency_limit, rate_limit, alloc, timeout, enqueued_at) in self._all(
                 "pending_jobs", params, idempotent=True
             )
         ]  # fmt: skip

@@ -34,6 +34,7 @@ def submit_params(jobs: Sequence[NewJob], pending_channel: str) -> dict[str, Any
         "etas": [j.eta for j in jobs],
         "backoff_bases": [float(j.backoff_base) for j in jobs],
         "backoff_maxes": [float(j.backoff_max) for j in jobs],
+        "allocs": [j.alloc.to_json() for j in jobs],
         "pending_channel": pending_channel,
     }
 

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from rota.core.model import (
+    AllocSpec,
     JobRecord,
     NewJob,
     NodeSpec,
@@ -30,11 +31,11 @@ _JOB_FIELDS = (
     "created_at", "scheduled_at", "node_id", "token", "started_at", "finished_at",
     "lease_expires_at", "result", "error", "traceback", "cancel_requested", "seq",
     "depends_on", "pass_results", "workflow_id", "unique_key", "concurrency_key",
-    "concurrency_limit", "rate_limit",
+    "concurrency_limit", "rate_limit", "alloc", "preempted_at", "preemptions",
 )  # fmt: skip
 _PENDING_FIELDS = (
     "id", "queue", "priority", "seq", "resources", "labels", "affinity", "task",
-    "concurrency_key", "concurrency_limit", "rate_limit",
+    "concurrency_key", "concurrency_limit", "rate_limit", "alloc", "timeout", "enqueued_at",
 )  # fmt: skip
 for _record, _names in ((JobRecord, _JOB_FIELDS), (PendingJob, _PENDING_FIELDS)):
     if tuple(f.name for f in fields(_record))[: len(_names)] != _names:
@@ -80,6 +81,9 @@ def job_from_row(row: Sequence[Any]) -> JobRecord:
         r[30],
         r[31],
         r[32],
+        AllocSpec.from_json(r[33]),
+        r[34],
+        r[35],
     )
 
 
@@ -87,7 +91,20 @@ def pending_from_row(row: Sequence[Any]) -> PendingJob:
     """A ``PendingJob`` from a row of the ``pending_first`` / ``pending_after`` queries."""
     r, loads = row, orjson.loads
     return PendingJob(
-        r[0], r[1], r[2], r[3], loads(r[4]), loads(r[5]), loads(r[6]), r[7], r[8], r[9], r[10]
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        loads(r[4]),
+        loads(r[5]),
+        loads(r[6]),
+        r[7],
+        r[8],
+        r[9],
+        r[10],
+        AllocSpec.from_json(r[11]),
+        r[12],
+        r[13],
     )
 
 
@@ -150,6 +167,7 @@ def job_insert_params(job: NewJob, now: float, parents: tuple[str, ...] | None) 
         "backoff_max": job.backoff_max,
         "now": now,
         "scheduled_at": due,
+        "alloc": job.alloc.to_json(),
     }
     if parents is not None:
         if parents:

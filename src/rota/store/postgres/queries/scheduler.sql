@@ -132,7 +132,7 @@ SELECT
 -- Served by jobs_pending_idx: an Index Scan whose condition is the cursor, whatever the
 -- number of finished rows (see tests/test_postgres_store.py::test_pending_query_uses_index).
 SELECT id, queue, priority, seq, resources, labels, affinity, task, concurrency_key,
-    concurrency_limit, rate_limit
+    concurrency_limit, rate_limit, alloc, timeout, coalesce(scheduled_at, created_at)
 FROM jobs
 WHERE state = 'pending' AND (-(priority::bigint), seq) > (:neg_priority::bigint, :seq::bigint)
 ORDER BY -(priority::bigint), seq

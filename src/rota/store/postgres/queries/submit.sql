@@ -14,17 +14,17 @@ WITH new AS (
         :priorities::integer[], :max_attempts::integer[], :timeouts::double precision[],
         :resources::jsonb[], :labels::jsonb[], :affinity::jsonb[], :delays::double precision[],
         :etas::double precision[], :backoff_bases::double precision[],
-        :backoff_maxes::double precision[]
+        :backoff_maxes::double precision[], :allocs::text[]
     ) WITH ORDINALITY AS n (id, task, queue, payload, priority, max_attempts, timeout,
-        resources, labels, affinity, delay, eta, backoff_base, backoff_max, ord)
+        resources, labels, affinity, delay, eta, backoff_base, backoff_max, alloc, ord)
 ), inserted AS (
     INSERT INTO jobs (id, task, queue, payload, priority, state, max_attempts, timeout,
-        resources, labels, affinity, backoff_base, backoff_max, created_at, scheduled_at)
+        resources, labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, alloc)
     SELECT id, task, queue, payload, priority,
         CASE WHEN coalesce(eta, rota_now() + delay) > rota_now() THEN 'scheduled'
             ELSE 'pending' END,
         max_attempts, timeout, resources, labels, affinity, backoff_base, backoff_max,
-        rota_now(), coalesce(eta, rota_now() + delay)
+        rota_now(), coalesce(eta, rota_now() + delay), alloc
     FROM new
     ORDER BY ord
 )
@@ -46,16 +46,17 @@ WITH new AS (
         :etas::double precision[], :backoff_bases::double precision[],
         :backoff_maxes::double precision[], :depends_on::text[], :pass_results::boolean[],
         :workflow_ids::text[], :unique_keys::text[], :concurrency_keys::text[],
-        :concurrency_limits::integer[], :rate_limits::text[], :has_children::boolean[]
+        :concurrency_limits::integer[], :rate_limits::text[], :has_children::boolean[],
+        :allocs::text[]
     ) WITH ORDINALITY AS n (id, task, queue, payload, priority, max_attempts, timeout,
         resources, labels, affinity, delay, eta, backoff_base, backoff_max, depends_on,
         pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit, rate_limit,
-        has_children, ord)
+        has_children, alloc, ord)
 ), inserted AS (
     INSERT INTO jobs (id, task, queue, payload, priority, state, max_attempts, timeout,
         resources, labels, affinity, backoff_base, backoff_max, created_at, scheduled_at,
         depends_on, pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
-        rate_limit, has_children)
+        rate_limit, has_children, alloc)
     SELECT id, task, queue, payload, priority,
         CASE WHEN depends_on IS NOT NULL THEN 'waiting'
             WHEN coalesce(eta, rota_now() + delay) > rota_now() THEN 'scheduled'
@@ -68,7 +69,7 @@ WITH new AS (
             ORDER BY d.k
         ) END,
         pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit, rate_limit,
-        has_children
+        has_children, alloc
     FROM new
     ORDER BY ord
 ), settle AS (
@@ -131,7 +132,7 @@ SELECT id, task, queue, payload, priority, state, attempts, max_attempts, timeou
     labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
     started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq,
     depends_on, pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
-    rate_limit
+    rate_limit, alloc, preempted_at, preemptions
 FROM jobs
 WHERE id = ANY(:ids::text[])
 
@@ -140,7 +141,7 @@ SELECT id, task, queue, payload, priority, state, attempts, max_attempts, timeou
     labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
     started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq,
     depends_on, pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
-    rate_limit
+    rate_limit, alloc, preempted_at, preemptions
 FROM jobs
 WHERE (:state::text IS NULL OR state = :state::text)
     AND (:queue::text IS NULL OR queue = :queue::text)

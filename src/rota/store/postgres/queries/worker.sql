@@ -109,7 +109,7 @@ WITH picked AS (
         j.backoff_max, j.created_at, j.scheduled_at, j.node_id, j.token, j.started_at,
         j.finished_at, j.lease_expires_at, j.result, j.error, j.traceback, j.cancel_requested,
         j.seq, j.depends_on, j.pass_results, j.workflow_id, j.unique_key, j.concurrency_key,
-        j.concurrency_limit, j.rate_limit
+        j.concurrency_limit, j.rate_limit, j.alloc, j.preempted_at, j.preemptions
 ), opened AS (
     INSERT INTO job_attempts AS a (job_id, token, attempt, node_id, started_at, claim)
     SELECT id, token, attempts, node_id, started_at, :claim FROM started
@@ -130,7 +130,8 @@ SELECT j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts, j.max_
     j.timeout, j.resources, j.labels, j.affinity, j.backoff_base, j.backoff_max, j.created_at,
     j.scheduled_at, j.node_id, j.token, j.started_at, j.finished_at, j.lease_expires_at,
     j.result, j.error, j.traceback, j.cancel_requested, j.seq, j.depends_on, j.pass_results,
-    j.workflow_id, j.unique_key, j.concurrency_key, j.concurrency_limit, j.rate_limit
+    j.workflow_id, j.unique_key, j.concurrency_key, j.concurrency_limit, j.rate_limit,
+    j.alloc, j.preempted_at, j.preemptions
 FROM job_attempts a
 JOIN jobs j ON j.id = a.job_id AND j.token = a.token AND j.state = 'running'
 WHERE a.node_id = :node_id AND a.claim = :claim AND a.ended_at IS NULL

@@ -81,14 +81,14 @@ WHERE state IN ('assigned', 'running') AND state = 'running' AND attempts >= max
 
 -- name: pending_first
 SELECT id, queue, priority, seq, resources, labels, affinity, task, concurrency_key,
-       concurrency_limit, rate_limit
+       concurrency_limit, rate_limit, alloc, timeout, coalesce(scheduled_at, created_at)
 FROM jobs INDEXED BY jobs_pending
 WHERE state = 'pending'
 ORDER BY priority DESC, seq LIMIT :limit;
 
 -- name: pending_after
 SELECT id, queue, priority, seq, resources, labels, affinity, task, concurrency_key,
-       concurrency_limit, rate_limit
+       concurrency_limit, rate_limit, alloc, timeout, coalesce(scheduled_at, created_at)
 FROM jobs INDEXED BY jobs_pending
 WHERE state = 'pending' AND (priority < :priority OR (priority = :priority AND seq > :seq))
 ORDER BY priority DESC, seq LIMIT :limit;

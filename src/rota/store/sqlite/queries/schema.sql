@@ -71,7 +71,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     concurrency_key TEXT,
     concurrency_limit INTEGER NOT NULL DEFAULT 0,
     rate_limit TEXT,
-    has_children INTEGER NOT NULL DEFAULT 0
+    has_children INTEGER NOT NULL DEFAULT 0,
+    alloc TEXT,
+    preempted_at REAL,
+    preemptions INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (priority DESC, seq) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (scheduled_at) WHERE state IN ('scheduled', 'retrying');
@@ -143,6 +146,9 @@ ALTER TABLE jobs ADD COLUMN concurrency_key TEXT;
 ALTER TABLE jobs ADD COLUMN concurrency_limit INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN rate_limit TEXT;
 ALTER TABLE jobs ADD COLUMN has_children INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN alloc TEXT;
+ALTER TABLE jobs ADD COLUMN preempted_at REAL;
+ALTER TABLE jobs ADD COLUMN preemptions INTEGER NOT NULL DEFAULT 0;
 
 -- name: schema_after_columns
 -- Indexes and triggers on the added columns (after ``jobs_columns``).

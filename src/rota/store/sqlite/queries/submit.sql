@@ -3,20 +3,20 @@
 
 -- name: insert_job
 INSERT INTO jobs (id, task, queue, payload, priority, state, max_attempts, timeout, resources,
-                  labels, affinity, backoff_base, backoff_max, created_at, scheduled_at)
+                  labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, alloc)
 VALUES (:id, :task, :queue, :payload, :priority, :state, :max_attempts, :timeout, :resources,
-        :labels, :affinity, :backoff_base, :backoff_max, :now, :scheduled_at);
+        :labels, :affinity, :backoff_base, :backoff_max, :now, :scheduled_at, :alloc);
 
 -- name: insert_flow_job
 -- A job using one of the flow options (the plain insert leaves their columns at default).
 INSERT INTO jobs (id, task, queue, payload, priority, state, max_attempts, timeout, resources,
                   labels, affinity, backoff_base, backoff_max, created_at, scheduled_at,
                   depends_on, pass_results, workflow_id, unique_key, concurrency_key,
-                  concurrency_limit, rate_limit)
+                  concurrency_limit, rate_limit, alloc)
 VALUES (:id, :task, :queue, :payload, :priority, :state, :max_attempts, :timeout, :resources,
         :labels, :affinity, :backoff_base, :backoff_max, :now, :scheduled_at,
         :depends_on, :pass_results, :workflow_id, :unique_key, :concurrency_key,
-        :concurrency_limit, :rate_limit);
+        :concurrency_limit, :rate_limit, :alloc);
 
 -- name: job_exists
 SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?);
@@ -44,7 +44,7 @@ SELECT id, task, queue, payload, priority, state, attempts, max_attempts, timeou
        labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
        started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq,
        depends_on, pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
-       rate_limit
+       rate_limit, alloc, preempted_at, preemptions
 FROM jobs WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: list_jobs
@@ -52,7 +52,7 @@ SELECT id, task, queue, payload, priority, state, attempts, max_attempts, timeou
        labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
        started_at, finished_at, lease_expires_at, result, error, traceback, cancel_requested, seq,
        depends_on, pass_results, workflow_id, unique_key, concurrency_key, concurrency_limit,
-       rate_limit
+       rate_limit, alloc, preempted_at, preemptions
 FROM jobs
 WHERE (:state IS NULL OR state = :state)
   AND (:queue IS NULL OR queue = :queue)

@@ -49,7 +49,7 @@ RETURNING id, task, queue, payload, priority, state, attempts, max_attempts, tim
           labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
           started_at, finished_at, lease_expires_at, result, error, traceback,
           cancel_requested, seq, depends_on, pass_results, workflow_id, unique_key,
-          concurrency_key, concurrency_limit, rate_limit;
+          concurrency_key, concurrency_limit, rate_limit, alloc, preempted_at, preemptions;
 
 -- name: has_assigned
 SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_active
