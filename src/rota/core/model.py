@@ -320,7 +320,9 @@ class PendingJob:
     rate_limit: str | None = None
     alloc: AllocSpec = NO_ALLOC
     timeout: float | None = None  # worst-case run time (backfill)
-    enqueued_at: float = 0.0  # when it became pending, store clock (aging)
+    # when it became pending, store clock (aging); kept for jobs with an alloc spec at
+    # least (Redis: 0 for the others)
+    enqueued_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import orjson
 
 from rota.core.backoff import DEFAULT_BASE, DEFAULT_MAX
 from rota.core.model import (
+    AllocSpec,
     AttemptRecord,
     JobRecord,
     Lease,
@@ -182,14 +183,16 @@ def pending_from_members(members: Any, seen: dict[str, str]) -> list[PendingJob]
     """``PendingJob``s from members of the ``pending`` sorted set: ``rank`` (8 hex digits of
     2^31-1-priority, 12 of seq), then ``id``, ``queue``, ``x`` and ``task`` separated by NUL, where ``x`` is "" or the
     JSON list [resources, labels, affinity, concurrency_key, concurrency_limit, rate_limit]
-    (see lua/lib.lua). Each member is also put in ``seen`` by id, for ``assign``."""
+    and, for a job with an alloc spec, [alloc, timeout, enqueued_at] (see lua/lib.lua).
+    Other jobs' ``enqueued_at`` is 0 (only aging reads it) and ``timeout`` None. Each member is also put in ``seen`` by id, for ``assign``."""
     out: list[PendingJob] = []
     append = out.append
     for m in members:
         job_id, queue, x, task = m[20:].split("\0", 3)
         seen[job_id] = m
         if x:
-            res, labels, affinity, ckey, climit, rlimit = orjson.loads(x)
+            res, labels, affinity, ckey, climit, rlimit, *more = orjson.loads(x)
+            alloc, timeout, enqueued = more if more else (None, None, None)
             append(
                 PendingJob(
                     job_id,
@@ -203,6 +206,9 @@ def pending_from_members(members: Any, seen: dict[str, str]) -> list[PendingJob]
                     ckey,
                     int(climit or 0),
                     rlimit,
+                    AllocSpec.from_dict(alloc),
+                    None if timeout is None else float(timeout),
+                    float(enqueued or 0.0),
                 )
             )
         else:
@@ -261,6 +267,9 @@ def job_from_hash(job_id: str, h: dict[str, str]) -> JobRecord:
         concurrency_key=get("concurrency_key"),
         concurrency_limit=int(get("concurrency_limit", 0)),
         rate_limit=get("rate_limit"),
+        alloc=AllocSpec.from_json(get("alloc")),
+        preempted_at=None if (v := get("preempted_at")) is None else float(v),
+        preemptions=int(get("preemptions", 0)),
     )
 
 
@@ -308,6 +317,9 @@ def submit_args(jobs: Sequence[NewJob]) -> tuple[bytes, bytes | str]:
             row += ("workflow_id", j.workflow_id)
         if j.unique_key is not None:
             row += ("unique_key", j.unique_key)
+        alloc = j.alloc.to_json()
+        if alloc is not None:
+            row += ("alloc", alloc)
         if j.depends_on or j.unique_key is not None:
             unique_for = "" if j.unique_for is None else num_arg(j.unique_for)
             specials.append([i, list(j.depends_on), j.unique_key or "", unique_for])

@@ -22,7 +22,8 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
                                 cancel_requested seq, and the flow fields depends_on (JSON
                                 list of parent ids) pass_results ("1") workflow_id
                                 unique_key concurrency_key concurrency_limit rate_limit
-                                (written by submit), children ("1": some job depends on
+                                alloc (AllocSpec JSON text; written by submit),
+                                preempted_at preemptions, children ("1": some job depends on
                                 this one; submit sets it on the parent). A missing field
                                 has its default: priority/attempts/token/concurrency_limit
                                 0, max_attempts 1, backoff_base 1, backoff_max 300,
@@ -74,7 +75,9 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
   B.."pending"          zset    all scores 0, member rank..id.."\0"..queue.."\0"..x.."\0"..task
                                 (rank = 8 hex of 2^31-1-priority, 12 hex of seq; x = "" or
                                 the JSON list [resources, labels, affinity,
-                                concurrency_key, concurrency_limit, rate_limit]): placement
+                                concurrency_key, concurrency_limit, rate_limit], and for
+                                a job with an alloc spec also alloc, timeout and the time
+                                it became pending): placement
                                 order, read with ZRANGEBYLEX, and everything placement
                                 needs, so the scheduler never reads job hashes. Built by
                                 pmember() from the job's fields, which never change while
@@ -194,25 +197,33 @@ local function rank(priority, seq)
 end
 
 -- A pending job's member in "pending" (see the header): everything placement reads.
-local function pmember(priority, seq, id, queue, task, res, labels, aff, ck, cl, rl)
+-- A job with an allocation spec (al, JSON text) also carries it, its timeout (to) and
+-- when it became pending (enq: scheduled_at, else created_at; text as stored).
+local function pmember(priority, seq, id, queue, task, res, labels, aff, ck, cl, rl, al, to, enq)
   local x = ''
-  if res or labels or aff or ck or rl or (tonumber(cl) or 0) ~= 0 then
+  if res or labels or aff or ck or rl or al or (tonumber(cl) or 0) ~= 0 then
     x = '[' .. (res or 'null') .. ',' .. (labels or 'null') .. ',' .. (aff or 'null') .. ','
       .. (ck and cjson.encode(ck) or 'null') .. ',' .. tostring(tonumber(cl) or 0) .. ','
-      .. (rl and cjson.encode(rl) or 'null') .. ']'
+      .. (rl and cjson.encode(rl) or 'null')
+    if al then
+      x = x .. ',' .. al .. ',' .. (to or 'null') .. ',' .. (enq or 'null')
+    end
+    x = x .. ']'
   end
   return rank(priority, seq) .. id .. '\0' .. queue .. '\0' .. x .. '\0' .. task
 end
 
 local PFIELDS = { 'priority', 'seq', 'queue', 'task', 'resources', 'labels', 'affinity',
-  'concurrency_key', 'concurrency_limit', 'rate_limit' }
+  'concurrency_key', 'concurrency_limit', 'rate_limit', 'alloc', 'timeout', 'scheduled_at',
+  'created_at' }
 -- The member of job `id` built from its hash (nil if it is gone).
 local function pmember_of(id)
   local v = redis.call('HMGET', jkey(id), unpack(PFIELDS))
   if not v[2] then
     return nil
   end
-  return pmember(v[1], v[2], id, v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10])
+  return pmember(v[1], v[2], id, v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11],
+    v[12], v[13] or v[14])
 end
 
 -- States with a "state:<st>" index (pending, assigned and running jobs have none).

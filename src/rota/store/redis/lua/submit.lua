@@ -108,6 +108,7 @@ local function do_submit(jobs, specials)
           f[#f + 1] = 'priority'; f[#f + 1] = prio
         end
         local state = 'pending'
+        local enq = NOWS -- when it becomes pending (the member of a job with an alloc spec)
         local deps = parents_of[i]
         if deps then
           state = 'waiting'
@@ -118,7 +119,8 @@ local function do_submit(jobs, specials)
           if a[7] ~= '' then
             due = tonumber(a[7])
           end
-          f[#f + 1] = 'scheduled_at'; f[#f + 1] = fmt(due)
+          enq = fmt(due)
+          f[#f + 1] = 'scheduled_at'; f[#f + 1] = enq
           if due > NOW then
             state = 'scheduled'
             sched[#sched + 1] = seq; sched[#sched + 1] = id
@@ -126,7 +128,7 @@ local function do_submit(jobs, specials)
           end
         end
         if state == 'pending' then
-          local res, labels, aff, ck, cl, rl
+          local res, labels, aff, ck, cl, rl, al, to
           for x = 8, #a, 2 do
             local name = a[x]
             if name == 'resources' then
@@ -141,10 +143,14 @@ local function do_submit(jobs, specials)
               cl = a[x + 1]
             elseif name == 'rate_limit' then
               rl = a[x + 1]
+            elseif name == 'alloc' then
+              al = a[x + 1]
+            elseif name == 'timeout' then
+              to = a[x + 1]
             end
           end
           local node = nil
-          if reserved and not (res or labels or aff or ck or rl or (tonumber(cl) or 0) ~= 0) then
+          if reserved and not (res or labels or aff or ck or rl or al or (tonumber(cl) or 0) ~= 0) then
             node = take_reserved(queue)
           end
           if node then -- placed at once, in a slot the leader reserved
@@ -157,7 +163,8 @@ local function do_submit(jobs, specials)
           else
             reserved = false
             pmem[#pmem + 1] = 0
-            pmem[#pmem + 1] = pmember(prio, seq, id, queue, a[2], res, labels, aff, ck, cl, rl)
+            pmem[#pmem + 1] = pmember(prio, seq, id, queue, a[2], res, labels, aff, ck, cl, rl,
+              al, to, enq)
           end
         end
         if state ~= 'assigned' then
