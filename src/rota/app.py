@@ -19,7 +19,7 @@ from rota.core.periodic import MissedPolicy, ScheduleSpec
 from rota.core.text import check_text
 from rota.handle import JobHandle
 from rota.options import JobOptions, tenant_name, validate_options, validate_share
-from rota.scheduler.fairshare import Share
+from rota.scheduler.fairshare import SHARES_NAME, Share, shares_to_doc
 from rota.store import Store, open_store, resolve_url
 from rota.telemetry.tracing import traced_payload, tracing_enabled
 from rota.workflow import Signature
@@ -199,6 +199,13 @@ class Rota:
         share = Share(checked, caps)
         self.shares[tenant_name(tenant)] = share
         return share
+
+    def sync_shares(self) -> int:
+        """Publish :attr:`shares` to the store, replacing what was published before; the
+        scheduler leader reads them within a stats cycle (about a second). An empty
+        ``shares`` turns fair share off again. Returns how many tenants were published."""
+        self.store.put_stats(SHARES_NAME, shares_to_doc(self.shares))
+        return len(self.shares)
 
     def get_task(self, name: str) -> Task[Any, Any]:
         """The registered task called ``name`` (or by its last dotted part, when that is
@@ -427,14 +434,13 @@ _warned_not_live = threading.Event()
 
 
 def _not_live_yet(spec: AllocSpec) -> AllocSpec:
-    """``spec``, after saying once per process that the live scheduler does not honour it
-    yet (the stores do not keep these fields: README, "Sharing a fleet")."""
-    if spec.to_json() is not None and not _warned_not_live.is_set():
+    """``spec``, after saying once per process that the live scheduler does not preempt
+    yet (tenants and aging are live: README, "Sharing a fleet")."""
+    if spec.preemptible and not _warned_not_live.is_set():
         _warned_not_live.set()
         logging.getLogger("rota").warning(
-            "tenant, aging, preemptible and gang options are validated and used by the "
-            "simulator (python -m bench.sim) but not yet by a live fleet: see README, "
-            "'Sharing a fleet'"
+            "preemptible=True is stored and used by the simulator (python -m bench.sim) "
+            "but a live scheduler does not preempt yet: see README, 'Sharing a fleet'"
         )
     return spec
 

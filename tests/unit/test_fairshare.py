@@ -91,3 +91,20 @@ def test_dominant_share_and_jain() -> None:
     assert fair.weighted("a") == pytest.approx(0.25)
     assert jain([1, 1, 1]) == pytest.approx(1.0)
     assert jain([1, 0, 0, 0]) == pytest.approx(0.25)
+
+
+def test_shares_document_round_trips_and_drops_bad_entries() -> None:
+    from rota.scheduler.fairshare import shares_from_doc, shares_to_doc
+
+    shares = {"acme": Share(2.0, {"gpu": 8.0}), "beta": Share()}
+    doc = shares_to_doc(shares)
+    assert doc == {
+        "tenants": {
+            "acme": {"weight": 2.0, "limit": {"gpu": 8.0}},
+            "beta": {"weight": 1.0, "limit": {}},
+        }
+    }
+    assert shares_from_doc(doc) == shares
+    bad = {"tenants": {"a": {"weight": 0}, "b": "x", "c": {"weight": 1, "limit": {"gpu": "8"}}}}
+    assert shares_from_doc(bad) == {"c": Share(1.0, {})}
+    assert shares_from_doc(None) == {} and shares_from_doc({"tenants": []}) == {}

@@ -41,3 +41,6 @@ class SchedulerConfig:
     # Fair share, backfill and preemption rules (rota.scheduler.policy). The defaults
     # change nothing until jobs ask for it (aging, gangs, preemptible) or shares are set.
     allocation: AllocationConfig = field(default_factory=AllocationConfig)
+    # While fair share or aging is in use, the pending jobs the allocation policies weigh
+    # together in one decision (a flooding tenant cannot hide the others within it).
+    alloc_window: int = 5000

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from rota.core.resources import Resources
 from rota.scheduler.placement import EPSILON
@@ -29,6 +30,34 @@ class Share:
 
 
 DEFAULT_SHARE = Share()
+SHARES_NAME = "shares"  # the stats document ``Rota.sync_shares`` writes and the leader reads
+
+
+def shares_to_doc(shares: Mapping[str, Share]) -> dict[str, Any]:
+    """The JSON document of ``shares`` (``{"tenants": {name: {"weight", "limit"}}}``)."""
+    return {
+        "tenants": {
+            name: {"weight": s.weight, "limit": dict(s.limit)} for name, s in shares.items()
+        }
+    }
+
+
+def shares_from_doc(doc: Mapping[str, Any] | None) -> dict[str, Share]:
+    """The inverse of :func:`shares_to_doc`; entries that are not well formed are left out
+    (the document is read by the leader every stats cycle and must never stop it)."""
+    tenants = (doc or {}).get("tenants")
+    out: dict[str, Share] = {}
+    if not isinstance(tenants, dict):
+        return out
+    for name, entry in tenants.items():
+        if not isinstance(entry, dict):
+            continue
+        weight, limit = entry.get("weight", 1.0), entry.get("limit") or {}
+        if not isinstance(weight, int | float) or weight <= 0 or not isinstance(limit, dict):
+            continue
+        caps = {str(r): float(q) for r, q in limit.items() if isinstance(q, int | float)}
+        out[str(name)] = Share(float(weight), caps)
+    return out
 
 
 class FairShare:

@@ -4,6 +4,7 @@ pending jobs onto live nodes. Any number may run; one leads, the others stand by
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -16,12 +17,20 @@ from typing import Any
 
 from rota.coord import Leadership, open_coordinator, resolve_coordinator
 from rota.core.errors import LeaseLost, StoreError
-from rota.core.model import Assignment, Lease, NodeRecord, PendingJob, PlacementSnapshot
+from rota.core.model import (
+    Assignment,
+    Lease,
+    NodeRecord,
+    PendingJob,
+    PlacementSnapshot,
+    RunningJob,
+)
 from rota.scheduler.config import STATS_NAME, SchedulerConfig
+from rota.scheduler.fairshare import SHARES_NAME, Share, shares_from_doc
 from rota.scheduler.limits import RateGate, admit, fair_order, record_placed
 from rota.scheduler.periodic import PeriodicRunner
 from rota.scheduler.placement import Placement, get_policy, place
-from rota.scheduler.policy import AllocationState, allocate
+from rota.scheduler.policy import AllocationConfig, AllocationState, allocate, tenant_of
 from rota.scheduler.reservations import grants, reserve
 from rota.store import Store, open_store
 from rota.store import fast_paths as fast
@@ -29,6 +38,8 @@ from rota.store import fast_paths as fast
 log = logging.getLogger("rota.scheduler")
 RATES_NAME = "rate_limits"  # the rate-limit state, handed from leader to leader
 RATE_CYCLE = 0.02  # longest idle wait while jobs are held by a rate limit
+AGING_MEMORY = 60.0  # seconds the leader keeps the aging window after it last saw aging
+REASONS_KEPT = 100  # per-job wait reasons published (rota job <id>)
 
 
 @dataclass(slots=True)
@@ -94,6 +105,15 @@ class Scheduler:
         self._rates_saved: dict[str, float] = {}
         self.periodic = PeriodicRunner()
         self.allocation = AllocationState()  # preemptions in flight, per-minute cap
+        # The allocation policies live now (config + the shares published in the store;
+        # preemption, backfill and gangs are not carried out by the leader yet).
+        self.alloc_config = self._live_allocation({})
+        self._alloc_read = 0.0  # when the shares and the store's clock were last read
+        self._clock_offset = 0.0  # store clock - local clock
+        self._aging_at = -AGING_MEMORY  # monotonic time a pending job with aging was seen
+        self._running: list[RunningJob] | None = None  # this cycle's, read once when needed
+        self.tenants: dict[str, dict[str, Any]] = {}
+        self.reasons: dict[str, str] = {}
 
     # ---- loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -154,6 +174,9 @@ class Scheduler:
         try:
             # Place first (what is pending now), then reap: a cycle woken by a submit or a
             # finished job answers it before the periodic bookkeeping.
+            if mono - self._alloc_read >= cfg.stats_every:
+                self._refresh_allocation(store)
+                self._alloc_read = mono
             census = self._census_due()
             woken, self._woken = self._woken, None
             if woken is not None and woken[0] == lease.token and not census:
@@ -221,7 +244,12 @@ class Scheduler:
                 self._rate_held = False
             # Nothing left pending: reserve free slots for plain jobs in the store.
             slots = None
-            if self._placed_all and cfg.reserve_slots > 0 and fast.reserves_slots(store):
+            if (
+                self._placed_all
+                and cfg.reserve_slots > 0
+                and not self._allocating()
+                and fast.reserves_slots(store)
+            ):
                 slots = reserve(nodes, self.policy, cfg.reserve_slots)
             # The store may take the next cycle's snapshot as it wakes (one round trip less).
             taken = fast.wait_for_pending_snapshot(
@@ -235,7 +263,8 @@ class Scheduler:
         start of a leadership: a grant is current only under its own lease token)."""
         if not self.config.claim_grants or not fast.grants_claims(store):
             return
-        grant = grants(nodes)
+        # Fair share and aging order every job in the leader: no node claims any itself.
+        grant = {} if self._allocating() else grants(nodes)
         if self._granted != (lease.token, grant):
             fast.grant_claims(store, lease, grant)
             self._granted = (lease.token, grant)
@@ -278,7 +307,12 @@ class Scheduler:
         by_node = {n.id: n for n in nodes}
         usage: dict[str, int] = {}  # concurrency keys: assigned + running, this cycle
         held: Counter[str] = Counter()
+        reasons: dict[str, str] = {}
         self._placed_all = False  # every pending job seen and placed
+        self._running = None
+        # Fair share and aging weigh a deep window of pending jobs at once; a census looks
+        # that deep too, to notice jobs with aging behind a long queue.
+        deep = census or self._allocating()
         while scanned < cfg.max_scan:
             if free <= 0 or not nodes:
                 if not census:
@@ -288,6 +322,10 @@ class Scheduler:
                 page, size, pending = pending, first_size, None
             else:
                 page = store.pending_jobs(size, after)
+            if deep and page and len(page) >= size:
+                page, size = self._deepen(store, page)
+            if any(j.alloc.aging for j in page):
+                self._aging_at = time.monotonic()
             if not page:
                 self._placed_all = placed == scanned
                 break
@@ -302,7 +340,7 @@ class Scheduler:
                     placed += self._assign(store, lease, result.assignments, page, by_node)
                 break
             admitted = self._admit(store, page, usage, held)
-            result = self._allocate(admitted, nodes, held)
+            result = self._allocate(store, admitted, nodes, held, reasons)
             unplaceable.update(result.never.values())
             waiting += result.waiting
             if result.assignments:
@@ -321,27 +359,119 @@ class Scheduler:
             self.unplaceable = unplaceable
             self.waiting = waiting
             self.held = held
+            specific = [(i, r) for i, r in reasons.items() if r != "no room now"]
+            self.reasons = dict(specific[:REASONS_KEPT])
+            if not self.alloc_config.fair:
+                self.tenants = {}
         if placed:
             self.placed_total += placed
             self._window.add(time.monotonic(), placed)
         return placed
 
     def _allocate(
-        self, jobs: list[PendingJob], nodes: list[NodeRecord], held: Counter[str]
+        self,
+        store: Store,
+        jobs: list[PendingJob],
+        nodes: list[NodeRecord],
+        held: Counter[str],
+        reasons: dict[str, str],
     ) -> Placement:
         """``place`` with the allocation policies (rota.scheduler.policy); exactly ``place``
-        while no job or setting asks for them. Phase 1: the snapshot carries no running
-        jobs yet, so shares count this cycle's placements only and nothing is preempted."""
+        while no job or setting asks for them. Fair share counts the work on the nodes
+        (``Store.running_jobs``, read once per cycle); aging reads the store's clock.
+        Gangs are placed as single jobs until the stores keep gangs whole (phase 3)."""
+        config = self.alloc_config
+        if any(j.alloc.gang is not None for j in jobs):
+            jobs = [
+                dataclasses.replace(j, alloc=dataclasses.replace(j.alloc, gang=None, gang_size=0))
+                if j.alloc.gang is not None
+                else j
+                for j in jobs
+            ]
+        running: list[RunningJob] = []
+        if config.fair:
+            if self._running is None:
+                self._running = store.running_jobs()
+            running = self._running
         decision = allocate(
             jobs,
             nodes,
             self.policy,
-            now=time.time(),
-            config=self.config.allocation,
+            running=running,
+            now=time.time() + self._clock_offset,
+            config=config,
             state=self.allocation,
         )
         held.update(r for r in decision.reasons.values() if r != "no room now")
+        reasons.update(decision.reasons)
+        if config.fair:
+            self._count_tenants(jobs, running, decision.placement, decision.shares)
         return decision.placement
+
+    def _live_allocation(self, shares: dict[str, Share]) -> AllocationConfig:
+        """The configured policies with ``shares`` (published by ``Rota.sync_shares``)
+        over the configured ones; preemption and backfill stay off in the leader until
+        the stores can carry them out (docs/allocation-phase2.md)."""
+        base = self.config.allocation
+        return dataclasses.replace(
+            base, shares={**base.shares, **shares}, preemption=False, backfill=False
+        )
+
+    def _refresh_allocation(self, store: Store) -> None:
+        """Re-read the published shares and the store's clock offset (once a stats cycle)."""
+        self.alloc_config = self._live_allocation(shares_from_doc(store.get_stats(SHARES_NAME)))
+        before = time.time()
+        now = store.now()
+        self._clock_offset = now - (before + time.time()) / 2
+
+    def _allocating(self) -> bool:
+        """Whether fair share or aging is in use: the leader then orders every pending job
+        (no claim grants, no reserved slots) and reads a deep window of them."""
+        return self.alloc_config.fair or time.monotonic() - self._aging_at < AGING_MEMORY
+
+    def _deepen(self, store: Store, page: list[PendingJob]) -> tuple[list[PendingJob], int]:
+        """``page`` followed by the next pending jobs, up to ``alloc_window`` in all; and
+        the page size to compare with (larger than the jobs when the queue ended)."""
+        cfg = self.config
+        jobs = list(page)
+        while len(jobs) < cfg.alloc_window:
+            want = min(max(cfg.page, cfg.max_page), cfg.alloc_window - len(jobs))
+            more = store.pending_jobs(want, (jobs[-1].priority, jobs[-1].seq))
+            jobs += more
+            if len(more) < want:
+                return jobs, len(jobs) + 1
+        return jobs, len(jobs)
+
+    def _count_tenants(
+        self,
+        jobs: list[PendingJob],
+        running: list[RunningJob],
+        placement: Placement,
+        shares: dict[str, float],
+    ) -> None:
+        """Per-tenant weight, dominant share, running and pending jobs (for status)."""
+        placed = {a.job_id for a in placement.assignments}
+        table: dict[str, dict[str, Any]] = {}
+
+        def row(tenant: str) -> dict[str, Any]:
+            if tenant not in table:
+                share = self.alloc_config.shares.get(tenant, Share())
+                table[tenant] = {
+                    "weight": share.weight,
+                    "limit": dict(share.limit),
+                    "dominant_share": round(shares.get(tenant, 0.0), 4),
+                    "running": 0,
+                    "pending": 0,
+                }
+            return table[tenant]
+
+        for r in running:
+            row(tenant_of(r, r.queue))["running"] += 1
+        for j in jobs:
+            row(tenant_of(j, j.queue))["running" if j.id in placed else "pending"] += 1
+        for tenant in self.alloc_config.shares:
+            row(tenant)
+        self.tenants = table
 
     def _admit(
         self, store: Store, page: list[PendingJob], usage: dict[str, int], held: Counter[str]
@@ -423,5 +553,14 @@ class Scheduler:
                 {"reason": reason, "jobs": count} for reason, count in self.held.most_common(20)
             ],
             "schedules": self.periodic.summary(),
+            "allocation": {
+                "fair_share": self.alloc_config.fair,
+                "aging": time.monotonic() - self._aging_at < AGING_MEMORY,  # jobs age
+                "preemption": False,
+                "backfill": False,
+                "gangs": False,
+            },
+            "tenants": [{"tenant": t, **row} for t, row in sorted(self.tenants.items())],
+            "reasons": self.reasons,
             "coordinator": {"url": self.coordinator, **self.leadership.session()},
         }

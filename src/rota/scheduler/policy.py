@@ -74,6 +74,7 @@ class Decision:
     preemptions: list[Preemption] = field(default_factory=list)
     reservations: list[Reservation] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # job id -> why it waits
+    shares: dict[str, float] = field(default_factory=dict)  # tenant -> dominant share after
 
 
 def engaged(
@@ -168,6 +169,8 @@ class _Allocator:
                 del queues[tenant]
             self._offer(tenant, unit)
         self.out.reservations = list(self.timeline.reservations)
+        if fair:
+            self.out.shares = {t: self.fair.dominant(t) for t in self.fair.usage}
         return self.out
 
     def _queues(self) -> dict[str, deque[list[PendingJob]]]:
