@@ -29,7 +29,11 @@ def test_alloc_round_trips_through_submit_and_reads(store: Store) -> None:
         assert rec.preempted_at is None and rec.preemptions == 0
     listed = {r.id: r.alloc for r in store.list_jobs(state=JobState.PENDING)}
     assert listed == {plain.id: AllocSpec(), tagged.id: SPEC, flow.id: AllocSpec(tenant="beta")}
-    assert got[tagged.id].to_dict()["alloc"] == {"tenant": "acme", "preemptible": True, "aging": 2.5}
+    assert got[tagged.id].to_dict()["alloc"] == {
+        "tenant": "acme",
+        "preemptible": True,
+        "aging": 2.5,
+    }
 
 
 def test_pending_jobs_carry_alloc_timeout_and_enqueued_at(store: Store) -> None:
