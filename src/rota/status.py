@@ -93,6 +93,10 @@ def collect(store: Store, coordinator: Coordinator | None = None) -> dict[str, A
             "unplaceable": stats.get("unplaceable", []),
             "held": stats.get("held", []),
             "policy": stats.get("policy"),
+            # Fair share (rota.scheduler.fairshare): which policies are live, and per tenant
+            # its weight, caps, dominant share and jobs, as the leader last published them.
+            "allocation": stats.get("allocation") or {},
+            "tenants": stats.get("tenants", []),
             # The leader's coordination session as it last published it (ZooKeeper: state,
             # session id, znode, token); the store lease otherwise.
             "session": stats.get("coordinator") if lease else None,
@@ -204,8 +208,29 @@ def render(data: dict[str, Any], console: Console) -> None:
     for label, style, key in (("unplaceable", "yellow", "unplaceable"), ("held", "cyan", "held")):
         for u in s.get(key, []):
             console.print(Text.assemble((label, style), f": {u['jobs']} job(s): {u['reason']}"))
+    if s.get("tenants"):
+        render_tenants(s["tenants"], console)
     if data.get("ingest"):
         render_ingest(data["ingest"], console)
+
+
+def render_tenants(tenants: list[dict[str, Any]], console: Console) -> None:
+    """Fair share: each tenant's weight, caps, dominant share and jobs."""
+    table = Table(title="Tenants (fair share)", title_justify="left")
+    for col in ("tenant", "weight", "limit", "dominant share", "running", "pending"):
+        table.add_column(col, justify="left" if col in ("tenant", "limit") else "right")
+    for t in tenants:
+        caps = sorted((t.get("limit") or {}).items())
+        limit = ", ".join(f"{k}={fmt_quantity(k, v)}" for k, v in caps)
+        table.add_row(
+            Text(str(t.get("tenant"))),
+            f"{t.get('weight', 1.0):g}",
+            Text(limit or "-"),
+            f"{100 * float(t.get('dominant_share') or 0):.1f} %",
+            str(t.get("running", 0)),
+            str(t.get("pending", 0)),
+        )
+    console.print(table)
 
 
 def render_ingest(processes: list[dict[str, Any]], console: Console) -> None:
@@ -258,9 +283,21 @@ _JOB_FIELDS = (
 )
 
 
-def render_job(job: JobRecord, console: Console) -> None:
+def wait_reason(store: Store, job: JobRecord) -> str | None:
+    """Why a pending job waits, as the scheduler leader last published it (tenant caps,
+    limits; ``None`` when it gave no reason beyond "no room now", or the job is not
+    pending)."""
+    if job.state is not JobState.PENDING:
+        return None
+    reasons = (store.get_stats(STATS_NAME) or {}).get("reasons")
+    found = reasons.get(job.id) if isinstance(reasons, dict) else None
+    return str(found) if found is not None else None
+
+
+def render_job(job: JobRecord, console: Console, wait_reason: str | None = None) -> None:
     """One job: state, attempts, node, timings (ISO dates in the local time zone, as
-    ``rota schedules``; raw unix seconds in ``--json``), error and traceback."""
+    ``rota schedules``; raw unix seconds in ``--json``), error and traceback; and why it
+    waits, when the scheduler said."""
     table = Table(show_header=False, title=f"Job {job.id}", title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -282,6 +319,12 @@ def render_job(job: JobRecord, console: Console) -> None:
         else:
             text = "" if value is None else str(value)
         table.add_row(key, Text(text))
+    if job.alloc.to_json() is not None:
+        table.add_row("alloc", Text(str(job.alloc.to_dict())))
+    if job.preemptions:
+        table.add_row("preemptions", Text(str(job.preemptions)))
+    if wait_reason:
+        table.add_row("waits for", Text(wait_reason))
     console.print(table)
     if job.traceback:
         console.print(job.traceback, markup=False, highlight=False)

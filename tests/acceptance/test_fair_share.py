@@ -54,8 +54,8 @@ def test_a_flooding_tenant_does_not_starve_a_light_one(fleet: Fleet, client: Rot
     records = fleet.jobs([h.id for h in light])
     assert all(r.state is JobState.SUCCEEDED for r in records), [r.state for r in records]
     last_light = max(r.started_at or 0.0 for r in records)
-    started_heavy = [r for r in fleet.jobs([h.id for h in heavy]) if r.started_at is not None]
-    before = sum(1 for r in started_heavy if r.started_at <= last_light)
+    started_heavy = [r.started_at for r in fleet.jobs([h.id for h in heavy]) if r.started_at]
+    before = sum(1 for at in started_heavy if at <= last_light)
     # Equal weights: the tenants take turns, so about as many heavy jobs as light ones
     # start meanwhile (FIFO would start all FLOOD heavy jobs first). Slack for the slots
     # held when the light tenant runs out and for jobs finishing out of order.

@@ -22,7 +22,7 @@ from rota.cli.common import (
     store_url_for,
 )
 from rota.core.states import FINAL_STATES, JobState, parse_state
-from rota.status import collect, render, render_attempts, render_job
+from rota.status import collect, render, render_attempts, render_job, wait_reason
 
 store_option = click.option(
     "--store",
@@ -157,10 +157,17 @@ def job(job_id: str, store_url: str | None, app_spec: str | None, as_json: bool)
     if found is None:
         raise fail(f"no job {job_id}")
     attempts = store.job_attempts(found.id)
+    reason = wait_reason(store, found)
     if as_json:
-        print_json({**found.to_dict(), "attempt_history": [a.to_dict() for a in attempts]})
+        print_json(
+            {
+                **found.to_dict(),
+                "wait_reason": reason,
+                "attempt_history": [a.to_dict() for a in attempts],
+            }
+        )
     else:
-        render_job(found, console)
+        render_job(found, console, reason)
         render_attempts(attempts, console)
 
 

@@ -117,6 +117,23 @@ def snapshot_metrics(data: dict[str, Any]) -> Iterator[Metric]:
         "Pending jobs held back by a concurrency key or a rate limit, by reason.",
         s.get("held"),
     )
+    shares = GaugeMetricFamily(
+        "rota_scheduler_tenant_dominant_share",
+        "Fair share: the tenant's dominant share of the fleet (0..1), unweighted.",
+        labels=["tenant"],
+    )
+    jobs = GaugeMetricFamily(
+        "rota_scheduler_tenant_jobs",
+        "Fair share: the tenant's jobs running (or assigned) and pending in the leader's window.",
+        labels=["tenant", "state"],
+    )
+    for t in s.get("tenants") or []:
+        name = str(t.get("tenant"))
+        shares.add_metric([name], float(t.get("dominant_share") or 0))
+        for kind in ("running", "pending"):
+            jobs.add_metric([name, kind], float(t.get(kind) or 0))
+    yield shares
+    yield jobs
     totals = s.get("totals") or {}
     for stat, name, doc in _SCHEDULER_TOTALS:
         counter = CounterMetricFamily(name, doc)
