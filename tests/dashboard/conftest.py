@@ -114,6 +114,16 @@ def seed(store: Store) -> Seed:
             "waiting": 1,
             "unplaceable": [{"reason": "needs gpu=1, no node has it", "jobs": 3}],
             "held": [{"reason": "concurrency limit 2 on key user:7", "jobs": 5}],
+            "tenants": [
+                {
+                    "tenant": "acme",
+                    "weight": 2.0,
+                    "limit": {"gpu": 8.0},
+                    "dominant_share": 0.25,
+                    "running": 1,
+                    "pending": 3,
+                }
+            ],
         },
     )
     return Seed(spec, running.id, dead.id, dead2.id, pending.id, ok.id, xss.id)

@@ -38,6 +38,9 @@ def test_metrics_series(authed: TestClient, seeded: Seed) -> None:
         "rota_scheduler_placed_total 4.0",
         'rota_scheduler_unplaceable_jobs{reason="needs gpu=1, no node has it"} 3.0',
         'rota_scheduler_held_jobs{reason="concurrency limit 2 on key user:7"} 5.0',
+        'rota_scheduler_tenant_dominant_share{tenant="acme"} 0.25',
+        'rota_scheduler_tenant_jobs{state="running",tenant="acme"} 1.0',
+        'rota_scheduler_tenant_jobs{state="pending",tenant="acme"} 3.0',
     ):
         assert line in text, line
     assert re.search(r"^rota_scheduler_leader_token [1-9]", text, re.M)

@@ -385,6 +385,33 @@ _DOCUMENT: dict[str, Any] = {
                                 },
                             },
                             "policy": {"type": "string", "nullable": True},
+                            "allocation": {
+                                "type": "object",
+                                "description": "Which allocation policies the leader "
+                                "applies: fair_share, aging (jobs with aging seen lately), "
+                                "preemption, backfill, gangs",
+                                "additionalProperties": {"type": "boolean"},
+                            },
+                            "tenants": {
+                                "type": "array",
+                                "description": "Fair share: each tenant's weight, caps, "
+                                "dominant share (0..1) and jobs running and pending (in the "
+                                "leader's window), as the leader last published them",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "tenant": {"type": "string"},
+                                        "weight": {"type": "number"},
+                                        "limit": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "number"},
+                                        },
+                                        "dominant_share": {"type": "number"},
+                                        "running": {"type": "integer"},
+                                        "pending": {"type": "integer"},
+                                    },
+                                },
+                            },
                             "session": {
                                 "description": "The leader's coordination session as it "
                                 "last published it",
