@@ -103,7 +103,14 @@ def collect(store: Store, coordinator: Coordinator | None = None) -> dict[str, A
             # Cumulative across leaders (the scheduler's ``totals``), for /metrics.
             "totals": {
                 key: int(stats.get(key) or 0)
-                for key in ("leader_changes", "nodes_reaped", "lease_expiries", "jobs_requeued")
+                for key in (
+                    "leader_changes",
+                    "nodes_reaped",
+                    "lease_expiries",
+                    "jobs_requeued",
+                    "preemptions",
+                    "preempted_work_s",
+                )
             },
         },
         "ingest": ingest_processes(store, now),  # `rota ingest` processes (rota.ingest.stats)

@@ -114,6 +114,7 @@ class CutShort(StrEnum):
     LEASE_EXPIRED = "lease_expired"  # the node kept heartbeating but lost the job's lease
     NODE_LOST = "node_lost"  # the node was killed, went silent or left holding it
     SHUTDOWN = "shutdown"  # handed back unfinished when the node stopped
+    PREEMPTED = "preempted"  # stopped for a higher-priority job; back to pending
 
 
 _CUT_BY_RUNNER = {

@@ -200,6 +200,16 @@ _SCHEDULER_TOTALS = (
         "rota_scheduler_jobs_requeued",
         "Assigned jobs of dead nodes handed back to pending untouched.",
     ),
+    (
+        "preemptions",
+        "rota_scheduler_preemptions",
+        "Jobs preempted for higher-priority work (back to pending, attempt not counted).",
+    ),
+    (
+        "preempted_work_s",
+        "rota_scheduler_preempted_work_seconds",
+        "Run time the preempted jobs lost, seconds.",
+    ),
 )
 
 

@@ -422,7 +422,7 @@ _DOCUMENT: dict[str, Any] = {
                                 "type": "object",
                                 "description": "Cumulative counts carried from leader to "
                                 "leader: leader_changes, nodes_reaped, lease_expiries, "
-                                "jobs_requeued",
+                                "jobs_requeued, preemptions, preempted_work_s",
                                 "additionalProperties": {"type": "integer"},
                             },
                         },

@@ -31,6 +31,7 @@ from rota.scheduler.limits import RateGate, admit, fair_order, record_placed
 from rota.scheduler.periodic import PeriodicRunner
 from rota.scheduler.placement import Placement, get_policy, place
 from rota.scheduler.policy import AllocationConfig, AllocationState, allocate, tenant_of
+from rota.scheduler.preemption import Preemption
 from rota.scheduler.reservations import grants, reserve
 from rota.store import Store, open_store
 from rota.store import fast_paths as fast
@@ -40,6 +41,9 @@ RATES_NAME = "rate_limits"  # the rate-limit state, handed from leader to leader
 RATE_CYCLE = 0.02  # longest idle wait while jobs are held by a rate limit
 AGING_MEMORY = 60.0  # seconds the leader keeps the aging window after it last saw aging
 REASONS_KEPT = 100  # per-job wait reasons published (rota job <id>)
+# Seconds the leader keeps looking for preemptions (once a stats cycle, reading the
+# running jobs) after it last saw a preemptible job, pending or running.
+PREEMPTIBLE_MEMORY = 600.0
 
 
 @dataclass(slots=True)
@@ -85,7 +89,14 @@ class Scheduler:
         self.waiting = 0
         # Cumulative across leaders: a new leader carries on from the published stats.
         self.totals: Counter[str] = Counter(
-            {"leader_changes": 0, "nodes_reaped": 0, "lease_expiries": 0, "jobs_requeued": 0}
+            {
+                "leader_changes": 0,
+                "nodes_reaped": 0,
+                "lease_expiries": 0,
+                "jobs_requeued": 0,
+                "preemptions": 0,  # jobs preempted (sent back to pending)
+                "preempted_work_s": 0,  # run time those jobs lost, seconds
+            }
         )
         self._window = _Window()
         self._renewed = 0.0
@@ -111,6 +122,7 @@ class Scheduler:
         self._alloc_read = 0.0  # when the shares and the store's clock were last read
         self._clock_offset = 0.0  # store clock - local clock
         self._aging_at = -AGING_MEMORY  # monotonic time a pending job with aging was seen
+        self._preemptible_at = -PREEMPTIBLE_MEMORY  # ... a preemptible job was seen
         self._running: list[RunningJob] | None = None  # this cycle's, read once when needed
         self.tenants: dict[str, dict[str, Any]] = {}
         self.reasons: dict[str, str] = {}
@@ -326,6 +338,8 @@ class Scheduler:
                 page, size = self._deepen(store, page)
             if any(j.alloc.aging for j in page):
                 self._aging_at = time.monotonic()
+            if any(j.alloc.preemptible for j in page):
+                self._preemptible_at = time.monotonic()
             if not page:
                 self._placed_all = placed == scanned
                 break
@@ -338,9 +352,14 @@ class Scheduler:
                 waiting += len(page) - len(result.never) - len(result.assignments)
                 if result.assignments:  # cannot happen with no room, but never drop work
                     placed += self._assign(store, lease, result.assignments, page, by_node)
+                if census and nodes and self._preempting():
+                    # no room: a job may still run if lower-priority preemptible work yields
+                    admitted = self._admit(store, page, usage, held)
+                    self._allocate(store, lease, admitted, nodes, held, reasons, preempt=True)
                 break
             admitted = self._admit(store, page, usage, held)
-            result = self._allocate(store, admitted, nodes, held, reasons)
+            preempt = census and self._preempting()
+            result = self._allocate(store, lease, admitted, nodes, held, reasons, preempt)
             unplaceable.update(result.never.values())
             waiting += result.waiting
             if result.assignments:
@@ -371,16 +390,22 @@ class Scheduler:
     def _allocate(
         self,
         store: Store,
+        lease: Lease,
         jobs: list[PendingJob],
         nodes: list[NodeRecord],
         held: Counter[str],
         reasons: dict[str, str],
+        preempt: bool = False,
     ) -> Placement:
         """``place`` with the allocation policies (rota.scheduler.policy); exactly ``place``
-        while no job or setting asks for them. Fair share counts the work on the nodes
+        while no job or setting asks for them. Fair share, and preemption (``preempt``:
+        census cycles while preemptible work is about), count the work on the nodes
         (``Store.running_jobs``, read once per cycle); aging reads the store's clock.
-        Gangs are placed as single jobs until the stores keep gangs whole (phase 3)."""
+        Preemptions are carried out at once (``Store.preempt``). Gangs are placed as
+        single jobs until the stores keep gangs whole."""
         config = self.alloc_config
+        if not preempt and config.preemption:
+            config = dataclasses.replace(config, preemption=False)
         if any(j.alloc.gang is not None for j in jobs):
             jobs = [
                 dataclasses.replace(j, alloc=dataclasses.replace(j.alloc, gang=None, gang_size=0))
@@ -389,9 +414,11 @@ class Scheduler:
                 for j in jobs
             ]
         running: list[RunningJob] = []
-        if config.fair:
+        if config.fair or preempt:
             if self._running is None:
                 self._running = store.running_jobs()
+                if any(r.alloc.preemptible for r in self._running):
+                    self._preemptible_at = time.monotonic()
             running = self._running
         decision = allocate(
             jobs,
@@ -402,20 +429,53 @@ class Scheduler:
             config=config,
             state=self.allocation,
         )
+        if decision.preemptions:
+            self._carry_out(store, lease, decision.preemptions, jobs, running)
         held.update(r for r in decision.reasons.values() if r != "no room now")
         reasons.update(decision.reasons)
         if config.fair:
             self._count_tenants(jobs, running, decision.placement, decision.shares)
         return decision.placement
 
+    def _carry_out(
+        self,
+        store: Store,
+        lease: Lease,
+        preemptions: list[Preemption],
+        jobs: list[PendingJob],
+        running: list[RunningJob],
+    ) -> None:
+        """Preempt the victims chosen (``Store.preempt``: they go back to pending without
+        counting an attempt) and count them, with the run time they lose."""
+        priority = {j.id: j.priority for j in jobs}
+        victims = [
+            (victim, p.reason(priority.get(p.job_id, 0)))
+            for p in preemptions
+            for victim in p.victims
+        ]
+        done = store.preempt(lease, victims)
+        now = time.time() + self._clock_offset
+        started = {r.id: r.started_at for r in running}
+        lost = sum(max(0.0, now - started.get(v, now)) for v, _ in victims)
+        self.totals["preemptions"] += done
+        self.totals["preempted_work_s"] += round(lost)
+        self._running = None  # read again: the victims are stopping
+        for p in preemptions:
+            log.info("%s: %s", p.reason(priority.get(p.job_id, 0)), ", ".join(p.victims))
+
+    def _preempting(self) -> bool:
+        """Whether to look for preemptions (a preemptible job was seen lately)."""
+        return (
+            self.alloc_config.preemption
+            and time.monotonic() - self._preemptible_at < PREEMPTIBLE_MEMORY
+        )
+
     def _live_allocation(self, shares: dict[str, Share]) -> AllocationConfig:
         """The configured policies with ``shares`` (published by ``Rota.sync_shares``)
-        over the configured ones; preemption and backfill stay off in the leader until
-        the stores can carry them out (docs/allocation-phase2.md)."""
+        over the configured ones; backfill stays off in the leader until the stores carry
+        every job's timeout (docs/allocation-phase2.md)."""
         base = self.config.allocation
-        return dataclasses.replace(
-            base, shares={**base.shares, **shares}, preemption=False, backfill=False
-        )
+        return dataclasses.replace(base, shares={**base.shares, **shares}, backfill=False)
 
     def _refresh_allocation(self, store: Store) -> None:
         """Re-read the published shares and the store's clock offset (once a stats cycle)."""
@@ -556,7 +616,7 @@ class Scheduler:
             "allocation": {
                 "fair_share": self.alloc_config.fair,
                 "aging": time.monotonic() - self._aging_at < AGING_MEMORY,  # jobs age
-                "preemption": False,
+                "preemption": self._preempting(),
                 "backfill": False,
                 "gangs": False,
             },

@@ -301,7 +301,7 @@ class Store(ABC):
         """Up to ``limit`` assigned and running jobs, as the allocation policies see them
         (``rota.scheduler.policy``: per-tenant usage for fair share). The default reads
         them with ``list_jobs``; ``started_at`` is the start (or ``created_at`` while
-        only assigned) and ``stopping`` a cancel asked of a preemptible job."""
+        only assigned) and ``stopping`` a preemption still pending."""
         found: list[RunningJob] = []
         for state in (JobState.RUNNING, JobState.ASSIGNED):
             for r in self.list_jobs(state=state, limit=limit - len(found)):
@@ -317,13 +317,29 @@ class Store(ABC):
                         r.timeout,
                         r.alloc,
                         r.preempted_at,
-                        r.cancel_requested and r.alloc.preemptible,
+                        r.cancel_requested
+                        and r.preempted_at is not None
+                        and r.started_at is not None
+                        and r.preempted_at >= r.started_at,
                         r.queue,
                     )
                 )
             if len(found) >= limit:
                 break
         return found
+
+    @abstractmethod
+    def preempt(self, lease: Lease, victims: Sequence[tuple[str, str]]) -> int:
+        """Preempt jobs ``(id, reason)`` for higher-priority work. Fenced like ``assign``.
+        An assigned job goes back to pending at once; a running one is flagged
+        (``cancel_requested``; its node stops it as for a cancel). Both get
+        ``preempted_at = now`` and ``error = reason``. When the node then reports the
+        attempt ``CANCELLED`` (or ``FAILED``), or hands it back, the job goes back to
+        pending **without counting the attempt** (its attempt ends cut short
+        ``preempted``), keeping its ``enqueued_at``, with ``preemptions += 1``. A
+        preemption is pending while ``cancel_requested`` and ``preempted_at >=
+        started_at``; an operator's ``cancel`` meanwhile makes it a plain cancel. Jobs in
+        other states are skipped. Returns how many were preempted."""
 
     @abstractmethod
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
@@ -432,6 +448,7 @@ class SchedulerStore(Protocol):
     ) -> list[PendingJob]: ...
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int: ...
     def running_jobs(self, limit: int = 10_000) -> list[RunningJob]: ...
+    def preempt(self, lease: Lease, victims: Sequence[tuple[str, str]]) -> int: ...
     def wait_for_pending(self, timeout: float) -> None: ...
     def resolve_dependencies(self, lease: Lease, limit: int) -> int: ...
     def concurrency_usage(self, keys: Sequence[str]) -> dict[str, int]: ...

@@ -1,10 +1,17 @@
 """The store contract for the allocation fields (issue 17): ``alloc`` round-trips through
 submit and every read, pending jobs carry ``alloc``, ``timeout`` and ``enqueued_at``, and
-``running_jobs`` gives the work on the nodes. Every store must pass every test here."""
+``running_jobs`` gives the work on the nodes; ``preempt`` sends jobs back to pending
+without counting an attempt. Every store must pass every test here."""
 
 from __future__ import annotations
 
-from rota.core.model import AllocSpec, Assignment, NewJob
+import time
+
+import pytest
+
+from rota.core.errors import LeaseLost
+from rota.core.model import AllocSpec, Assignment, JobRecord, NewJob, NodeSpec
+from rota.core.outcomes import CutShort, Outcome, OutcomeKind
 from rota.core.states import JobState
 from rota.store import Store
 from tests.store.contract.test_store_contract import TTL, job, leader, node
@@ -78,3 +85,102 @@ def test_running_jobs_give_the_work_on_the_nodes(store: Store) -> None:
     assert running[a.id].alloc == SPEC and running[a.id].resources == {"gpu": 2.0}
     assert running[a.id].node_id == spec.id and running[b.id].queue == "q2"
     assert running[b.id].alloc == AllocSpec()
+
+
+# ---- preemption ---------------------------------------------------------------------------
+def started(store: Store, spec: NodeSpec, new: NewJob) -> JobRecord:
+    store.submit([new])
+    assert store.assign(leader(store), [Assignment(new.id, spec.id)]) == 1
+    (rec,) = store.start_jobs(spec.id, 1, TTL)
+    return rec
+
+
+def test_preempting_an_assigned_job_puts_it_back_at_once(store: Store) -> None:
+    spec = node()
+    store.register_node(spec)
+    victim = with_alloc(job("v"), AllocSpec(preemptible=True))
+    store.submit([victim])
+    lease = leader(store)
+    assert store.assign(lease, [Assignment(victim.id, spec.id)]) == 1
+    assert store.preempt(lease, [(victim.id, "for job X")]) == 1
+    rec = store.get_job(victim.id)
+    assert rec is not None and rec.state is JobState.PENDING and rec.node_id is None
+    assert rec.preemptions == 1 and rec.preempted_at is not None and rec.error == "for job X"
+    assert [p.id for p in store.pending_jobs(10)] == [victim.id]
+    assert store.running_jobs() == []
+    assert store.preempt(lease, [(victim.id, "again")]) == 0  # pending: skipped
+
+
+def test_a_preempted_running_job_comes_back_without_counting_the_attempt(store: Store) -> None:
+    spec = node()
+    store.register_node(spec)
+    victim = with_alloc(job("v", retries=0, priority=1), AllocSpec(preemptible=True, aging=5.0))
+    store.submit([victim])
+    (queued,) = store.pending_jobs(10)
+    assert store.assign(leader(store), [Assignment(victim.id, spec.id)]) == 1
+    (rec,) = store.start_jobs(spec.id, 1, TTL)
+    assert store.preempt(leader(store), [(victim.id, "preempted by job X")]) == 1
+    (running,) = store.running_jobs()
+    assert running.stopping and running.preempted_at is not None
+    assert store.heartbeat(spec.id, [(rec.id, rec.token)], TTL).cancel == (victim.id,)
+    out = Outcome(rec.id, rec.token, OutcomeKind.CANCELLED, cut_short=CutShort.CANCELLED)
+    assert store.complete([out]) == [True]
+    assert store.complete([out]) == [True]  # a retried report changes nothing
+    back = store.get_job(victim.id)
+    assert back is not None and back.state is JobState.PENDING
+    assert back.attempts == 0 and back.max_attempts == 1  # the attempt is not counted
+    assert back.preemptions == 1 and back.error == "preempted by job X"
+    assert not back.cancel_requested and back.node_id is None
+    (attempt,) = store.job_attempts(victim.id)
+    assert attempt.cut_short == CutShort.PREEMPTED.value and attempt.ended_at is not None
+    (page,) = store.pending_jobs(10)
+    assert page.id == victim.id and page.alloc == victim.alloc
+    assert page.enqueued_at == queued.enqueued_at  # it keeps its aged priority
+    # it runs again, to success, under a new token
+    assert store.assign(leader(store), [Assignment(victim.id, spec.id)]) == 1
+    (again,) = store.start_jobs(spec.id, 1, TTL)
+    assert again.attempts == 1 and again.token > rec.token
+    assert store.heartbeat(spec.id, [(again.id, again.token)], TTL).cancel == ()
+    ok = Outcome(again.id, again.token, OutcomeKind.SUCCEEDED, result='"ok"')
+    assert store.complete([ok]) == [True]
+    done = store.get_job(victim.id)
+    assert done is not None and done.state is JobState.SUCCEEDED and done.preemptions == 1
+
+
+def test_a_cancel_during_a_preemption_is_a_cancel(store: Store) -> None:
+    spec = node()
+    store.register_node(spec)
+    victim = with_alloc(job("v"), AllocSpec(preemptible=True))
+    rec = started(store, spec, victim)
+    assert store.preempt(leader(store), [(victim.id, "for X")]) == 1
+    assert store.cancel(victim.id) is JobState.RUNNING
+    out = Outcome(rec.id, rec.token, OutcomeKind.CANCELLED, cut_short=CutShort.CANCELLED)
+    assert store.complete([out]) == [True]
+    gone = store.get_job(victim.id)
+    assert gone is not None and gone.state is JobState.CANCELLED and gone.preemptions == 0
+
+
+def test_a_job_released_during_its_preemption_goes_back_to_pending(store: Store) -> None:
+    spec = node()
+    store.register_node(spec)
+    victim = with_alloc(job("v"), AllocSpec(preemptible=True))
+    rec = started(store, spec, victim)
+    assert store.preempt(leader(store), [(victim.id, "for X")]) == 1
+    assert store.release_jobs(spec.id, [(rec.id, rec.token)]) == 1
+    back = store.get_job(victim.id)
+    assert back is not None and back.state is JobState.PENDING and not back.cancel_requested
+    assert back.attempts == 0 and back.preemptions == 1
+
+
+def test_preempt_is_fenced(store: Store) -> None:
+    spec = node()
+    store.register_node(spec)
+    victim = with_alloc(job("v"), AllocSpec(preemptible=True))
+    started(store, spec, victim)
+    old = leader(store, ttl=0.2)
+    time.sleep(0.4)
+    leader(store, holder="sched-b")
+    with pytest.raises(LeaseLost):
+        store.preempt(old, [(victim.id, "stale")])
+    rec = store.get_job(victim.id)
+    assert rec is not None and not rec.cancel_requested and rec.preempted_at is None

@@ -472,6 +472,20 @@ class PostgresStore(PostgresListener, Store):
             )
         ]  # fmt: skip
 
+    def preempt(self, lease: Lease, victims: Sequence[tuple[str, str]]) -> int:
+        wanted = dict(victims)  # one reason per job: the last wins
+        params = {
+            **self._fence(lease),
+            "job_ids": list(wanted),
+            "reasons": list(wanted.values()),
+            "node_prefix": self.node_prefix,
+            "pending_channel": self.pending_channel,
+        }
+        fenced, done, _ = self._one("preempt", params)
+        if not fenced:
+            raise LeaseLost(f"lease {lease.name!r} (token {lease.token}) is no longer held")
+        return int(done)
+
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
         placements: dict[str, str] = {}
         for a in assignments:  # one placement per job: the first wins

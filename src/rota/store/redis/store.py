@@ -425,6 +425,12 @@ class RedisStore(RedisConnection, Store):
     def grant_claims(self, lease: Lease, grants: Mapping[str, Sequence[str]]) -> None:
         self._run("grant_claims", [*self._lease_args(lease), *grant_args(grants)])
 
+    def preempt(self, lease: Lease, victims: Sequence[tuple[str, str]]) -> int:
+        args = self._lease_args(lease)
+        for job_id, reason in dict(victims).items():
+            args += (job_id, reason)
+        return int(self._run("preempt", args, memo=True))
+
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
         """Each job goes with its ``pending`` member as last read here (``pending_jobs``,
         ``placement_snapshot``), so the script need not read the job's hash; a job not read

@@ -27,7 +27,7 @@ from rota.core.model import (
     ReapReport,
     ScheduleRecord,
 )
-from rota.core.outcomes import Outcome, OutcomeKind
+from rota.core.outcomes import CutShort, Outcome, OutcomeKind
 from rota.core.states import FAILED_STATES, FINAL_STATES, JobState, after_parents
 from rota.store.contract import Store
 from rota.store.fast_paths import PlainFastPaths
@@ -307,6 +307,9 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
             if o.kind is OutcomeKind.SUCCEEDED:
                 params = {"id": o.job_id, "token": o.token, "now": now, "result": o.result}
                 execute(succeeded, params)
+            elif o.kind is OutcomeKind.FAILED and self._preempted(cur, o):
+                accepted.append(True)
+                continue
             elif o.kind is OutcomeKind.FAILED:
                 params = {
                     "id": o.job_id,
@@ -317,6 +320,9 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
                     "traceback": o.traceback,
                 }
                 execute(QUERIES["complete_failed"], params)
+            elif o.kind is OutcomeKind.CANCELLED and self._preempted(cur, o):
+                accepted.append(True)
+                continue
             else:
                 state = JobState.DEAD if o.kind is OutcomeKind.FATAL else JobState.CANCELLED
                 params = {
@@ -336,6 +342,17 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
             else:  # a report retried after it committed is accepted again
                 accepted.append(bool(execute(QUERIES["attempt_ended_as"], ended).fetchone()[0]))
         return accepted
+
+    def _preempted(self, cur: sqlite3.Cursor, o: Outcome) -> bool:
+        """Send a job whose preemption is pending back to pending (see ``preempt``)."""
+        params = {"id": o.job_id, "token": o.token}
+        if cur.execute(QUERIES["complete_preempted"], params).rowcount != 1:
+            return False
+        now = self._now(cur)
+        ended = {"id": o.job_id, "token": o.token, "outcome": o.kind.value, "now": now}
+        ended.update(cut_short=CutShort.PREEMPTED.value, error=o.error, traceback=o.traceback)
+        cur.execute(QUERIES["close_attempt"], ended)
+        return True
 
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
         with self._write() as cur:
@@ -444,6 +461,17 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
             params = {"limit": limit, "priority": after[0], "seq": after[1]}
             rows = self.db.execute(QUERIES["pending_after"], params)
         return [pending_from_row(r) for r in rows]
+
+    def preempt(self, lease: Lease, victims: Sequence[tuple[str, str]]) -> int:
+        with self._write() as cur:
+            now = self._now(cur)
+            self._check_lease(cur, lease, now)
+            done = 0
+            for job_id, reason in victims:
+                params = {"id": job_id, "now": now, "reason": reason}
+                done += cur.execute(QUERIES["preempt_assigned"], params).rowcount
+                done += cur.execute(QUERIES["preempt_running"], params).rowcount
+            return done
 
     def assign(self, lease: Lease, assignments: Sequence[Assignment]) -> int:
         with self._write() as cur:

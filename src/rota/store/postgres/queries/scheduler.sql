@@ -80,7 +80,8 @@ RETURNING id
 WITH lost AS (
     SELECT j.id, j.token, j.state AS old_state,
         (n.state IS NULL OR n.state NOT IN ('live', 'draining')) AS node_gone,
-        CASE WHEN j.state = 'running' AND j.cancel_requested THEN 'cancelled'
+        CASE WHEN j.state = 'running' AND j.cancel_requested AND NOT coalesce(j.preempted_at >= j.started_at, false)
+            THEN 'cancelled'
             WHEN j.state = 'assigned' OR j.attempts < j.max_attempts THEN 'pending'
             ELSE 'dead' END AS state,
         CASE WHEN j.lease_expires_at < rota_now() THEN 'lease expired'
@@ -95,6 +96,8 @@ WITH lost AS (
     UPDATE jobs j
     SET state = lost.state,
         node_id = CASE WHEN lost.state = 'pending' THEN NULL ELSE j.node_id END,
+        cancel_requested = CASE WHEN lost.state = 'pending' THEN false
+            ELSE j.cancel_requested END,
         finished_at = CASE WHEN lost.state IN ('dead', 'cancelled') THEN rota_now() END,
         lease_expires_at = NULL,
         error = CASE
@@ -167,6 +170,42 @@ WITH fence AS (
     GROUP BY node_id
 )
 SELECT (SELECT count(*) FROM fence), (SELECT coalesce(sum(placed), 0) FROM woken)
+
+-- name: preempt
+-- Fenced: assigned victims go back to pending at once; running ones are flagged for their
+-- node to stop (see Store.preempt), and their node is woken.
+WITH fence AS (
+    SELECT token FROM leases
+    WHERE name = :lease_name AND holder = :holder AND token = :token
+        AND expires_at > rota_now()
+    FOR SHARE
+), wanted AS (
+    SELECT * FROM unnest(:job_ids::text[], :reasons::text[]) AS w (job_id, reason)
+), locked AS (
+    SELECT j.id, j.state AS old_state, j.node_id AS old_node, w.reason
+    FROM jobs j
+    JOIN wanted w ON w.job_id = j.id
+    WHERE (j.state = 'assigned' OR (j.state = 'running' AND NOT j.cancel_requested))
+        AND EXISTS (SELECT FROM fence)
+    ORDER BY j.id
+    FOR UPDATE OF j
+), done AS (
+    UPDATE jobs j
+    SET state = CASE WHEN l.old_state = 'assigned' THEN 'pending' ELSE j.state END,
+        node_id = CASE WHEN l.old_state = 'assigned' THEN NULL ELSE j.node_id END,
+        cancel_requested = l.old_state = 'running',
+        preemptions = j.preemptions + CASE WHEN l.old_state = 'assigned' THEN 1 ELSE 0 END,
+        preempted_at = rota_now(), error = l.reason
+    FROM locked l
+    WHERE j.id = l.id
+    RETURNING l.old_state, l.old_node
+), woken AS (
+    SELECT pg_notify(:node_prefix || left(md5(old_node), 16), '')
+    FROM (SELECT DISTINCT old_node FROM done WHERE old_state = 'running') AS r
+    UNION ALL
+    SELECT pg_notify(:pending_channel, '') WHERE EXISTS (SELECT FROM done WHERE old_state = 'assigned')
+)
+SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM done), (SELECT count(*) FROM woken)
 
 -- name: put_stats
 INSERT INTO stats (name, data, updated_at) VALUES (:name, :data::jsonb, rota_now())

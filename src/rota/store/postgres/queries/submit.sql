@@ -168,7 +168,10 @@ WITH cancelled AS (
 INSERT INTO settle_parents (parent_id) SELECT id FROM cancelled WHERE has_children IS TRUE
 
 -- name: request_cancel
-UPDATE jobs SET cancel_requested = true WHERE id = :id
+-- (A preemption pending becomes a plain cancel: preempted_at is cleared.)
+UPDATE jobs j SET cancel_requested = true,
+    preempted_at = CASE WHEN coalesce(j.preempted_at >= j.started_at, false) THEN NULL ELSE j.preempted_at END
+WHERE id = :id
 
 -- name: retry_dead
 -- A fresh set of attempts; the job keeps its seq (its place in the FIFO) and its last

@@ -151,13 +151,17 @@ WITH outcome AS (
         AS o (id, token, kind, result, error, traceback, delay, cut_short)
 ), decided AS (
     SELECT j.id, o.result, o.error, o.traceback, o.delay,
-        CASE o.kind
+        (o.kind IN ('cancelled', 'failed') AND j.cancel_requested AND coalesce(j.preempted_at >= j.started_at, false)) AS preempted,
+        CASE
+            WHEN o.kind IN ('cancelled', 'failed') AND j.cancel_requested AND coalesce(j.preempted_at >= j.started_at, false)
+            THEN 'pending'
+            ELSE CASE o.kind
             WHEN 'succeeded' THEN 'succeeded'
             WHEN 'cancelled' THEN 'cancelled'
             WHEN 'failed' THEN CASE WHEN j.cancel_requested THEN 'cancelled'
                 WHEN j.attempts < j.max_attempts THEN 'retrying' ELSE 'dead' END
             ELSE 'dead'
-        END AS state
+        END END AS state
     FROM jobs j
     JOIN outcome o ON o.id = j.id AND o.token = j.token
     WHERE j.state = 'running'
@@ -167,19 +171,29 @@ WITH outcome AS (
     UPDATE jobs j
     SET state = d.state,
         result = CASE WHEN d.state = 'succeeded' THEN d.result ELSE j.result END,
-        error = CASE WHEN d.state = 'succeeded' THEN NULL ELSE d.error END,
-        traceback = CASE WHEN d.state = 'succeeded' THEN NULL ELSE d.traceback END,
+        error = CASE WHEN d.state = 'succeeded' THEN NULL WHEN d.preempted THEN j.error
+            ELSE d.error END,
+        traceback = CASE WHEN d.state = 'succeeded' OR d.preempted THEN NULL
+            ELSE d.traceback END,
         lease_expires_at = NULL,
         scheduled_at = CASE WHEN d.state = 'retrying' THEN rota_now() + d.delay
             ELSE j.scheduled_at END,
-        finished_at = CASE WHEN d.state = 'retrying' THEN NULL ELSE rota_now() END
+        finished_at = CASE WHEN d.state IN ('retrying', 'pending') THEN NULL
+            ELSE rota_now() END,
+        -- a preempted job goes back to pending, its attempt not counted
+        attempts = CASE WHEN d.preempted THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
+        preemptions = j.preemptions + CASE WHEN d.preempted THEN 1 ELSE 0 END,
+        cancel_requested = CASE WHEN d.preempted THEN false ELSE j.cancel_requested END,
+        node_id = CASE WHEN d.preempted THEN NULL ELSE j.node_id END,
+        started_at = CASE WHEN d.preempted THEN NULL ELSE j.started_at END
     FROM decided d
     WHERE j.id = d.id
-    RETURNING j.id, j.state, j.has_children
+    RETURNING j.id, j.state, j.has_children, d.preempted
 ), ended AS (
     UPDATE job_attempts a
-    SET ended_at = rota_now(), outcome = o.kind, cut_short = o.cut_short, error = o.error,
-        traceback = o.traceback
+    SET ended_at = rota_now(), outcome = o.kind,
+        cut_short = CASE WHEN d.preempted THEN 'preempted' ELSE o.cut_short END,
+        error = o.error, traceback = o.traceback
     FROM done d JOIN outcome o ON o.id = d.id
     WHERE a.job_id = d.id AND a.token = o.token AND a.ended_at IS NULL
 ), again AS (
@@ -187,7 +201,7 @@ WITH outcome AS (
     JOIN outcome o ON o.id = a.job_id AND o.token = a.token AND o.kind = a.outcome
 ), settled AS (
     INSERT INTO settle_parents (parent_id)
-    SELECT id FROM done WHERE has_children IS TRUE AND state <> 'retrying'
+    SELECT id FROM done WHERE has_children IS TRUE AND state NOT IN ('retrying', 'pending')
 ), woken AS (
     SELECT pg_notify(:pending_channel, ''), pg_notify(:done_channel, '')
     WHERE EXISTS (SELECT FROM done)
@@ -211,9 +225,14 @@ WITH held AS (
     FOR UPDATE OF j
 ), released AS (
     UPDATE jobs j
-    SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'pending' END,
-        finished_at = CASE WHEN j.cancel_requested THEN rota_now() END,
-        node_id = CASE WHEN j.cancel_requested THEN j.node_id END,
+    -- (a job whose preemption is pending goes back to pending too, and counts it)
+    SET state = CASE WHEN j.cancel_requested AND NOT coalesce(j.preempted_at >= j.started_at, false) THEN 'cancelled'
+            ELSE 'pending' END,
+        finished_at = CASE WHEN j.cancel_requested AND NOT coalesce(j.preempted_at >= j.started_at, false) THEN rota_now() END,
+        node_id = CASE WHEN j.cancel_requested AND NOT coalesce(j.preempted_at >= j.started_at, false) THEN j.node_id END,
+        preemptions = j.preemptions
+            + CASE WHEN j.cancel_requested AND coalesce(j.preempted_at >= j.started_at, false) THEN 1 ELSE 0 END,
+        cancel_requested = j.cancel_requested AND NOT coalesce(j.preempted_at >= j.started_at, false),
         started_at = NULL, lease_expires_at = NULL,
         attempts = CASE WHEN j.state = 'running' THEN greatest(j.attempts - 1, 0)
             ELSE j.attempts END

@@ -89,6 +89,25 @@ local function to_pending(j, clear)
   wake(B .. 'wake:sched')
 end
 
+-- Whether job j (loaded: cancel set) has a preemption pending: cancel_requested, and
+-- preempted_at >= started_at (see Store.preempt; an operator's cancel clears preempted_at).
+local function preempting(j)
+  if not j.cancel then
+    return false
+  end
+  local v = redis.call('HMGET', jkey(j.id), 'preempted_at', 'started_at')
+  return v[1] ~= false and v[2] ~= false and tonumber(v[1]) >= tonumber(v[2])
+end
+
+-- Job j, stopped for a preemption (already off its node, its attempt closed): back to
+-- pending, the attempt not counted, preemptions + 1.
+local function requeue_preempted(j)
+  local k = jkey(j.id)
+  redis.call('HSET', k, 'attempts', math.max(j.attempts - 1, 0))
+  redis.call('HINCRBY', k, 'preemptions', 1)
+  to_pending(j, { 'node_id', 'lease_expires_at', 'started_at', 'cancel_requested', 'traceback' })
+end
+
 -- Make job j (already off any node, out of pending/delayed) final in state `to`, setting
 -- the fields in `set` ({name, value, ...}) and deleting those in `clear` as well.
 local function finish(j, to, set, clear)
@@ -136,12 +155,13 @@ local function take_back(j, why)
   local k = jkey(j.id)
   close_attempt(j.id, j.token, 'lost', why == 'lease expired' and 'lease_expired' or 'node_lost',
     'lease lost: ' .. why)
+  local pre = preempting(j)
   leave_node(j)
-  if j.cancel then
+  if j.cancel and not pre then
     finish(j, 'cancelled', { 'error', 'cancelled (' .. why .. ')' })
   elseif j.attempts < j.max_attempts then
     redis.call('HSET', k, 'error', 'lease lost: ' .. why)
-    to_pending(j, { 'node_id', 'lease_expires_at' })
+    to_pending(j, { 'node_id', 'lease_expires_at', 'cancel_requested' })
   else
     finish(j, 'dead', { 'error', 'lease lost on the last attempt: ' .. why })
   end

@@ -205,6 +205,38 @@ flush()
 memo_set(n)
 return n
 
+-- name: preempt
+-- ARGV[3..5] = lease, ARGV[6..] = job id, reason pairs. Fenced (see Store.preempt): an
+-- assigned job goes back to pending at once; a running one gets cancel_requested for its
+-- node to stop it. Both get preempted_at and error = the reason. Returns how many.
+local early = memo_or_fence()
+if early then
+  return early
+end
+local n = 0
+for i = 6, #ARGV, 2 do
+  local j = load(ARGV[i])
+  if j and j.state == 'assigned' then
+    local node = j.node
+    leave_node(j)
+    redis.call('HSET', jkey(j.id), 'preempted_at', NOWS, 'error', ARGV[i + 1])
+    redis.call('HINCRBY', jkey(j.id), 'preemptions', 1)
+    to_pending(j, { 'node_id' })
+    wake(B .. 'wake:node:' .. node)
+    n = n + 1
+  elseif j and j.state == 'running' and not j.cancel then
+    redis.call('HSET', jkey(j.id), 'cancel_requested', '1', 'preempted_at', NOWS,
+      'error', ARGV[i + 1])
+    if j.node then
+      wake(B .. 'wake:node:' .. j.node)
+    end
+    n = n + 1
+  end
+end
+flush()
+memo_set(n)
+return n
+
 -- name: reserve_slots
 -- ARGV[3..5] = lease, ARGV[6..] = queue, node ids joined by "\0" pairs. Fenced. Replaces
 -- the reserved slots (see "reserved" in the header). Returns the number of queues.

@@ -258,6 +258,9 @@ if FINALS[s] then
   return s
 end
 if s == 'running' then
+  if preempting(j) then -- a preemption pending becomes a plain cancel
+    redis.call('HDEL', jkey(j.id), 'preempted_at')
+  end
   redis.call('HSET', jkey(j.id), 'cancel_requested', '1')
   if j.node then
     wake(B .. 'wake:node:' .. j.node)

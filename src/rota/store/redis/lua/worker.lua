@@ -46,7 +46,8 @@ local function do_complete(outcomes)
       ONLY_PLAIN = false
       local j = from_fields(id, CFIELDS, v)
       local kind = o[3]
-      close_attempt(id, o[2], kind, o[8], o[5], o[6])
+      local pre = (kind == 'cancelled' or kind == 'failed') and preempting(j)
+      close_attempt(id, o[2], kind, pre and 'preempted' or o[8], o[5], o[6])
       leave_node(j)
       local set, clear = {}, {}
       for x = 1, 3 do
@@ -58,7 +59,9 @@ local function do_complete(outcomes)
           clear[#clear + 1] = OUTPUTS[x]
         end
       end
-      if kind == 'succeeded' then
+      if pre then -- stopped for a preemption: back to pending, the attempt not counted
+        requeue_preempted(j)
+      elseif kind == 'succeeded' then
         finish(j, 'succeeded', set, clear)
       elseif kind == 'failed' and j.attempts < j.max_attempts and not j.cancel then
         local due = NOW + math.max(tonumber(o[7]) or 0, 0)
@@ -395,6 +398,7 @@ for i = 4, #ARGV, 2 do
   if j and j.node == node and j.token == tonumber(ARGV[i + 1])
       and (j.state == 'assigned' or j.state == 'running') then
     local k = jkey(j.id)
+    local pre = j.state == 'running' and preempting(j)
     if j.state == 'running' then
       close_attempt(j.id, j.token, 'released', 'shutdown')
     end
@@ -402,10 +406,13 @@ for i = 4, #ARGV, 2 do
     if j.state == 'running' then
       redis.call('HSET', k, 'attempts', math.max(j.attempts - 1, 0))
     end
-    if j.cancel then -- an operator asked to cancel it: do not run it again
+    if j.cancel and not pre then -- an operator asked to cancel it: do not run it again
       finish(j, 'cancelled', { 'error', 'cancelled' })
     else
-      to_pending(j, { 'node_id', 'lease_expires_at', 'started_at' })
+      if pre then
+        redis.call('HINCRBY', k, 'preemptions', 1)
+      end
+      to_pending(j, { 'node_id', 'lease_expires_at', 'started_at', 'cancel_requested' })
     end
     n = n + 1
   end

@@ -58,12 +58,13 @@ WHERE state IN ('assigned', 'running') AND state = 'assigned'
 UPDATE jobs INDEXED BY jobs_active
 SET state = 'cancelled', finished_at = :now, lease_expires_at = NULL, error = 'cancelled'
 WHERE state IN ('assigned', 'running') AND state = 'running' AND cancel_requested
+  AND NOT coalesce(preempted_at >= started_at, 0)
   AND (lease_expires_at < :now
        OR node_id IN (SELECT id FROM nodes WHERE state IN ('dead', 'stopped')));
 
 -- name: retry_lost_running
 UPDATE jobs INDEXED BY jobs_active
-SET state = 'pending', node_id = NULL, lease_expires_at = NULL,
+SET state = 'pending', node_id = NULL, lease_expires_at = NULL, cancel_requested = 0,
     error = 'lease lost: ' || CASE WHEN lease_expires_at < :now
                               THEN 'lease expired' ELSE 'node stopped heartbeating' END
 WHERE state IN ('assigned', 'running') AND state = 'running' AND attempts < max_attempts
@@ -104,6 +105,15 @@ SET state = 'assigned', node_id = a.node_id, token = token + 1
 FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS node_id
       FROM json_each(:batch)) AS a
 WHERE jobs.id = a.id AND jobs.state = 'pending';
+
+-- name: preempt_assigned
+UPDATE jobs SET state = 'pending', node_id = NULL, preempted_at = :now,
+                preemptions = preemptions + 1, error = :reason
+WHERE id = :id AND state = 'assigned';
+
+-- name: preempt_running
+UPDATE jobs SET cancel_requested = 1, preempted_at = :now, error = :reason
+WHERE id = :id AND state = 'running' AND cancel_requested = 0;
 
 -- name: put_stats
 INSERT OR REPLACE INTO stats (name, data, updated_at) VALUES (:name, :data, :now);

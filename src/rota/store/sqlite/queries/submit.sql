@@ -73,7 +73,10 @@ UPDATE jobs SET state = 'cancelled', finished_at = :now, lease_expires_at = NULL
 WHERE id = :id AND state IN ('waiting', 'scheduled', 'retrying', 'pending', 'assigned');
 
 -- name: cancel_running
-UPDATE jobs SET cancel_requested = 1 WHERE id = :id AND state = 'running';
+-- (A preemption pending becomes a plain cancel: preempted_at is cleared.)
+UPDATE jobs SET cancel_requested = 1,
+                preempted_at = CASE WHEN coalesce(preempted_at >= started_at, 0) THEN NULL ELSE preempted_at END
+WHERE id = :id AND state = 'running';
 
 -- name: retry_dead
 UPDATE jobs SET state = 'pending', attempts = 0, node_id = NULL, finished_at = NULL,

@@ -75,15 +75,28 @@ UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled'
                 lease_expires_at = NULL, error = :error, traceback = :traceback
 WHERE id = :id AND token = :token AND state = 'running';
 
+-- name: complete_preempted
+-- A preempted job (a preemption pending: cancel_requested, preempted_at >= started_at)
+-- whose node stopped it: back to pending, the attempt not counted.
+UPDATE jobs SET state = 'pending', attempts = attempts - 1, preemptions = preemptions + 1,
+                cancel_requested = 0, node_id = NULL, started_at = NULL,
+                lease_expires_at = NULL
+WHERE id = :id AND token = :token AND state = 'running' AND cancel_requested = 1
+  AND coalesce(preempted_at >= started_at, 0);
+
 -- name: complete_final
 UPDATE jobs SET state = :state, finished_at = :now, lease_expires_at = NULL,
                 error = :error, traceback = :traceback
 WHERE id = :id AND token = :token AND state = 'running';
 
 -- name: release_job
-UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END,
-                finished_at = CASE WHEN cancel_requested THEN :now END,
-                node_id = CASE WHEN cancel_requested THEN node_id END,
+-- (A job whose preemption is pending goes back to pending too, and counts it.)
+UPDATE jobs SET state = CASE WHEN cancel_requested AND NOT coalesce(preempted_at >= started_at, 0) THEN 'cancelled'
+                             ELSE 'pending' END,
+                finished_at = CASE WHEN cancel_requested AND NOT coalesce(preempted_at >= started_at, 0) THEN :now END,
+                node_id = CASE WHEN cancel_requested AND NOT coalesce(preempted_at >= started_at, 0) THEN node_id END,
+                preemptions = preemptions + (cancel_requested AND coalesce(preempted_at >= started_at, 0)),
+                cancel_requested = cancel_requested AND NOT coalesce(preempted_at >= started_at, 0),
                 lease_expires_at = NULL, started_at = NULL,
                 attempts = attempts - (state = 'running')
 WHERE id = :id AND token = :token AND node_id = :node_id AND state IN ('assigned', 'running');
