@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -370,9 +369,7 @@ class TaskCall(Generic[P, R]):
             concurrency_key=self._concurrency_key(call_args, kwargs),
             concurrency_limit=o.concurrency_limit,
             rate_limit=o.rate_limit,
-            alloc=_not_live_yet(
-                AllocSpec(tenant=o.tenant, preemptible=o.preemptible, aging=o.aging)
-            ),
+            alloc=AllocSpec(tenant=o.tenant, preemptible=o.preemptible, aging=o.aging),
         )
 
     def _concurrency_key(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
@@ -428,21 +425,6 @@ class TaskCall(Generic[P, R]):
                     f"not {type(call).__name__}"
                 )
         return self.submit_jobs(jobs) if jobs else []
-
-
-_warned_not_live = threading.Event()
-
-
-def _not_live_yet(spec: AllocSpec) -> AllocSpec:
-    """``spec``, after saying once per process that the live scheduler does not preempt
-    yet (tenants and aging are live: README, "Sharing a fleet")."""
-    if spec.preemptible and not _warned_not_live.is_set():
-        _warned_not_live.set()
-        logging.getLogger("rota").warning(
-            "preemptible=True is stored and used by the simulator (python -m bench.sim) "
-            "but a live scheduler does not preempt yet: see README, 'Sharing a fleet'"
-        )
-    return spec
 
 
 class _JobIds:
