@@ -114,6 +114,8 @@ def seed(store: Store) -> Seed:
             "waiting": 1,
             "unplaceable": [{"reason": "needs gpu=1, no node has it", "jobs": 3}],
             "held": [{"reason": "concurrency limit 2 on key user:7", "jobs": 5}],
+            "preemptions": 2,
+            "preempted_work_s": 31,
             "tenants": [
                 {
                     "tenant": "acme",

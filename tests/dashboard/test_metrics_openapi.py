@@ -41,6 +41,8 @@ def test_metrics_series(authed: TestClient, seeded: Seed) -> None:
         'rota_scheduler_tenant_dominant_share{tenant="acme"} 0.25',
         'rota_scheduler_tenant_jobs{state="running",tenant="acme"} 1.0',
         'rota_scheduler_tenant_jobs{state="pending",tenant="acme"} 3.0',
+        "rota_scheduler_preemptions_total 2.0",
+        "rota_scheduler_preempted_work_seconds_total 31.0",
     ):
         assert line in text, line
     assert re.search(r"^rota_scheduler_leader_token [1-9]", text, re.M)
