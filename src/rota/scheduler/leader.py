@@ -41,6 +41,7 @@ RATES_NAME = "rate_limits"  # the rate-limit state, handed from leader to leader
 RATE_CYCLE = 0.02  # longest idle wait while jobs are held by a rate limit
 AGING_MEMORY = 60.0  # seconds the leader keeps the aging window after it last saw aging
 REASONS_KEPT = 100  # per-job wait reasons published (rota job <id>)
+PROBE_EVERY = 10.0  # seconds between census cycles that read the whole allocation window
 # Seconds the leader keeps looking for preemptions (once a stats cycle, reading the
 # running jobs) after it last saw a preemptible job, pending or running.
 PREEMPTIBLE_MEMORY = 600.0
@@ -123,6 +124,7 @@ class Scheduler:
         self._clock_offset = 0.0  # store clock - local clock
         self._aging_at = -AGING_MEMORY  # monotonic time a pending job with aging was seen
         self._preemptible_at = -PREEMPTIBLE_MEMORY  # ... a preemptible job was seen
+        self._probed = -PROBE_EVERY  # last census that read the whole window
         self._running: list[RunningJob] | None = None  # this cycle's, read once when needed
         self.tenants: dict[str, dict[str, Any]] = {}
         self.reasons: dict[str, str] = {}
@@ -322,9 +324,14 @@ class Scheduler:
         reasons: dict[str, str] = {}
         self._placed_all = False  # every pending job seen and placed
         self._running = None
-        # Fair share and aging weigh a deep window of pending jobs at once; a census looks
-        # that deep too, to notice jobs with aging behind a long queue.
-        deep = census or self._allocating()
+        # Fair share and aging weigh a deep window of pending jobs at once; a census every
+        # PROBE_EVERY seconds looks that deep too, to notice jobs with aging (or preemptible
+        # ones) behind a long queue. (A 5000-job read costs tens of milliseconds.)
+        mono = time.monotonic()
+        probe = census and mono - self._probed >= PROBE_EVERY
+        if probe:
+            self._probed = mono
+        deep = probe or self._allocating()
         while scanned < cfg.max_scan:
             if free <= 0 or not nodes:
                 if not census:
@@ -334,6 +341,7 @@ class Scheduler:
                 page, size, pending = pending, first_size, None
             else:
                 page = store.pending_jobs(size, after)
+            shallow = len(page)  # the page as read (the statistics count it alone)
             if deep and page and len(page) >= size:
                 page, size = self._deepen(store, page)
             if any(j.alloc.aging for j in page):
@@ -347,9 +355,9 @@ class Scheduler:
             after = (page[-1].priority, page[-1].seq)
             if free <= 0 or not nodes:
                 # Nothing can be placed now; still tell operators what could never run.
-                result = place(page, nodes, self.policy)
+                result = place(page[:shallow], nodes, self.policy)
                 unplaceable.update(result.never.values())
-                waiting += len(page) - len(result.never) - len(result.assignments)
+                waiting += shallow - len(result.never) - len(result.assignments)
                 if result.assignments:  # cannot happen with no room, but never drop work
                     placed += self._assign(store, lease, result.assignments, page, by_node)
                 if census and nodes and self._preempting():

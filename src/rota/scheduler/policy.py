@@ -129,6 +129,7 @@ class _Allocator:
         self.jobs = [j for j in jobs if j.id not in self.out.placement.never]
         self.room = Room(nodes, policy)
         self.timeline = Timeline(self.room, running, now)
+        self.timeline_running = running
         self.running: dict[int, list[RunningJob]] = {}
         for r in running:
             i = self.room.index.get(r.node_id)
@@ -162,12 +163,27 @@ class _Allocator:
                 for unit in first:
                     self._offer(tenant, unit)
         fair = self.config.fair
+        # Once no node has a free slot, nothing more can be placed; unless a unit may
+        # preempt or reserve, the rest wait without being offered one by one (a deep
+        # window of pending jobs then costs a pass, not a DRF turn per job).
+        settles = not self.config.backfill and not (
+            self.config.preemption and any(r.alloc.preemptible for r in self.timeline_running)
+        )
+        placed = self.out.placement.assignments
+        fitted = True  # the last unit offered was placed (then no need to look)
         while queues:
+            if settles and not fitted and not self._any_slot():
+                for tenant, rest in queues.items():
+                    for unit in rest:
+                        self._settle(tenant, unit)
+                break
             tenant = self.fair.lowest(queues) if fair else next(iter(queues))
             unit = queues[tenant].popleft()
             if not queues[tenant]:
                 del queues[tenant]
+            before = len(placed)
             self._offer(tenant, unit)
+            fitted = len(placed) > before
         self.out.reservations = list(self.timeline.reservations)
         if fair:
             self.out.shares = {t: self.fair.dominant(t) for t in self.fair.usage}
@@ -196,6 +212,21 @@ class _Allocator:
             tenant = tenant_of(head, head.queue) if self.config.fair else ""
             queues.setdefault(tenant, deque()).append(unit)
         return queues
+
+    def _any_slot(self) -> bool:
+        room = self.room
+        return any(room.free_slots(i) > 0 for i in range(len(room)))
+
+    def _settle(self, tenant: str, unit: list[PendingJob]) -> None:
+        """A unit that waits because no node has a slot (its tenant's cap, if over it)."""
+        capped = None
+        if self.config.fair and self.fair.share_of(tenant).limit:
+            need: dict[str, float] = {}
+            for job in unit:
+                for name, qty in demand(job).items():
+                    need[name] = need.get(name, 0.0) + qty
+            capped = self.fair.over_limit(tenant, need)
+        self._wait(unit, capped or "no room now")
 
     def _keep_preempted_room(self) -> None:
         """Room freed by last cycles' preemptions stays for the jobs it was freed for."""
