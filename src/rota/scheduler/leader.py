@@ -118,7 +118,7 @@ class Scheduler:
         self.periodic = PeriodicRunner()
         self.allocation = AllocationState()  # preemptions in flight, per-minute cap
         # The allocation policies live now (config + the shares published in the store;
-        # preemption, backfill and gangs are not carried out by the leader yet).
+        # backfill and gangs are not carried out by the leader yet).
         self.alloc_config = self._live_allocation({})
         self._alloc_read = 0.0  # when the shares and the store's clock were last read
         self._clock_offset = 0.0  # store clock - local clock
