@@ -71,6 +71,7 @@ from rota.core.model import (
     NodeState,
     PendingJob,
     ReapReport,
+    RunningJob,
     ScheduleRecord,
 )
 from rota.core.outcomes import Outcome
@@ -470,6 +471,25 @@ class PostgresStore(PostgresListener, Store):
                  concurrency_limit, rate_limit, alloc, timeout, enqueued_at) in self._all(
                 "pending_jobs", params, idempotent=True
             )
+        ]  # fmt: skip
+
+    def running_jobs(self, limit: int = 10_000) -> list[RunningJob]:
+        rows = self._all("running_jobs", {"limit": max(0, int(limit))}, idempotent=True)
+        return [
+            RunningJob(
+                id_,
+                node_id,
+                priority,
+                floats_of(resources),
+                started_at,
+                timeout,
+                AllocSpec.from_json(alloc),
+                preempted_at,
+                bool(stopping),
+                queue,
+            )
+            for (id_, node_id, priority, resources, started_at, timeout, alloc, preempted_at,
+                 stopping, queue) in rows
         ]  # fmt: skip
 
     def preempt(self, lease: Lease, victims: Sequence[tuple[str, str]]) -> int:

@@ -14,6 +14,7 @@ from rota.core.model import (
     NewJob,
     NodeSpec,
     PendingJob,
+    RunningJob,
 )
 from rota.core.states import JobState
 
@@ -105,6 +106,23 @@ def pending_from_row(row: Sequence[Any]) -> PendingJob:
         AllocSpec.from_json(r[11]),
         r[12],
         r[13],
+    )
+
+
+def running_from_row(row: Sequence[Any]) -> RunningJob:
+    """A ``RunningJob`` from a row of the ``running_jobs`` query."""
+    r = row
+    return RunningJob(
+        r[0],
+        r[1],
+        r[2],
+        orjson.loads(r[3]),
+        r[4],
+        r[5],
+        AllocSpec.from_json(r[6]),
+        r[7],
+        bool(r[8]),
+        r[9],
     )
 
 

@@ -25,6 +25,7 @@ from rota.core.model import (
     NodeState,
     PendingJob,
     ReapReport,
+    RunningJob,
     ScheduleRecord,
 )
 from rota.core.outcomes import CutShort, Outcome, OutcomeKind
@@ -38,6 +39,7 @@ from rota.store.sqlite.codec import (
     node_spec_from_json,
     node_spec_to_json,
     pending_from_row,
+    running_from_row,
     started_jobs,
 )
 from rota.store.sqlite.connection import QUERIES, SQLiteConnection, raises_store_errors
@@ -461,6 +463,10 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
             params = {"limit": limit, "priority": after[0], "seq": after[1]}
             rows = self.db.execute(QUERIES["pending_after"], params)
         return [pending_from_row(r) for r in rows]
+
+    def running_jobs(self, limit: int = 10_000) -> list[RunningJob]:
+        rows = self.db.execute(QUERIES["running_jobs"], {"limit": limit})
+        return [running_from_row(r) for r in rows]
 
     def preempt(self, lease: Lease, victims: Sequence[tuple[str, str]]) -> int:
         with self._write() as cur:

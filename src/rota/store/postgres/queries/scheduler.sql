@@ -171,6 +171,14 @@ WITH fence AS (
 )
 SELECT (SELECT count(*) FROM fence), (SELECT coalesce(sum(placed), 0) FROM woken)
 
+-- name: running_jobs
+-- The work on the nodes for the allocation policies (jobs_active_idx).
+SELECT id, node_id, priority, resources, coalesce(started_at, created_at), timeout, alloc,
+    preempted_at, cancel_requested AND coalesce(preempted_at >= started_at, false), queue
+FROM jobs
+WHERE state IN ('assigned', 'running') AND node_id IS NOT NULL
+LIMIT :limit
+
 -- name: preempt
 -- Fenced: assigned victims go back to pending at once; running ones are flagged for their
 -- node to stop (see Store.preempt), and their node is woken.

@@ -106,6 +106,14 @@ FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS n
       FROM json_each(:batch)) AS a
 WHERE jobs.id = a.id AND jobs.state = 'pending';
 
+-- name: running_jobs
+-- The work on the nodes for the allocation policies (RunningJob's fields, in order).
+SELECT id, node_id, priority, resources, coalesce(started_at, created_at), timeout, alloc,
+       preempted_at, cancel_requested AND coalesce(preempted_at >= started_at, 0), queue
+FROM jobs INDEXED BY jobs_active
+WHERE state IN ('assigned', 'running') AND node_id IS NOT NULL
+LIMIT :limit;
+
 -- name: preempt_assigned
 UPDATE jobs SET state = 'pending', node_id = NULL, preempted_at = :now,
                 preemptions = preemptions + 1, error = :reason
