@@ -69,3 +69,18 @@ def test_tenant_cap_holds_a_job_and_status_says_why(tmp_path: Path) -> None:
     assert "Tenants (fair share)" in out.output and "slots=1" in out.output
     assert "25.0 %" in out.output
     app.close()
+
+
+def test_a_scheduler_started_with_the_app_publishes_its_shares(tmp_path: Path) -> None:
+    from rota.cli.main import _sync_schedules
+    from rota.scheduler.fairshare import SHARES_NAME, Share, shares_from_doc
+
+    url = f"sqlite:///{tmp_path / 'shares.db'}"
+    app = Rota(url)
+    _sync_schedules(app)  # no shares: nothing published
+    assert app.store.get_stats(SHARES_NAME) is None
+    app.share("acme", weight=3, limit={"gpu": 2})
+    _sync_schedules(app)
+    published = shares_from_doc(app.store.get_stats(SHARES_NAME))
+    assert published == {"acme": Share(3.0, {"gpu": 2.0})}
+    app.close()

@@ -220,6 +220,13 @@ def _sync_schedules(app: Rota) -> None:
         return
     if count:
         log.info("periodic schedules written to the store: %s", ", ".join(sorted(app.schedules)))
+    if app.shares:  # an app without shares leaves what was published alone
+        try:
+            app.sync_shares()
+        except Exception as exc:
+            log.warning("could not publish the app's tenant shares: %s", exc)
+            return
+        log.info("tenant shares published: %s", ", ".join(sorted(app.shares)))
 
 
 @cli.command()
@@ -261,6 +268,20 @@ def _sync_schedules(app: Rota) -> None:
     help="Free slots per queue reserved for plain jobs when nothing is pending, so the "
     "store places them as they are submitted (Redis); 0 turns it off.",
 )
+@click.option(
+    "--preempt-gap",
+    type=click.IntRange(min=1, max=2**31),
+    default=10,
+    show_default=True,
+    help="A job may preempt preemptible jobs at least this many priority levels lower.",
+)
+@click.option(
+    "--alloc-window",
+    type=click.IntRange(min=64, max=100_000),
+    default=5000,
+    show_default=True,
+    help="Pending jobs weighed together while fair share or aging is in use.",
+)
 @coordinator_option
 @with_logging
 def scheduler(
@@ -271,12 +292,18 @@ def scheduler(
     failure_timeout: float,
     retention: float,
     reserve_slots: int,
+    preempt_gap: int,
+    alloc_window: int,
     coordinator: str | None,
     log_level: str,
     log_json: bool,
 ) -> None:
-    """Run a scheduler (leader or standby) over APP's store."""
+    """Run a scheduler (leader or standby) over APP's store (with APP: its periodic
+    schedules and tenant shares are written to the store first)."""
     import signal
+
+    from rota.scheduler.policy import AllocationConfig
+    from rota.scheduler.preemption import PreemptionRules
 
     setup_logging(log_level, log_json, prefix="[scheduler] ")
     if app_spec:
@@ -294,6 +321,8 @@ def scheduler(
         failure_timeout=failure_timeout,
         retention=retention,
         reserve_slots=reserve_slots,
+        allocation=AllocationConfig(rules=PreemptionRules(gap=preempt_gap)),
+        alloc_window=alloc_window,
     )
     sched = Scheduler(url, config, coordinator=coordinator)
     for sig in (signal.SIGTERM, signal.SIGINT):
