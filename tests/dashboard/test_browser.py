@@ -287,6 +287,8 @@ def test_ui_workflows_flow_control_and_schedules(
         assert f"concurrency limit 2 on key user:{XSS}7" in held
         assert "rate limit 100/60s on task flow.sync" in held
         assert "needs gpu=1" in page.inner_text("#unplaceable")
+        tenants = page.inner_text("#tenants")
+        assert "acme" in tenants and "gpu=8" in tenants and "25.0 %" in tenants
         assert page.locator("main script").count() == 0
         page.screenshot(path=str(tmp_path / "scheduler.png"), full_page=True)
         assert problems == [], problems

@@ -198,9 +198,24 @@
         h("section", {}, h("h2", {}, "Held jobs (concurrency keys, rate limits)"),
           sc.held && sc.held.length ? reasons("held", sc.held)
             : h("p", { class: "muted" }, "None: no pending job is over its concurrency key's limit or its task's rate limit."))),
+      h("h2", {}, "Tenants (fair share)"), tenantsPanel(sc.tenants || []),
       h("h2", {}, "Ingest processes"), ingestPanel(st.ingest || []),
       h("h2", {}, "Periodic schedules"),
       schedulesPanel(st.now));
+  }
+
+  function tenantsPanel(rows) {
+    if (!rows.length) return h("p", { class: "muted", id: "tenants" }, "None: fair share is off (app.share(...), then app.sync_shares()).");
+    const cols = ["tenant", "weight", "limit", "dominant share", "running", "pending"];
+    return h("table", { id: "tenants" },
+      h("thead", {}, h("tr", {}, cols.map((c) => h("th", c === "tenant" || c === "limit" ? {} : { class: "num" }, c)))),
+      h("tbody", {}, rows.map((t) => h("tr", {},
+        h("td", {}, t.tenant),
+        h("td", { class: "num" }, num(t.weight)),
+        h("td", {}, Object.entries(t.limit || {}).map(([k, v]) => k + "=" + v).join(", ") || "-"),
+        h("td", { class: "num" }, (100 * (t.dominant_share || 0)).toFixed(1) + " %"),
+        h("td", { class: "num" }, t.running),
+        h("td", { class: "num" }, t.pending)))));
   }
 
   function ingestPanel(rows) {
