@@ -138,6 +138,7 @@ def test_auto_migrate_off_leaves_the_database_alone(url: str) -> None:
             "0002_rota_now_double",
             "0003_flows",
             "0004_attempts",
+            "0006_claim_grants",
         ]
         off.submit([new_job()])
         assert len(off.list_jobs()) == 1

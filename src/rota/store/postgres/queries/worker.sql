@@ -86,18 +86,43 @@ ORDER BY n.registered_at, n.id
 
 -- name: start_jobs
 -- Claim a batch of the node's assigned jobs (only while the node is live or draining);
--- SKIP LOCKED so concurrent callers for the same node never start one job twice. Each start
--- opens an attempt in job_attempts and drops the job's attempts older than the last :keep
--- (tokens grow by one per placement).
-WITH picked AS (
+-- SKIP LOCKED so concurrent callers for the same node never start one job twice. Then,
+-- while the node is live and holds a current claim grant (claim_grants: its row's lease
+-- still has that token, unexpired), fill the rest of :limit from the head of the pending
+-- jobs in placement order (priority, then FIFO: jobs_pending_idx), stopping at the first
+-- job that is not plain (resources, labels, affinity, concurrency or rate limit, parents)
+-- or not of a granted queue, so a claim never overtakes a job that needs placement
+-- (pending -> running in one step, a new token as assign gives). Each start opens an
+-- attempt in job_attempts and drops the job's attempts older than the last :keep (tokens
+-- grow by one per placement).
+WITH live AS (
+    SELECT state FROM nodes WHERE id = :node_id AND state IN ('live', 'draining')
+), picked AS (
     SELECT id FROM jobs
-    WHERE node_id = :node_id AND state = 'assigned'
-        AND EXISTS (
-            SELECT FROM nodes WHERE id = :node_id AND state IN ('live', 'draining')
-        )
+    WHERE node_id = :node_id AND state = 'assigned' AND EXISTS (SELECT FROM live)
     ORDER BY priority DESC, seq
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
+), granted AS (
+    SELECT g.queues FROM claim_grants g
+    JOIN leases l ON l.name = g.lease_name AND l.token = g.token AND l.expires_at > rota_now()
+    WHERE g.node_id = :node_id AND EXISTS (SELECT FROM live WHERE state = 'live')
+), head AS (
+    SELECT j.id, j.priority, j.seq,
+        j.resources = '{}'::jsonb AND j.labels = '{}'::jsonb AND j.affinity = '{}'::jsonb
+            AND j.concurrency_key IS NULL AND coalesce(j.concurrency_limit, 0) = 0
+            AND j.rate_limit IS NULL AND j.depends_on IS NULL
+            AND j.queue = ANY (CAST((SELECT queues FROM granted) AS text[])) AS plain
+    FROM jobs j
+    WHERE j.state = 'pending' AND EXISTS (SELECT FROM granted)
+    ORDER BY (-(j.priority::bigint)), j.seq
+    LIMIT greatest(:limit - (SELECT count(*) FROM picked), 0)
+    FOR UPDATE OF j SKIP LOCKED
+), claimable AS (
+    SELECT id FROM (
+        SELECT id, bool_and(plain) OVER (ORDER BY (-(priority::bigint)), seq) AS ok FROM head
+    ) h
+    WHERE ok
 ), started AS (
     UPDATE jobs j
     SET state = 'running', attempts = j.attempts + 1, started_at = rota_now(),
@@ -110,18 +135,32 @@ WITH picked AS (
         j.finished_at, j.lease_expires_at, j.result, j.error, j.traceback, j.cancel_requested,
         j.seq, j.depends_on, j.pass_results, j.workflow_id, j.unique_key, j.concurrency_key,
         j.concurrency_limit, j.rate_limit
+), claimed AS (
+    UPDATE jobs j
+    SET state = 'running', node_id = :node_id, token = j.token + 1, attempts = j.attempts + 1,
+        started_at = rota_now(), lease_expires_at = rota_now() + :ttl
+    FROM claimable
+    WHERE j.id = claimable.id
+    RETURNING j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts,
+        j.max_attempts, j.timeout, j.resources, j.labels, j.affinity, j.backoff_base,
+        j.backoff_max, j.created_at, j.scheduled_at, j.node_id, j.token, j.started_at,
+        j.finished_at, j.lease_expires_at, j.result, j.error, j.traceback, j.cancel_requested,
+        j.seq, j.depends_on, j.pass_results, j.workflow_id, j.unique_key, j.concurrency_key,
+        j.concurrency_limit, j.rate_limit
+), all_started AS (
+    SELECT * FROM started UNION ALL SELECT * FROM claimed
 ), opened AS (
     INSERT INTO job_attempts AS a (job_id, token, attempt, node_id, started_at, claim)
-    SELECT id, token, attempts, node_id, started_at, :claim FROM started
+    SELECT id, token, attempts, node_id, started_at, :claim FROM all_started
     ON CONFLICT (job_id, token) DO UPDATE SET attempt = excluded.attempt,
         node_id = excluded.node_id, started_at = excluded.started_at, ended_at = NULL,
         outcome = NULL, cut_short = NULL, error = NULL, traceback = NULL,
         claim = excluded.claim
 ), trimmed AS (
-    DELETE FROM job_attempts a USING started s
+    DELETE FROM job_attempts a USING all_started s
     WHERE a.job_id = s.id AND a.token <= s.token - :keep
 )
-SELECT * FROM started
+SELECT * FROM all_started
 
 -- name: claimed_jobs
 -- The jobs a start_jobs call (:claim) started and that still run: what a retry of that call
