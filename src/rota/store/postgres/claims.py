@@ -1,6 +1,6 @@
 """The PostgreSQL store's worker claims: ``start_jobs``, ``complete``, and the fast paths
-``complete_and_start`` (both in one transaction and one round trip, pipelined) and
-``grant_claims`` (the leader's claim grant that ``start_jobs`` fills free slots under)."""
+``complete_and_start`` (both in one statement: one round trip) and ``grant_claims`` (the
+leader's claim grant that a start fills free slots under)."""
 
 from __future__ import annotations
 
@@ -18,16 +18,29 @@ from rota.store.postgres.codec import job_from_row
 from rota.store.postgres.connection import Conn, PostgresConnection
 from rota.store.postgres.queries import QUERIES
 
+NO_OUTCOMES: dict[str, Any] = {
+    "ids": [],
+    "tokens": [],
+    "kinds": [],
+    "results": [],
+    "errors": [],
+    "tracebacks": [],
+    "delays": [],
+    "cut_shorts": [],
+}
+
 
 class PostgresClaims(PostgresConnection, PlainFastPaths):
-    """What a worker node calls to report and claim, and the leader's claim grant."""
+    """What a worker node calls to report and claim, and the leader's claim grant: one
+    statement (``complete_and_start`` in ``queries/worker.sql``) does all three, its
+    halves left empty when not wanted (no outcomes; ``limit`` 0)."""
 
     grants_claims = True
 
     def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        params = self._start_params(node_id, limit, lease_ttl)
+        params = {**NO_OUTCOMES, **self._start_params(node_id, limit, lease_ttl, False)}
         tries = 0
 
         def op(conn: Conn) -> list[Any]:
@@ -40,36 +53,36 @@ class PostgresClaims(PostgresConnection, PlainFastPaths):
     def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
         if not outcomes:
             return []
+        params = {**self._complete_params(outcomes), **self._start_params("", 0, 0.0, False)}
         # idempotent: a retried report of an attempt that ended with it is accepted again
-        rows = self._all("complete", self._complete_params(outcomes), idempotent=True)
-        return self._accepted(outcomes, rows)
+        rows = self._all("complete_and_start", params, idempotent=True)
+        return self._accepted(outcomes, rows[0][0])
 
     def complete_and_start(
         self, outcomes: Sequence[Outcome], node_id: str, limit: int, lease_ttl: float
     ) -> tuple[list[bool], list[JobRecord]]:
-        """``complete`` then ``start_jobs`` in one transaction, the two statements sent
-        together (psycopg's pipeline mode): one round trip to the server."""
+        """``complete`` then ``start_jobs`` in one statement: one round trip, one
+        transaction. The scheduler is woken only by what needs it (see the statement)."""
         if not outcomes:
             return [], self.start_jobs(node_id, limit, lease_ttl)
         if limit <= 0:
             return self.complete(outcomes), []
         done = self._complete_params(outcomes)
-        start = self._start_params(node_id, limit, lease_ttl)
+        start = self._start_params(node_id, limit, lease_ttl, True)
         tries = 0
 
-        def op(conn: Conn) -> tuple[list[Any], list[Any]]:
+        def op(conn: Conn) -> tuple[list[str], list[Any]]:
             nonlocal tries
             tries += 1
-            if tries > 1:  # the first try may have committed: the plain, retry-safe way
-                rows = conn.execute(QUERIES["complete"], done).fetchall()
-                return rows, self._start_rows(conn, start, True)
-            with conn.pipeline(), conn.transaction():
-                reported = conn.execute(QUERIES["complete"], done)
-                claimed = conn.execute(QUERIES["start_jobs"], start)
-            return reported.fetchall(), claimed.fetchall()
+            if tries > 1:  # the first try may have committed: the retry-safe way, in two
+                no_start = {**done, **self._start_params("", 0, 0.0, False)}
+                rows = conn.execute(QUERIES["complete_and_start"], no_start).fetchall()
+                return rows[0][0], self._start_rows(conn, {**NO_OUTCOMES, **start}, True)
+            rows = conn.execute(QUERIES["complete_and_start"], {**done, **start}).fetchall()
+            return rows[0][0], [row[1:] for row in rows if row[1] is not None]
 
-        rows, started = self._run(op, idempotent=True)
-        return self._accepted(outcomes, rows), started_jobs(started)
+        accepted, started = self._run(op, idempotent=True)
+        return self._accepted(outcomes, accepted), started_jobs(started)
 
     def grant_claims(self, lease: Lease, grants: Mapping[str, Sequence[str]]) -> None:
         params = {
@@ -83,9 +96,14 @@ class PostgresClaims(PostgresConnection, PlainFastPaths):
             raise LeaseLost(f"lease {lease.name!r} (token {lease.token}) is no longer held")
 
     # ---- helpers -------------------------------------------------------------------
-    def _start_params(self, node_id: str, limit: int, lease_ttl: float) -> dict[str, Any]:
+    def _start_params(
+        self, node_id: str, limit: int, lease_ttl: float, quiet: bool
+    ) -> dict[str, Any]:
         return {
             "node_id": node_id,
+            "quiet": quiet,
+            "pending_channel": self.pending_channel,
+            "done_channel": self.done_channel,
             "limit": int(limit),
             "ttl": float(lease_ttl),
             "keep": self.attempt_history,
@@ -101,9 +119,11 @@ class PostgresClaims(PostgresConnection, PlainFastPaths):
             found = conn.execute(QUERIES["claimed_jobs"], params).fetchall()
             if found:
                 return found
-        return conn.execute(QUERIES["start_jobs"], params).fetchall()
+        rows = conn.execute(QUERIES["complete_and_start"], params).fetchall()
+        return [row[1:] for row in rows if row[1] is not None]
 
-    def _complete_params(self, outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    @staticmethod
+    def _complete_params(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         return {
             "ids": [o.job_id for o in outcomes],
             "tokens": [o.token for o in outcomes],
@@ -113,13 +133,11 @@ class PostgresClaims(PostgresConnection, PlainFastPaths):
             "tracebacks": [o.traceback for o in outcomes],
             "delays": [float(max(0.0, o.retry_delay)) for o in outcomes],
             "cut_shorts": [o.cut_short for o in outcomes],
-            "pending_channel": self.pending_channel,
-            "done_channel": self.done_channel,
         }
 
-    def _accepted(self, outcomes: Sequence[Outcome], rows: list[Any]) -> list[bool]:
-        """Per outcome, whether ``complete`` (which returned ``rows``) accepted it."""
-        accepted = {row[0] for row in rows if row[0] is not None}
+    def _accepted(self, outcomes: Sequence[Outcome], ids: list[str]) -> list[bool]:
+        """Per outcome, whether the statement (which accepted ``ids``) accepted it."""
+        accepted = set(ids)
         first: dict[str, tuple[int, str]] = {}  # job id -> the first (token, kind) of the batch
         out = []
         for o in outcomes:  # a repeated report is the same report; a conflicting one is not

@@ -84,18 +84,81 @@ LEFT JOIN (
 WHERE :states::text[] IS NULL OR n.state = ANY(:states::text[])
 ORDER BY n.registered_at, n.id
 
--- name: start_jobs
--- Claim a batch of the node's assigned jobs (only while the node is live or draining);
--- SKIP LOCKED so concurrent callers for the same node never start one job twice. Then,
--- while the node is live and holds a current claim grant (claim_grants: its row's lease
--- still has that token, unexpired), fill the rest of :limit from the head of the pending
--- jobs in placement order (priority, then FIFO: jobs_pending_idx), stopping at the first
--- job that is not plain (resources, labels, affinity, concurrency or rate limit, parents)
--- or not of a granted queue, so a claim never overtakes a job that needs placement
--- (pending -> running in one step, a new token as assign gives). Each start opens an
--- attempt in job_attempts and drops the job's attempts older than the last :keep (tokens
--- grow by one per placement).
-WITH live AS (
+-- name: complete_and_start
+-- A worker's report and claim, in one statement (one round trip, one transaction): the
+-- store's complete (empty :ids: none), then its start_jobs (:limit 0: none). Each row is
+-- (the ids of the accepted outcomes, then a started job's columns, NULL if none started).
+--
+-- complete: accept each outcome only if its job is running with the same token; a failure
+-- goes to retrying (due after its delay) while attempts are left, else dead. Jobs with
+-- children that ended are queued for resolve_dependencies (has_children as of the row
+-- lock: a child submitted meanwhile marked it first, or saw it final). The attempt of each
+-- accepted outcome is closed (ended); an outcome whose attempt had already ended with the
+-- same kind (a report retried after its reply was lost) is accepted again without a change
+-- (again).
+--
+-- start: claim a batch of the node's assigned jobs (only while the node is live or
+-- draining); SKIP LOCKED so concurrent callers for the same node never start one job twice.
+-- Then, while the node is live and holds a current claim grant (claim_grants: its row's
+-- lease still has that token, unexpired), fill the rest of :limit from the head of the
+-- pending jobs in placement order (priority, then FIFO: jobs_pending_idx), stopping at the
+-- first job that is not plain (resources, labels, affinity, concurrency or rate limit,
+-- parents) or not of a granted queue, so a claim never overtakes a job that needs
+-- placement (pending -> running in one step, a new token as assign gives). Each start
+-- opens an attempt in job_attempts and drops the job's attempts older than the last :keep
+-- (tokens grow by one per placement). Completed rows are running, started ones assigned or
+-- pending: the two halves never touch the same job.
+--
+-- Wake-ups: the done channel when an outcome was accepted; the scheduler (pending channel)
+-- too unless :quiet, where only an outcome that is not a plain success wakes it, or a first
+-- pending job left behind that this node may not claim itself (complete_and_start: the
+-- node claims what comes next, its room refilled; the scheduler's idle cycle sees the rest).
+WITH outcome AS (
+    SELECT *
+    FROM unnest(:ids::text[], :tokens::bigint[], :kinds::text[], :results::text[],
+        :errors::text[], :tracebacks::text[], :delays::double precision[],
+        :cut_shorts::text[])
+        AS o (id, token, kind, result, error, traceback, delay, cut_short)
+), decided AS (
+    SELECT j.id, o.result, o.error, o.traceback, o.delay,
+        CASE o.kind
+            WHEN 'succeeded' THEN 'succeeded'
+            WHEN 'cancelled' THEN 'cancelled'
+            WHEN 'failed' THEN CASE WHEN j.cancel_requested THEN 'cancelled'
+                WHEN j.attempts < j.max_attempts THEN 'retrying' ELSE 'dead' END
+            ELSE 'dead'
+        END AS state
+    FROM jobs j
+    JOIN outcome o ON o.id = j.id AND o.token = j.token
+    WHERE j.state = 'running'
+    ORDER BY j.id  -- rows are locked in id order: concurrent batches never deadlock
+    FOR UPDATE OF j
+), done AS (
+    UPDATE jobs j
+    SET state = d.state,
+        result = CASE WHEN d.state = 'succeeded' THEN d.result ELSE j.result END,
+        error = CASE WHEN d.state = 'succeeded' THEN NULL ELSE d.error END,
+        traceback = CASE WHEN d.state = 'succeeded' THEN NULL ELSE d.traceback END,
+        lease_expires_at = NULL,
+        scheduled_at = CASE WHEN d.state = 'retrying' THEN rota_now() + d.delay
+            ELSE j.scheduled_at END,
+        finished_at = CASE WHEN d.state = 'retrying' THEN NULL ELSE rota_now() END
+    FROM decided d
+    WHERE j.id = d.id
+    RETURNING j.id, j.state, j.has_children, j.concurrency_key
+), ended AS (
+    UPDATE job_attempts a
+    SET ended_at = rota_now(), outcome = o.kind, cut_short = o.cut_short, error = o.error,
+        traceback = o.traceback
+    FROM done d JOIN outcome o ON o.id = d.id
+    WHERE a.job_id = d.id AND a.token = o.token AND a.ended_at IS NULL
+), again AS (
+    SELECT a.job_id AS id FROM job_attempts a
+    JOIN outcome o ON o.id = a.job_id AND o.token = a.token AND o.kind = a.outcome
+), settled AS (
+    INSERT INTO settle_parents (parent_id)
+    SELECT id FROM done WHERE has_children IS TRUE AND state <> 'retrying'
+), live AS (
     SELECT state FROM nodes WHERE id = :node_id AND state IN ('live', 'draining')
 ), picked AS (
     SELECT id FROM jobs
@@ -159,8 +222,30 @@ WITH live AS (
 ), trimmed AS (
     DELETE FROM job_attempts a USING all_started s
     WHERE a.job_id = s.id AND a.token <= s.token - :keep
+), woken AS (
+    SELECT pg_notify(:done_channel, ''),
+        CASE WHEN NOT :quiet
+            OR EXISTS (
+                SELECT FROM done
+                WHERE state <> 'succeeded' OR has_children IS TRUE
+                    OR concurrency_key IS NOT NULL
+            )
+            OR NOT coalesce((
+                SELECT coalesce(j.resources = '{}'::jsonb AND j.labels = '{}'::jsonb AND j.affinity = '{}'::jsonb
+            AND j.concurrency_key IS NULL AND coalesce(j.concurrency_limit, 0) = 0
+            AND j.rate_limit IS NULL AND j.depends_on IS NULL
+            AND j.queue = ANY (CAST((SELECT queues FROM granted) AS text[])), false)
+                FROM jobs j
+                WHERE j.state = 'pending' AND j.id NOT IN (SELECT id FROM claimable)
+                ORDER BY (-(j.priority::bigint)), j.seq
+                LIMIT 1
+            ), true)
+        THEN pg_notify(:pending_channel, '') END
+    WHERE EXISTS (SELECT FROM done)
 )
-SELECT * FROM all_started
+SELECT ARRAY(SELECT id FROM done UNION ALL SELECT id FROM again) AS accepted, s.*
+FROM (SELECT count(*) FROM woken) w
+LEFT JOIN all_started s ON true
 
 -- name: claimed_jobs
 -- The jobs a start_jobs call (:claim) started and that still run: what a retry of that call
@@ -173,68 +258,6 @@ SELECT j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts, j.max_
 FROM job_attempts a
 JOIN jobs j ON j.id = a.job_id AND j.token = a.token AND j.state = 'running'
 WHERE a.node_id = :node_id AND a.claim = :claim AND a.ended_at IS NULL
-
--- name: complete
--- Accept each outcome only if its job is running with the same token; a failure goes to
--- retrying (due after its delay) while attempts are left, else dead. Jobs with children
--- that ended are queued for resolve_dependencies (has_children as of the row lock: a child
--- submitted meanwhile marked it first, or saw it final). The attempt of each accepted
--- outcome is closed (ended); an outcome whose attempt had already ended with the same kind
--- (a report retried after its reply was lost) is accepted again without a change (again).
-WITH outcome AS (
-    SELECT *
-    FROM unnest(:ids::text[], :tokens::bigint[], :kinds::text[], :results::text[],
-        :errors::text[], :tracebacks::text[], :delays::double precision[],
-        :cut_shorts::text[])
-        AS o (id, token, kind, result, error, traceback, delay, cut_short)
-), decided AS (
-    SELECT j.id, o.result, o.error, o.traceback, o.delay,
-        CASE o.kind
-            WHEN 'succeeded' THEN 'succeeded'
-            WHEN 'cancelled' THEN 'cancelled'
-            WHEN 'failed' THEN CASE WHEN j.cancel_requested THEN 'cancelled'
-                WHEN j.attempts < j.max_attempts THEN 'retrying' ELSE 'dead' END
-            ELSE 'dead'
-        END AS state
-    FROM jobs j
-    JOIN outcome o ON o.id = j.id AND o.token = j.token
-    WHERE j.state = 'running'
-    ORDER BY j.id  -- rows are locked in id order: concurrent batches never deadlock
-    FOR UPDATE OF j
-), done AS (
-    UPDATE jobs j
-    SET state = d.state,
-        result = CASE WHEN d.state = 'succeeded' THEN d.result ELSE j.result END,
-        error = CASE WHEN d.state = 'succeeded' THEN NULL ELSE d.error END,
-        traceback = CASE WHEN d.state = 'succeeded' THEN NULL ELSE d.traceback END,
-        lease_expires_at = NULL,
-        scheduled_at = CASE WHEN d.state = 'retrying' THEN rota_now() + d.delay
-            ELSE j.scheduled_at END,
-        finished_at = CASE WHEN d.state = 'retrying' THEN NULL ELSE rota_now() END
-    FROM decided d
-    WHERE j.id = d.id
-    RETURNING j.id, j.state, j.has_children
-), ended AS (
-    UPDATE job_attempts a
-    SET ended_at = rota_now(), outcome = o.kind, cut_short = o.cut_short, error = o.error,
-        traceback = o.traceback
-    FROM done d JOIN outcome o ON o.id = d.id
-    WHERE a.job_id = d.id AND a.token = o.token AND a.ended_at IS NULL
-), again AS (
-    SELECT a.job_id AS id FROM job_attempts a
-    JOIN outcome o ON o.id = a.job_id AND o.token = a.token AND o.kind = a.outcome
-), settled AS (
-    INSERT INTO settle_parents (parent_id)
-    SELECT id FROM done WHERE has_children IS TRUE AND state <> 'retrying'
-), woken AS (
-    SELECT pg_notify(:pending_channel, ''), pg_notify(:done_channel, '')
-    WHERE EXISTS (SELECT FROM done)
-)
-SELECT id FROM done
-UNION ALL
-SELECT id FROM again
-UNION ALL
-SELECT NULL FROM woken
 
 -- name: release_jobs
 -- Hand the node's jobs back to pending; a running job's attempt is not counted (its
