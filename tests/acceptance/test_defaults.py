@@ -28,7 +28,8 @@ def granted(store: Store) -> bool:
         row = store.db.execute("SELECT count(*) FROM claim_grants").fetchone()
         return bool(row and row[0])
     assert isinstance(store, PostgresStore)
-    return bool(store._run(lambda c: c.execute("SELECT count(*) FROM claim_grants").fetchone()[0]))
+    found = store._run(lambda c: c.execute("SELECT count(*) FROM claim_grants").fetchone())
+    return bool(found and found[0])
 
 
 @pytest.mark.timeout(90)
