@@ -136,3 +136,10 @@ WHERE finished_at IS NOT NULL AND finished_at < :cutoff
 
 -- name: prune_nodes
 DELETE FROM nodes WHERE state IN ('dead', 'stopped') AND gone_at < :cutoff;
+
+-- name: clear_grants
+DELETE FROM claim_grants;
+
+-- name: grant_claim
+INSERT INTO claim_grants (node_id, queues, lease_name, token)
+VALUES (:node_id, :queues, :lease_name, :token);
