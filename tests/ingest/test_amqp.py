@@ -210,6 +210,65 @@ def test_kill_9_while_draining_loses_and_duplicates_nothing(
             store.close()
 
 
+async def take_back(url: str, count: int) -> None:
+    """Receive ``count`` messages of ``rota.default`` and close without acking: the broker
+    redelivers them (``redelivered`` set), as after an ingest process died."""
+    import aio_pika
+
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue("rota.default", passive=True)
+        taken = 0
+        deadline = time.monotonic() + 30
+        while taken < count and time.monotonic() < deadline:
+            if await queue.get(fail=False, no_ack=False) is None:
+                await asyncio.sleep(0.05)
+            else:
+                taken += 1
+        assert taken == count
+
+
+@pytest.mark.timeout(120)
+def test_dead_letter_repeats_counts_redelivered_dead_letters_apart(
+    amqp_url: str, tmp_path: Path, procs: Callable[[str], Procs]
+) -> None:
+    from rota.dashboard.metrics import ingest_metrics
+
+    with store_url("redis", tmp_path) as url:
+        fleet = procs(url)
+        store = open_store(url)
+        try:
+            fleet.ingest("declare", amqp_url, "--processes", "1")  # declares the topology
+            wait_for(lambda: ingest_connected(store), 60, "the ingest process to connect")
+            fleet.kill("declare")
+            # One invalid message delivered before (redelivered now), then a fresh one.
+            asyncio.run(publish(amqp_url, [("again", {"task": "no.such.task"})]))
+            asyncio.run(take_back(amqp_url, 1))
+            asyncio.run(publish(amqp_url, [("fresh", {"task": "no.such.task"})]))
+            asyncio.run(publish(amqp_url, [("ok", {"task": "ingest.noop", "args": [1]})]))
+            fleet.ingest("ingest", amqp_url, "--processes", "1")
+
+            def figures() -> dict[str, Any] | None:
+                entries = [e for e in ingest_processes(store, store.now()) if e["received"]]
+                done = ("invalid", "dead_letter_repeats", "stored")
+                return entries[0] if entries and sum(entries[0][k] for k in done) >= 3 else None
+
+            entry = wait_for(figures, 60, "the ingest stats")
+            assert (entry["invalid"], entry["dead_letter_repeats"], entry["stored"]) == (1, 1, 1)
+            dead = asyncio.run(read_queue(amqp_url, "rota.invalid", 3, 10))
+            assert sorted(m.message_id for m in dead) == ["again", "fresh"]
+            gauges = {m.name: m for m in ingest_metrics([entry])}
+            (sample,) = gauges["rota_ingest_dead_letter_repeats"].samples
+            assert sample.value == 1.0
+        except BaseException:
+            print(fleet.logs())
+            raise
+        finally:
+            fleet.close()
+            store.close()
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
