@@ -432,6 +432,10 @@ class PostgresStore(PostgresListener, PostgresClaims, Store):
         params = {"name": name, "data": orjson.dumps(data).decode()}
         self._run(lambda conn: conn.execute(QUERIES["put_stats"], params), idempotent=True)
 
+    def put_stats_once(self, name: str, data: dict[str, Any]) -> bool:
+        params = {"name": name, "data": orjson.dumps(data).decode()}
+        return bool(self._one("put_stats_once", params, idempotent=True)[0])
+
     def get_stats(self, name: str) -> dict[str, Any] | None:
         row = self._one("get_stats", {"name": name}, idempotent=True)
         return None if row is None else dict(row[0])

@@ -507,6 +507,15 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
             now = self._now(cur)
             cur.execute(QUERIES["put_stats"], {"name": name, "data": json_text(data), "now": now})
 
+    def put_stats_once(self, name: str, data: dict[str, Any]) -> bool:
+        with self._write() as cur:
+            now = self._now(cur)
+            params = {"name": name, "data": json_text(data), "now": now}
+            if cur.execute(QUERIES["put_stats_once"], params).rowcount == 1:
+                return True
+            row = cur.execute(QUERIES["get_stats"], (name,)).fetchone()
+        return row is not None and orjson.loads(row[0]) == data
+
     def get_stats(self, name: str) -> dict[str, Any] | None:
         row = self.db.execute(QUERIES["get_stats"], (name,)).fetchone()
         if row is None:

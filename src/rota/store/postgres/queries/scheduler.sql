@@ -172,6 +172,16 @@ SELECT (SELECT count(*) FROM fence), (SELECT coalesce(sum(placed), 0) FROM woken
 INSERT INTO stats (name, data, updated_at) VALUES (:name, :data::jsonb, rota_now())
 ON CONFLICT (name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at
 
+-- name: put_stats_once
+-- True when this statement inserted the row, or the row holds equal data already.
+WITH ins AS (
+    INSERT INTO stats (name, data, updated_at) VALUES (:name, :data::jsonb, rota_now())
+    ON CONFLICT (name) DO NOTHING
+    RETURNING 1
+)
+SELECT EXISTS (SELECT FROM ins)
+    OR EXISTS (SELECT FROM stats WHERE name = :name AND data = :data::jsonb)
+
 -- name: any_pending
 SELECT EXISTS (SELECT FROM jobs WHERE state = 'pending')
 

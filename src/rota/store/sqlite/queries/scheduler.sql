@@ -108,6 +108,9 @@ WHERE jobs.id = a.id AND jobs.state = 'pending';
 -- name: put_stats
 INSERT OR REPLACE INTO stats (name, data, updated_at) VALUES (:name, :data, :now);
 
+-- name: put_stats_once
+INSERT OR IGNORE INTO stats (name, data, updated_at) VALUES (:name, :data, :now);
+
 -- name: get_stats
 SELECT data FROM stats WHERE name = ?;
 
