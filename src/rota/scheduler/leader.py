@@ -277,8 +277,10 @@ class Scheduler:
         start of a leadership: a grant is current only under its own lease token)."""
         if not self.config.claim_grants or not fast.grants_claims(store):
             return
-        # Fair share and aging order every job in the leader: no node claims any itself.
-        grant = {} if self._allocating() else grants(nodes)
+        # Fair share, aging and backfill decide between plain jobs too (shares, caps, aged
+        # priority, reserved room): under them every job waits for a placement cycle (an
+        # empty grant).
+        grant = {} if self._allocating() or self.config.allocation.backfill else grants(nodes)
         if self._granted != (lease.token, grant):
             fast.grant_claims(store, lease, grant)
             self._granted = (lease.token, grant)

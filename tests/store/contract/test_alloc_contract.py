@@ -14,6 +14,8 @@ from rota.core.model import AllocSpec, Assignment, JobRecord, NewJob, NodeSpec
 from rota.core.outcomes import CutShort, Outcome, OutcomeKind
 from rota.core.states import JobState
 from rota.store import Store
+from rota.store import fast_paths as fast
+from tests.store.contract.test_fast_paths import claims_granted
 from tests.store.contract.test_store_contract import TTL, job, leader, node
 
 SPEC = AllocSpec(tenant="acme", preemptible=True, aging=2.5)
@@ -184,3 +186,17 @@ def test_preempt_is_fenced(store: Store) -> None:
         store.preempt(old, [(victim.id, "stale")])
     rec = store.get_job(victim.id)
     assert rec is not None and not rec.cancel_requested and rec.preempted_at is None
+
+
+def test_a_claim_stops_at_a_job_with_an_alloc_spec(store: Store) -> None:
+    """Tenants, aging and preemption are the leader's to weigh: no node claims such a
+    job itself, nor overtakes it."""
+    claims_granted(store)
+    lease = leader(store)
+    spec = node()
+    store.register_node(spec)
+    fast.grant_claims(store, lease, {spec.id: ("default",)})
+    plain, tagged, later = job(priority=3), with_alloc(job(priority=2)), job()
+    store.submit([plain, tagged, later])
+    assert [r.id for r in store.start_jobs(spec.id, 4, TTL)] == [plain.id]
+    assert [p.id for p in store.pending_jobs(10)] == [tagged.id, later.id]
