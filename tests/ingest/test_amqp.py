@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from rota.core.states import JobState
-from rota.ingest.amqp import vhost_of
+from rota.ingest.amqp import REPLY_CLAIM, vhost_of
 from rota.ingest.stats import ingest_processes
 from rota.ingest.wire import job_id_for
 from rota.store import Store, open_store
@@ -328,7 +328,7 @@ def test_several_records_owing_one_reply_publish_it_once(
             wait_for(lambda: queue_messages(amqp_url, "rota.replies") == 0, 30, "records acked")
             # The winning record, redelivered (its process died before the ack), wins again:
             # the reply is sent again rather than lost.
-            claim = store.get_stats(f"ingest.reply:{job_id}:c-1")
+            claim = store.get_stats(f"{REPLY_CLAIM}{job_id}:c-1")
             assert claim is not None
             asyncio.run(publish_owed(amqp_url, [{**owed, "record": claim["record"]}]))
             again = asyncio.run(read_queue(amqp_url, "client.replies", 2, 10))

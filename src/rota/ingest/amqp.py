@@ -55,11 +55,14 @@ from rota.ingest.stats import IngestStats
 from rota.ingest.storing import BatchResult
 from rota.ingest.wire import InvalidMessage, parse_message
 from rota.store import Store
+from rota.store.contract import CLAIM_PREFIX
 
 log = logging.getLogger("rota.ingest.amqp")
 PERSISTENT = 2
 REASON_HEADER = "x-rota-reason"
-REPLY_CLAIM = "ingest.reply:"  # + job id + ":" + correlation id (Store.put_stats_once)
+REPLY_CLAIM = (
+    CLAIM_PREFIX + "ingest.reply:"
+)  # + job id + ":" + correlation id (Store.put_stats_once)
 
 
 class NotConfirmed(ConnectionError):

@@ -69,6 +69,10 @@ def split_attempt_history(url: str) -> tuple[str, int]:
     return urlunsplit(parts._replace(query=urlencode(kept))), bound
 
 
+CLAIM_PREFIX = "claim:"
+"""Names of :meth:`Store.put_stats_once` documents that :meth:`Store.prune` removes with age."""
+
+
 class AsyncClaims(Protocol):
     """A worker's hot path on its own event loop (see :meth:`FastPaths.async_claims
     <rota.store.fast_paths.FastPaths.async_claims>`): the
@@ -361,7 +365,9 @@ class Store(ABC):
         may race for it). True when the stored document is ``data``: written by this call,
         or by an earlier call with equal ``data`` (so a call retried after a lost reply, or
         repeated by the same claimant, still wins). Callers put something unique to
-        themselves in ``data``; exactly one distinct ``data`` ever wins a name."""
+        themselves in ``data``; exactly one distinct ``data`` ever wins a name. A name that
+        starts with :data:`CLAIM_PREFIX` is a claim: :meth:`prune` deletes it once it is
+        older than the retention."""
 
     @abstractmethod
     def get_stats(self, name: str) -> dict[str, Any] | None:
@@ -404,8 +410,9 @@ class Store(ABC):
 
     @abstractmethod
     def prune(self, older_than: float) -> int:
-        """Delete final jobs finished more than ``older_than`` seconds ago, and nodes gone
-        (dead or stopped) for that long. Returns how many jobs were deleted."""
+        """Delete final jobs finished more than ``older_than`` seconds ago, nodes gone
+        (dead or stopped) for that long, and claims (:meth:`put_stats_once` documents named
+        ``CLAIM_PREFIX...``) written that long ago. Returns how many jobs were deleted."""
 
 
 # ---- the part of the contract each caller uses ----------------------------------------

@@ -17,6 +17,7 @@ from rota.core.payload import encode_arguments
 from rota.core.states import JobState
 from rota.store import SCHEDULER_LEASE, Store
 from rota.store import fast_paths as fast
+from rota.store.contract import CLAIM_PREFIX
 
 TTL = 30.0
 
@@ -622,6 +623,20 @@ def test_put_stats_once_has_exactly_one_winner(store: Store, connect: Callable[[
     for name in names:
         assert len(wins[name]) == 1, (name, wins[name])
         assert store.get_stats(name) == {"by": wins[name][0]}
+
+
+def test_prune_deletes_old_claims_and_keeps_other_documents(store: Store) -> None:
+    claim = f"{CLAIM_PREFIX}reply:j1"
+    assert store.put_stats_once(claim, {"by": "a"})
+    assert store.put_stats_once("reply:plain", {"by": "a"})  # not a claim name
+    store.put_stats("scheduler", {"leader": "a"})
+    store.prune(older_than=3600)  # written just now: kept
+    assert store.get_stats(claim) == {"by": "a"}
+    store.prune(older_than=-60)  # everything is "old" now
+    assert store.get_stats(claim) is None
+    assert store.get_stats("reply:plain") == {"by": "a"}
+    assert store.get_stats("scheduler") == {"leader": "a"}
+    assert store.put_stats_once(claim, {"by": "b"})  # the name is free again
 
 
 def test_prune_deletes_only_old_final_jobs(store: Store) -> None:

@@ -76,7 +76,7 @@ from rota.core.model import (
     ScheduleRecord,
 )
 from rota.core.states import FINAL_STATES, JobState
-from rota.store.contract import Store
+from rota.store.contract import CLAIM_PREFIX, Store
 from rota.store.postgres.claims import PostgresClaims
 from rota.store.postgres.codec import floats_of, job_from_row, json_text
 from rota.store.postgres.connection import Conn
@@ -551,6 +551,8 @@ class PostgresStore(PostgresListener, PostgresClaims, Store):
                 if n < PRUNE_BATCH:
                     break
             conn.execute(QUERIES["prune_nodes"], {"older_than": params["older_than"]})
+            claims = {"older_than": params["older_than"], "prefix": CLAIM_PREFIX}
+            conn.execute(QUERIES["prune_claims"], claims)
             return deleted
 
         return self._run(op)

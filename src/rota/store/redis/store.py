@@ -46,7 +46,7 @@ from rota.core.model import (
 )
 from rota.core.outcomes import Outcome
 from rota.core.states import FINAL_STATES, JobState
-from rota.store.contract import AsyncClaims, Store
+from rota.store.contract import CLAIM_PREFIX, AsyncClaims, Store
 from rota.store.redis.async_claims import RedisAsyncClaims
 from rota.store.redis.codec import (
     attempt_from_json,
@@ -457,6 +457,9 @@ class RedisStore(RedisConnection, Store):
     def put_stats_once(self, name: str, data: dict[str, Any]) -> bool:
         key, text = self.key("stats", name), orjson.dumps(data)
         if self._call(lambda: self.redis.set(key, text, nx=True)):
+            if name.startswith(CLAIM_PREFIX):  # indexed by the store's time, for prune
+                at = self.now()
+                self._call(lambda: self.redis.zadd(self.key("stats-claims"), {name: at}))
             return True
         held = self._call(lambda: self.redis.get(key))  # a retried call finds its own data
         return held is not None and bool(orjson.loads(held) == data)
@@ -513,4 +516,19 @@ class RedisStore(RedisConnection, Store):
             deleted, more = self._run("prune", [num_arg(older_than), PRUNE_BATCH], memo=True)
             total += int(deleted)
             if not more:
+                self._prune_claims(older_than)
                 return total
+
+    def _prune_claims(self, older_than: float) -> None:
+        """Delete put_stats_once claims (``CLAIM_PREFIX`` names) indexed before the cutoff."""
+        index, cutoff = self.key("stats-claims"), self.now() - older_than
+        while True:
+            found = self._call(
+                lambda: self.redis.zrangebyscore(index, "-inf", cutoff, start=0, num=PRUNE_BATCH)
+            )
+            if not found:
+                return
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in found]
+            keys = [self.key("stats", n) for n in names]
+            self._call(partial(self.redis.delete, *keys))
+            self._call(partial(self.redis.zrem, index, *names))

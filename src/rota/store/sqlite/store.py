@@ -30,7 +30,7 @@ from rota.core.model import (
 )
 from rota.core.outcomes import CutShort, Outcome, OutcomeKind
 from rota.core.states import FAILED_STATES, FINAL_STATES, JobState, after_parents
-from rota.store.contract import Store
+from rota.store.contract import CLAIM_PREFIX, Store
 from rota.store.fast_paths import PlainFastPaths
 from rota.store.sqlite.codec import (
     job_from_row,
@@ -644,4 +644,5 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
             cur.execute(QUERIES["prune_attempts"], {"cutoff": cutoff})
             deleted = cur.execute(QUERIES["prune_jobs"], {"cutoff": cutoff}).rowcount
             cur.execute(QUERIES["prune_nodes"], {"cutoff": cutoff})
+            cur.execute(QUERIES["prune_claims"], {"cutoff": cutoff, "prefix": CLAIM_PREFIX})
         return deleted

@@ -266,6 +266,11 @@ WHERE n.state IN ('dead', 'stopped') AND n.gone_at < rota_now() - :older_than
         SELECT FROM jobs j WHERE j.node_id = n.id AND j.state IN ('assigned', 'running')
     )
 
+-- name: prune_claims
+-- put_stats_once claims (names starting with :prefix) written more than :older_than ago.
+DELETE FROM stats
+WHERE left(name, length(:prefix)) = :prefix AND updated_at < rota_now() - :older_than
+
 -- name: grant_claims
 -- Fenced: replace the claim grants with one row per node (:queues[i] is node :node_ids[i]'s
 -- queues as a JSON array), under this lease's name and token (see claim_grants).

@@ -136,6 +136,7 @@ Key layout (every key starts with B; <st> is a job state, <q> a queue):
                                 acquire_lease makes it at least TIME in microseconds;
                                 external = "1": adopt_lease set it, see there)
   B.."stats:"..name     string  JSON document (put_stats)
+  B.."stats-claims"     zset    store time -> claim name (put_stats_once of a "claim:" name; prune)
   B.."req:"..rid        string  memoized reply of a request, TTL 120 s
 ]]
 

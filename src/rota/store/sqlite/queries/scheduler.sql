@@ -158,6 +158,10 @@ WHERE finished_at IS NOT NULL AND finished_at < :cutoff
 -- name: prune_nodes
 DELETE FROM nodes WHERE state IN ('dead', 'stopped') AND gone_at < :cutoff;
 
+-- name: prune_claims
+-- put_stats_once claims (names starting with :prefix) written before the cutoff.
+DELETE FROM stats WHERE substr(name, 1, length(:prefix)) = :prefix AND updated_at < :cutoff;
+
 -- name: clear_grants
 DELETE FROM claim_grants;
 
