@@ -361,6 +361,23 @@ def test_heartbeat_extends_leases_and_reports_lost_and_cancel(store: Store) -> N
     assert rec is not None and rec.cancel_requested
 
 
+def test_heartbeat_of_a_node_reporting_no_running_job(store: Store) -> None:
+    # PostgreSQL's idle path (heartbeat_idle): the node's row only, still alive, still told
+    # of its running jobs asked to cancel; an unknown node is not alive.
+    spec = node()
+    store.register_node(spec)
+    before = {n.spec.id: n.heartbeat_at for n in store.list_nodes()}[spec.id]
+    time.sleep(0.05)
+    reply = store.heartbeat(spec.id, [], TTL)
+    assert reply.alive and reply.lost == () and reply.cancel == ()
+    after = {n.spec.id: n.heartbeat_at for n in store.list_nodes()}[spec.id]
+    assert after > before
+    (r1,) = run_on(store, spec, [job()])
+    assert store.cancel(r1.id) is JobState.RUNNING
+    assert store.heartbeat(spec.id, [], TTL).cancel == (r1.id,)
+    assert not store.heartbeat("no-such-node", [], TTL).alive
+
+
 def test_reap_dead_node_requeues_assigned_and_retries_running(store: Store) -> None:
     lease = leader(store)
     dead, alive = node("dead"), node("alive")

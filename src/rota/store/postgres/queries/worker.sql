@@ -21,7 +21,14 @@ SELECT pg_notify(:pending_channel, '')
 -- name: heartbeat
 -- Alive unless declared dead (or unknown); extend the leases the node still holds; report
 -- the running jobs it lost and its running jobs an operator asked to cancel.
-WITH node AS (
+-- Committed without waiting for the WAL flush (``quiet``: SET LOCAL synchronous_commit =
+-- off, as set_config in the statement's own transaction, so still one round trip). A
+-- heartbeat lost to a server crash is harmless: it only moves heartbeat_at and the leases'
+-- expiry forward, and the node's next beat (a second later) does that again; a later
+-- synchronous commit flushes it with its own. What a beat reads back is never lost.
+WITH quiet AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), node AS (
     UPDATE nodes SET heartbeat_at = rota_now()
     WHERE id = :node_id AND state <> 'dead'
     RETURNING id
@@ -47,6 +54,28 @@ SELECT
             AND EXISTS (SELECT FROM node)
         ORDER BY seq
     )
+FROM quiet
+
+-- name: heartbeat_idle
+-- The heartbeat of a node that holds no running job: nothing to extend or lose, so only
+-- the node's row is touched (heartbeat_at is in no index: a HOT update) and the cancel
+-- check reads the partial index jobs_active_idx. Committed asynchronously, as heartbeat.
+WITH quiet AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), node AS (
+    UPDATE nodes SET heartbeat_at = rota_now()
+    WHERE id = :node_id AND state <> 'dead'
+    RETURNING id
+)
+SELECT
+    EXISTS (SELECT FROM node),
+    ARRAY(
+        SELECT id FROM jobs
+        WHERE node_id = :node_id AND state = 'running' AND cancel_requested
+            AND EXISTS (SELECT FROM node)
+        ORDER BY seq
+    )
+FROM quiet
 
 -- name: set_node_state
 WITH changed AS (
