@@ -357,7 +357,9 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) -> dict[str, Any]:
+def run_size(
+    kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float, hb_only: bool = False
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"rota-fleet-{kind}-{nodes}-"))
     target = Target(kind, tmp)
     children: list[subprocess.Popen[bytes]] = []
@@ -367,11 +369,12 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
         # 0. the scheduler alone, paging as before (pages of at most 1,000) and with pages
         # as large as the room (max_page), twice each in turns; the best of each.
         alone: dict[int, list[float]] = {1000: [], 10000: []}
-        for turn in range(2):
+        for turn in range(0 if hb_only else 2):
             for max_page in alone:
                 url = target.url_for(f"alone{max_page}x{turn}")
                 alone[max_page].append(placement_alone(url, nodes, jobs, max_page))
-        row["alone_1000"], row["alone_s"] = max(alone[1000]), max(alone[10000])
+        if not hb_only:
+            row["alone_1000"], row["alone_s"] = max(alone[1000]), max(alone[10000])
         store = open_store(target.url)
         store.migrate()
         per = [[f"n{i:04d}" for i in range(nodes) if i % procs == p] for p in range(procs)]
@@ -387,6 +390,12 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
         cpu1, ops1, t1 = cpu_seconds(pids), target.ops(), time.monotonic()
         row["hb_cpu_pct"] = 100 * (cpu1 - cpu0) / (t1 - t0)
         row["hb_ops_s"] = (ops1 - ops0) / (t1 - t0)
+        if hb_only:
+            (tmp / "orders").write_text("stop")
+            for child in children:
+                child.wait(30)
+            store.close()
+            return row
         # 2. placement. The claim loops start first and wait (as a fleet's workers do
         # before work comes), so their connections and the Redis library are loaded.
         (tmp / "orders").write_text("claim")
@@ -494,11 +503,15 @@ def main() -> None:
     parser.add_argument("--postgres-jobs", type=int, help="jobs per size on PostgreSQL (--jobs)")
     parser.add_argument("--procs", type=int, default=5)
     parser.add_argument("--hb-seconds", type=float, default=10.0)
+    parser.add_argument("--heartbeats-only", action="store_true",
+                        help="measure step 1 (heartbeats alone) only")  # fmt: skip
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--keep-rows", type=Path, metavar="JSON",
                         help="rows of earlier runs: rows of this run replace theirs (same "
                         "store and size), and the merged rows are saved there")  # fmt: skip
     args = parser.parse_args()
+    if args.heartbeats_only and args.write:
+        parser.error("--heartbeats-only makes no full row for bench/README.md: drop --write")
     rows: list[dict[str, Any]] = []
     began = time.monotonic()
     for kind in args.stores.split(","):
@@ -508,7 +521,7 @@ def main() -> None:
                 jobs = (
                     args.postgres_jobs if kind == "postgres" and args.postgres_jobs else args.jobs
                 )
-                row = run_size(kind, size, jobs, args.procs, args.hb_seconds)
+                row = run_size(kind, size, jobs, args.procs, args.hb_seconds, args.heartbeats_only)
             except Exception as exc:  # a failed size is a row too
                 row = {"store": kind, "nodes": size, "error": f"{type(exc).__name__}: {exc}"}
             row["run"] = time.strftime("%Y-%m-%d %H:%M")

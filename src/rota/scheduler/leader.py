@@ -20,7 +20,7 @@ from rota.core.model import Assignment, Lease, NodeRecord, PendingJob, Placement
 from rota.scheduler.config import STATS_NAME, SchedulerConfig
 from rota.scheduler.limits import RateGate, admit, fair_order, record_placed
 from rota.scheduler.periodic import PeriodicRunner
-from rota.scheduler.placement import Placement, get_policy, place
+from rota.scheduler.placement import Placement, get_policy, place, placeable
 from rota.scheduler.policy import AllocationState, allocate
 from rota.scheduler.reservations import grants, reserve
 from rota.store import Store, open_store
@@ -29,6 +29,7 @@ from rota.store import fast_paths as fast
 log = logging.getLogger("rota.scheduler")
 RATES_NAME = "rate_limits"  # the rate-limit state, handed from leader to leader
 RATE_CYCLE = 0.02  # longest idle wait while jobs are held by a rate limit
+CLOCK_EVERY = 10.0  # the store's clock is read again after this long (placeable nodes)
 
 
 @dataclass(slots=True)
@@ -82,6 +83,7 @@ class Scheduler:
         self._pruned = 0.0
         self._published = 0.0
         self._census = 0.0
+        self._clock: tuple[float, float] | None = None  # (read at, store clock - monotonic)
         self._resolved = 0.0
         self._rate_held = False
         self._placed_all = False
@@ -164,6 +166,8 @@ class Scheduler:
                 snapshot = fast.placement_snapshot(store, lease, 10000, most, cfg.min_page, census)
             nodes = snapshot.nodes
             self._grant(store, lease, nodes)
+            # No new job (nor reserved slot) for a node about to be declared dead.
+            nodes = placeable(nodes, self._store_now(store), cfg.failure_timeout)
             placed = self.place_pending(
                 store, lease, nodes, snapshot.pending, snapshot.page_size, census
             )
@@ -230,6 +234,14 @@ class Scheduler:
             self._woken = None if taken is None else (lease.token, taken)
 
     # ---- placement ----------------------------------------------------------------------
+    def _store_now(self, store: Store) -> float:
+        """The store's clock (heartbeats are stamped by it), from its offset to this
+        process's monotonic clock, read again every ``CLOCK_EVERY`` s (one round trip)."""
+        mono = time.monotonic()
+        if self._clock is None or mono - self._clock[0] >= CLOCK_EVERY:
+            self._clock = (mono, store.now() - time.monotonic())
+        return time.monotonic() + self._clock[1]
+
     def _grant(self, store: Store, lease: Lease, nodes: list[NodeRecord]) -> None:
         """Publish the claim grant when the live nodes or their queues change (and at the
         start of a leadership: a grant is current only under its own lease token)."""
