@@ -362,8 +362,8 @@ def test_heartbeat_extends_leases_and_reports_lost_and_cancel(store: Store) -> N
 
 
 def test_heartbeat_of_a_node_reporting_no_running_job(store: Store) -> None:
-    # PostgreSQL's idle path (heartbeat_idle): the node's row only, still alive, still told
-    # of its running jobs asked to cancel; an unknown node is not alive.
+    # PostgreSQL's idle path (heartbeat_idle): the node's row only; alive, heartbeat_at
+    # moves on; a node declared dead or unknown is not alive.
     spec = node()
     store.register_node(spec)
     before = {n.spec.id: n.heartbeat_at for n in store.list_nodes()}[spec.id]
@@ -372,10 +372,10 @@ def test_heartbeat_of_a_node_reporting_no_running_job(store: Store) -> None:
     assert reply.alive and reply.lost == () and reply.cancel == ()
     after = {n.spec.id: n.heartbeat_at for n in store.list_nodes()}[spec.id]
     assert after > before
-    (r1,) = run_on(store, spec, [job()])
-    assert store.cancel(r1.id) is JobState.RUNNING
-    assert store.heartbeat(spec.id, [], TTL).cancel == (r1.id,)
     assert not store.heartbeat("no-such-node", [], TTL).alive
+    store.set_node_state(spec.id, NodeState.DEAD)
+    assert not store.heartbeat(spec.id, [], TTL).alive
+    assert {n.spec.id: n.heartbeat_at for n in store.list_nodes()}[spec.id] == after
 
 
 def test_reap_dead_node_requeues_assigned_and_retries_running(store: Store) -> None:

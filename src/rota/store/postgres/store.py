@@ -255,11 +255,11 @@ class PostgresStore(PostgresListener, Store):
         self, node_id: str, running: Sequence[tuple[str, int]], lease_ttl: float
     ) -> HeartbeatReply:
         """One statement, committed without waiting for the WAL flush (a beat lost to a
-        crash is redone by the next one: see ``queries/worker.sql``); a node running
-        nothing takes ``heartbeat_idle``, which touches only its own row."""
+        crash is redone by the next one: see ``queries/worker.sql``); a node reporting no
+        running job takes ``heartbeat_idle``, one UPDATE of its own row."""
         if not running:
-            alive, cancel = self._one("heartbeat_idle", {"node_id": node_id}, idempotent=True)
-            return HeartbeatReply(alive=bool(alive), cancel=tuple(cancel) if alive else ())
+            row = self._one("heartbeat_idle", {"node_id": node_id}, idempotent=True)
+            return HeartbeatReply(alive=row is not None)
         params = {
             "node_id": node_id,
             "ids": [job_id for job_id, _ in running],

@@ -57,25 +57,15 @@ SELECT
 FROM quiet
 
 -- name: heartbeat_idle
--- The heartbeat of a node that holds no running job: nothing to extend or lose, so only
--- the node's row is touched (heartbeat_at is in no index: a HOT update) and the cancel
--- check reads the partial index jobs_active_idx. Committed asynchronously, as heartbeat.
+-- The heartbeat of a node that reports no running job: nothing to extend, lose or cancel
+-- (it runs nothing to stop), so one UPDATE of the node's row (heartbeat_at is in no index:
+-- a HOT update), committed asynchronously as heartbeat. A row back: alive.
 WITH quiet AS (
     SELECT set_config('synchronous_commit', 'off', true)
-), node AS (
-    UPDATE nodes SET heartbeat_at = rota_now()
-    WHERE id = :node_id AND state <> 'dead'
-    RETURNING id
 )
-SELECT
-    EXISTS (SELECT FROM node),
-    ARRAY(
-        SELECT id FROM jobs
-        WHERE node_id = :node_id AND state = 'running' AND cancel_requested
-            AND EXISTS (SELECT FROM node)
-        ORDER BY seq
-    )
-FROM quiet
+UPDATE nodes SET heartbeat_at = rota_now()
+WHERE id = :node_id AND state <> 'dead' AND EXISTS (SELECT FROM quiet)
+RETURNING true
 
 -- name: set_node_state
 WITH changed AS (
