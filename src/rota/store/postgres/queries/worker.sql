@@ -78,6 +78,9 @@ WITH changed AS (
 SELECT pg_notify(:pending_channel, '') FROM changed
 
 -- name: list_nodes
+-- The load of each node: one pass over the active jobs (jobs_active_idx) for the counts;
+-- the resources in use sum only the active jobs that ask for some (jsonb_each costs a few
+-- microseconds a row: at 1,000 nodes, 20 ms of the scheduler's cycle for jobs without).
 SELECT n.id, n.name, n.slots, n.prefetch, n.resources, n.labels, n.queues, n.host, n.pid,
     n.state, n.registered_at, n.heartbeat_at,
     coalesce(load.assigned, 0) AS assigned, coalesce(load.running, 0) AS running,
@@ -95,7 +98,7 @@ LEFT JOIN (
     FROM (
         SELECT j.node_id, r.key AS name, sum(r.value::double precision) AS total
         FROM jobs j, jsonb_each(j.resources) r
-        WHERE j.state IN ('assigned', 'running')
+        WHERE j.state IN ('assigned', 'running') AND j.resources <> '{}'::jsonb
         GROUP BY j.node_id, r.key
     ) per_resource
     GROUP BY node_id
