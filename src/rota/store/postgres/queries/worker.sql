@@ -77,35 +77,6 @@ WITH changed AS (
 )
 SELECT pg_notify(:pending_channel, '') FROM changed
 
--- name: list_nodes
--- The load of each node: one pass over the active jobs (jobs_active_idx) for the counts;
--- the resources in use sum only the active jobs that ask for some (jsonb_each costs a few
--- microseconds a row: at 1,000 nodes, 20 ms of the scheduler's cycle for jobs without).
-SELECT n.id, n.name, n.slots, n.prefetch, n.resources, n.labels, n.queues, n.host, n.pid,
-    n.state, n.registered_at, n.heartbeat_at,
-    coalesce(load.assigned, 0) AS assigned, coalesce(load.running, 0) AS running,
-    coalesce(used.used, '{}'::jsonb) AS used
-FROM nodes n
-LEFT JOIN (
-    SELECT node_id, count(*) FILTER (WHERE state = 'assigned') AS assigned,
-        count(*) FILTER (WHERE state = 'running') AS running
-    FROM jobs
-    WHERE state IN ('assigned', 'running')
-    GROUP BY node_id
-) load ON load.node_id = n.id
-LEFT JOIN (
-    SELECT node_id, jsonb_object_agg(name, total) AS used
-    FROM (
-        SELECT j.node_id, r.key AS name, sum(r.value::double precision) AS total
-        FROM jobs j, jsonb_each(j.resources) r
-        WHERE j.state IN ('assigned', 'running') AND j.resources <> '{}'::jsonb
-        GROUP BY j.node_id, r.key
-    ) per_resource
-    GROUP BY node_id
-) used ON used.node_id = n.id
-WHERE :states::text[] IS NULL OR n.state = ANY(:states::text[])
-ORDER BY n.registered_at, n.id
-
 -- name: start_jobs
 -- Claim a batch of the node's assigned jobs (only while the node is live or draining);
 -- SKIP LOCKED so concurrent callers for the same node never start one job twice. Each start
