@@ -627,3 +627,24 @@ def test_the_leader_places_nothing_on_a_node_whose_heartbeat_lags(tmp_path: Path
         assert {n.id for n in store.list_nodes([NodeState.LIVE])} == {"quiet", "beating"}
     finally:
         store.close()
+
+
+def test_the_leader_reaps_a_node_as_soon_as_it_is_past_the_failure_timeout(
+    tmp_path: Path,
+) -> None:
+    from rota.scheduler.config import SchedulerConfig
+    from rota.scheduler.leader import Scheduler
+    from rota.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'rota.db'}"
+    store = open_store(url)
+    try:
+        store.register_node(NodeSpec(id="silent", name="silent", slots=4, prefetch=0))
+        sched = Scheduler(url, SchedulerConfig(failure_timeout=0.3, reap_every=60.0))
+        sched.cycle(store)  # the first cycle reaps (nothing yet): the next is 60 s away
+        assert {n.id for n in store.list_nodes([NodeState.LIVE])} == {"silent"}
+        time.sleep(0.4)
+        sched.cycle(store)  # the snapshot shows it past the timeout: reaped now
+        assert {n.id for n in store.list_nodes([NodeState.DEAD])} == {"silent"}
+    finally:
+        store.close()

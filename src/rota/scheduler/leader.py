@@ -30,6 +30,7 @@ log = logging.getLogger("rota.scheduler")
 RATES_NAME = "rate_limits"  # the rate-limit state, handed from leader to leader
 RATE_CYCLE = 0.02  # longest idle wait while jobs are held by a rate limit
 CLOCK_EVERY = 10.0  # the store's clock is read again after this long (placeable nodes)
+REAP_DUE_EVERY = 0.02  # shortest time between reaps while a node is past the timeout
 
 
 @dataclass(slots=True)
@@ -167,7 +168,9 @@ class Scheduler:
             nodes = snapshot.nodes
             self._grant(store, lease, nodes)
             # No new job (nor reserved slot) for a node about to be declared dead.
-            nodes = placeable(nodes, self._store_now(store), cfg.failure_timeout)
+            store_now = self._store_now(store)
+            nodes_due = any(n.heartbeat_at + cfg.failure_timeout <= store_now for n in nodes)
+            nodes = placeable(nodes, store_now, cfg.failure_timeout)
             placed = self.place_pending(
                 store, lease, nodes, snapshot.pending, snapshot.page_size, census
             )
@@ -178,7 +181,10 @@ class Scheduler:
                 self._resolved = 0.0 if moved else mono
                 did += moved
             did += self.periodic.run_due(store, lease, cfg)
-            if mono - self._reaped >= cfg.reap_every:
+            # Every reap_every, and as soon as a live node of the snapshot is past the
+            # failure timeout (not up to reap_every later): its jobs go elsewhere sooner.
+            since = mono - self._reaped
+            if since >= cfg.reap_every or (nodes_due and since >= REAP_DUE_EVERY):
                 gone = self.leadership.gone(store)  # coordinator sessions that ended
                 if gone:
                     log.warning("nodes dead (coordinator session ended): %s", ", ".join(gone))
