@@ -594,7 +594,7 @@ def test_many_jobs_on_few_big_nodes(policy: Policy) -> None:
 def test_placeable_skips_nodes_whose_heartbeat_lags_past_two_thirds_of_the_timeout() -> None:
     now, timeout = 100.0, 3.0  # horizon: 98.0
     nodes = [
-        dataclasses.replace(node("a"), heartbeat_at=99.5),
+        dataclasses.replace(node("a"), heartbeat_at=100.0),
         dataclasses.replace(node("b"), heartbeat_at=98.0),  # exactly 2/3 late: kept
         dataclasses.replace(node("c"), heartbeat_at=97.9),  # later than 2/3: skipped
         dataclasses.replace(node("d", state=NodeState.DRAINING), heartbeat_at=100.0),
@@ -604,6 +604,17 @@ def test_placeable_skips_nodes_whose_heartbeat_lags_past_two_thirds_of_the_timeo
     result = place([job(f"j{i}") for i in range(12)], kept)
     assert {a.node_id for a in result.assignments} == {"a", "b"}
     assert len(result.assignments) == 8 and result.waiting == 4
+
+
+def test_placeable_counts_the_lag_from_the_freshest_heartbeat_when_all_are_late() -> None:
+    # A slow store: every beat is 2.5 s old; only the node 2 s behind the others is left out.
+    nodes = [
+        dataclasses.replace(node("a"), heartbeat_at=97.5),
+        dataclasses.replace(node("b"), heartbeat_at=96.0),
+        dataclasses.replace(node("c"), heartbeat_at=95.4),
+    ]
+    assert [n.id for n in placement.placeable(nodes, 100.0, 3.0)] == ["a", "b"]
+    assert placement.placeable([], 100.0, 3.0) == []
 
 
 def test_the_leader_places_nothing_on_a_node_whose_heartbeat_lags(tmp_path: Path) -> None:
