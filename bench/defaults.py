@@ -122,6 +122,7 @@ class Bench:
         self.database = f"rota_bench_{uuid.uuid4().hex[:8]}"
         self.pg_dsn = f"postgresql://postgres@127.0.0.1:5432/{self.database}"
         self.procs: list[Proc] = []
+        self.src: str | None = None  # another checkout's src/ for the rota processes (A/B)
         os.environ["BENCH_REDIS_PORT"] = str(self.port)
         os.environ["BENCH_PEERS_DIR"] = str(peers_dir)
         from bench import peer_apps  # after the env above: it loads the probe
@@ -157,6 +158,8 @@ class Bench:
 
     def rota(self, store: str, *args: str) -> None:
         env = self.env(store)
+        if self.src:  # an A/B row (--before): that checkout's rota first on the path
+            env["PYTHONPATH"] = f"{self.src}{os.pathsep}{env['PYTHONPATH']}"
         self.start("rota-scheduler", [sys.executable, "-m", "rota", "scheduler", APP], env)
         self.start("rota-worker", [sys.executable, "-m", "rota", "worker", APP, *args], env)
 
@@ -386,7 +389,13 @@ def measure(b: Bench, reps: int) -> dict[str, Any]:
             "sys_pgqueuer",
             [b.peer_python(), "-c", "import asyncio, sys_pgqueuer as m; asyncio.run(m.serve())"],
         ),
+        "rota -c 1 (postgres)": lambda: b.rota_drain(
+            "rota -c 1", "postgres", "peer.probe_sync", "--concurrency", "1"
+        ),
         "rota (sqlite)": lambda: b.rota_drain("rota", "sqlite", "peer.probe_sync"),
+        "rota -c 1 (sqlite)": lambda: b.rota_drain(
+            "rota -c 1", "sqlite", "peer.probe_sync", "--concurrency", "1"
+        ),
         "Huey SqliteHuey, default": lambda: b.peer_drain(
             "SqliteHuey",
             "sqlite",
@@ -402,6 +411,14 @@ def measure(b: Bench, reps: int) -> dict[str, Any]:
     only = b.a.only
     if only:
         rows = {k: v for k, v in rows.items() if any(w in k for w in only)}
+    if b.a.before:  # each rota row again, right after it, with the other checkout's rota
+        src = str(Path(b.a.before).resolve() / "src")
+        rows = {
+            key: fn
+            for name, run in rows.items()
+            for key, fn in [(name, run)]
+            + ([(f"{name} before", lambda run=run: before(b, src, run))] if "rota" in name else [])
+        }
     for module in ("sys_procrastinate", "sys_pgqueuer"):
         if any(module.split("_")[1] in k for k in rows):
             with contextlib.suppress(Exception):
@@ -427,6 +444,15 @@ def measure(b: Bench, reps: int) -> dict[str, Any]:
         if got:
             latency["Huey"].append(got)
     return {"drains": samples, "latency": latency}
+
+
+def before(b: Bench, src: str, run: Callable[[], Drain]) -> Drain:
+    """``run`` with the rota processes importing rota from ``src`` (an A/B row)."""
+    b.src = src
+    try:
+        return run()
+    finally:
+        b.src = None
 
 
 def med(xs: list[float]) -> float | None:
@@ -506,6 +532,16 @@ def render(res: dict[str, Any], a: argparse.Namespace, ceiling: dict[str, float]
         lines.append(
             f"- latency below Huey's at p50 and p99: {fmt(r50, 2)}/{fmt(r99, 2)} ms vs {fmt(h50, 2)}/{fmt(h99, 2)} ms: {'met' if ok else 'NOT met'}"
         )
+    ab = [(n[: -len(" before")], n) for n in drains if n.endswith(" before")]
+    if ab:
+        lines += ["", "A/B (this checkout vs `--before`, same run; after/before):", ""]
+    for after, prior in ab:
+        r_a, r_b, c_a, c_b = rate.get(after), rate.get(prior), total_cpu(after), total_cpu(prior)
+        lines.append(
+            f"- {after}: drain {fmt(r_b)} -> {fmt(r_a)}/s "
+            f"({fmt(r_a / r_b if r_a and r_b else None, 2)}x); CPU µs/job {fmt(c_b)} -> "
+            f"{fmt(c_a)} ({fmt(c_a / c_b if c_a and c_b else None, 2)}x)"
+        )
     if ceiling:
         lines.append(
             f"- the probe's own ceiling (one process calling it, nothing else): sync "
@@ -529,6 +565,11 @@ def main(argv: list[str] | None = None) -> int:
         "--variant", action="append", default=[], help='extra rota sync row: "label=flags"'
     )
     ap.add_argument("--no-ceiling", action="store_true", help="skip the probe ceiling")
+    ap.add_argument(
+        "--before",
+        metavar="CHECKOUT",
+        help="A/B: also run each rota row with the rota of CHECKOUT (e.g. ../main), same run",
+    )
     a = ap.parse_args(argv)
     with bench_session(a) as b:
         res = measure(b, a.reps)

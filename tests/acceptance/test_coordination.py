@@ -51,12 +51,21 @@ def test_killed_workers_jobs_start_elsewhere(fleet: Fleet, client: Rota, coordin
     record = client.get_task("acc.record")
     keys = [f"k{i:03d}" for i in range(60)]
     ids = [h.id for h in record.submit_many([(k, 0.8) for k in keys])]
-    fleet.wait_for(
-        "the victim to run jobs",
-        lambda: len(fleet.store.list_jobs(state=JobState.RUNNING, node_id=victim)) >= 3,
-        timeout=30,
-        interval=0.02,
-    )
+    key_of = dict(zip(ids, keys, strict=True))
+
+    def victim_mid_run() -> bool:
+        """The victim's task bodies have begun (its own log says so) and are still running:
+        the store saying "running" is not enough on a loaded machine, where the pool's
+        children may not have started a single body yet when the kill lands."""
+        begun = {k for k, rs in runs_by_key(fleet).items() if any(n == "w2" for _, n, _ in rs)}
+        running = {
+            key_of[j.id]
+            for j in fleet.store.list_jobs(state=JobState.RUNNING, node_id=victim)
+            if j.id in key_of
+        }
+        return len(begun & running) >= 2
+
+    fleet.wait_for("the victim to run jobs", victim_mid_run, timeout=30, interval=0.02)
     killed = time.time()
     fleet.kill("w2", signal.SIGKILL)
     records = fleet.wait_final(ids, timeout=60)

@@ -40,16 +40,21 @@ def echo(network: Network) -> Iterator[tuple[str, int]]:
     srv.settimeout(0.2)
     stop = threading.Event()
 
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(2)
+            with contextlib.suppress(OSError):
+                conn.sendall(conn.recv(16))
+
     def serve() -> None:
+        # One thread per connection: the half-open connections a lossy link leaves behind
+        # (a lost FIN) must not queue a later probe behind their 2 s read timeouts.
         while not stop.is_set():
             try:
                 conn, _ = srv.accept()
             except OSError:
                 continue
-            with conn:
-                conn.settimeout(2)
-                with contextlib.suppress(OSError):
-                    conn.sendall(conn.recv(16))
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

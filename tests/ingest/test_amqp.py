@@ -210,6 +210,137 @@ def test_kill_9_while_draining_loses_and_duplicates_nothing(
             store.close()
 
 
+async def take_back(url: str, count: int) -> None:
+    """Receive ``count`` messages of ``rota.default`` and close without acking: the broker
+    redelivers them (``redelivered`` set), as after an ingest process died."""
+    import aio_pika
+
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue("rota.default", passive=True)
+        taken = 0
+        deadline = time.monotonic() + 30
+        while taken < count and time.monotonic() < deadline:
+            if await queue.get(fail=False, no_ack=False) is None:
+                await asyncio.sleep(0.05)
+            else:
+                taken += 1
+        assert taken == count
+
+
+@pytest.mark.timeout(120)
+def test_dead_letter_repeats_counts_redelivered_dead_letters_apart(
+    amqp_url: str, tmp_path: Path, procs: Callable[[str], Procs]
+) -> None:
+    from rota.dashboard.metrics import ingest_metrics
+
+    with store_url("redis", tmp_path) as url:
+        fleet = procs(url)
+        store = open_store(url)
+        try:
+            fleet.ingest("declare", amqp_url, "--processes", "1")  # declares the topology
+            wait_for(lambda: ingest_connected(store), 60, "the ingest process to connect")
+            fleet.kill("declare")
+            # One invalid message delivered before (redelivered now), then a fresh one.
+            asyncio.run(publish(amqp_url, [("again", {"task": "no.such.task"})]))
+            asyncio.run(take_back(amqp_url, 1))
+            asyncio.run(publish(amqp_url, [("fresh", {"task": "no.such.task"})]))
+            asyncio.run(publish(amqp_url, [("ok", {"task": "ingest.noop", "args": [1]})]))
+            fleet.ingest("ingest", amqp_url, "--processes", "1")
+
+            def figures() -> dict[str, Any] | None:
+                entries = [e for e in ingest_processes(store, store.now()) if e["received"]]
+                done = ("invalid", "dead_letter_repeats", "stored")
+                return entries[0] if entries and sum(entries[0][k] for k in done) >= 3 else None
+
+            entry = wait_for(figures, 60, "the ingest stats")
+            assert (entry["invalid"], entry["dead_letter_repeats"], entry["stored"]) == (1, 1, 1)
+            dead = asyncio.run(read_queue(amqp_url, "rota.invalid", 3, 10))
+            assert sorted(m.message_id for m in dead) == ["again", "fresh"]
+            gauges = {m.name: m for m in ingest_metrics([entry])}
+            (sample,) = gauges["rota_ingest_dead_letter_repeats"].samples
+            assert sample.value == 1.0
+        except BaseException:
+            print(fleet.logs())
+            raise
+        finally:
+            fleet.close()
+            store.close()
+
+
+def queue_messages(url: str, name: str) -> int:
+    """Messages in queue ``name``, ready or unacknowledged (``rabbitmqctl list_queues``)."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost_of(url), "name", "messages"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == name:
+            return int(parts[1])
+    raise AssertionError(f"no queue {name!r} in {listing!r}")
+
+
+async def publish_owed(url: str, records: list[dict[str, Any]]) -> None:
+    """Put "reply owed" records into ``rota.replies`` as ingest processes do."""
+    import aio_pika
+
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue("client.replies", durable=True)
+        for record in records:
+            await channel.default_exchange.publish(
+                aio_pika.Message(orjson.dumps(record), delivery_mode=2), routing_key="rota.replies"
+            )
+
+
+@pytest.mark.timeout(150)
+def test_several_records_owing_one_reply_publish_it_once(
+    amqp_url: str, tmp_path: Path, procs: Callable[[str], Procs]
+) -> None:
+    # A redelivered message leaves a second "reply owed" record, maybe in another process:
+    # the records claim the reply (put_stats_once) and only the winner publishes it.
+    with store_url("redis", tmp_path) as url:
+        fleet = procs(url)
+        store = open_store(url)
+        fleet.ingest("ingest", amqp_url, "--processes", "2")
+        try:
+            wait_for(lambda: ingest_connected(store, 2), 60, "two ingest processes")
+            job_id = job_id_for(f"amqp|{vhost_of(amqp_url)}|m-1")
+            owed = {"job_id": job_id, "reply_to": "client.replies", "correlation_id": "c-1"}
+            asyncio.run(publish_owed(amqp_url, []))  # declares client.replies
+            asyncio.run(
+                publish(
+                    amqp_url,
+                    [("m-1", {"task": "ingest.add", "args": [2, 3]})],
+                    reply_to="client.replies",
+                    correlation_id="c-1",
+                )
+            )
+            extra = [{**owed, "record": f"extra-{i}"} for i in range(4)]
+            asyncio.run(publish_owed(amqp_url, extra))
+            fleet.worker()
+            replies = asyncio.run(read_queue(amqp_url, "client.replies", 5, 20))
+            assert [(m.correlation_id, m.message_id) for m in replies] == [("c-1", job_id)]
+            assert orjson.loads(replies[0].body)["result"] == 5
+            wait_for(lambda: queue_messages(amqp_url, "rota.replies") == 0, 30, "records acked")
+            # The winning record, redelivered (its process died before the ack), wins again:
+            # the reply is sent again rather than lost.
+            claim = store.get_stats(f"ingest.reply:{job_id}:c-1")
+            assert claim is not None
+            asyncio.run(publish_owed(amqp_url, [{**owed, "record": claim["record"]}]))
+            again = asyncio.run(read_queue(amqp_url, "client.replies", 2, 10))
+            assert [m.correlation_id for m in again] == ["c-1"]
+        except BaseException:
+            print(fleet.logs())
+            raise
+        finally:
+            fleet.close()
+            store.close()
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -4,10 +4,17 @@ the store ahead of time."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
-from rota.core.model import NodeState
+from rota.core.model import NewJob, NodeSpec, NodeState
+from rota.core.outcomes import Outcome, OutcomeKind
+from rota.scheduler.config import SchedulerConfig
+from rota.scheduler.fairshare import Share
+from rota.scheduler.leader import Scheduler
 from rota.scheduler.placement import place
+from rota.scheduler.policy import AllocationConfig
 from rota.scheduler.reservations import grants, reserve
+from rota.store import open_store
 from tests.unit.test_placement import job, node
 
 
@@ -57,3 +64,31 @@ def test_every_live_node_is_granted_all_its_queues_busy_or_not() -> None:
     ]
     assert grants(nodes) == {"a": ("default", "q2"), "b": ("default",)}
     assert grants([]) == {}
+
+
+def test_the_leader_grants_nothing_under_fair_share_or_backfill(tmp_path: Path) -> None:
+    """Fair share and backfill choose between plain jobs too: under them a node claims
+    nothing itself (every job waits for a cycle); with neither it claims (SQLite store)."""
+    url = f"sqlite:///{tmp_path / 'grants.db'}"
+    store = open_store(url)
+    try:
+        spec = NodeSpec(id="n1", name="n1", slots=1, prefetch=0)
+        store.register_node(spec)
+        for alloc, claims in [
+            (AllocationConfig(shares={"default": Share()}), False),
+            (AllocationConfig(backfill=True), False),
+            (AllocationConfig(), True),
+        ]:
+            lead = Scheduler(url, SchedulerConfig(allocation=alloc), holder="s1")
+            # the grant as the cycle publishes it, without the cycle's placements
+            lease = lead.leadership.lead(store, 30.0)
+            assert lease is not None
+            lead._grant(store, lease, store.list_nodes([NodeState.LIVE]))
+            store.submit([NewJob(id=f"j{claims}{alloc.backfill}", task="t", queue="default",
+                                 payload='{"args":[],"kwargs":{}}')])  # fmt: skip
+            started = store.start_jobs(spec.id, 1, 30.0)
+            assert bool(started) is claims, alloc
+            for job in started:
+                store.complete([Outcome(job.id, job.token, OutcomeKind.SUCCEEDED)])
+    finally:
+        store.close()

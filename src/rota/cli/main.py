@@ -86,14 +86,28 @@ for _command in COMMANDS:
     type=click.IntRange(min=0),
     default=None,
     help="Jobs the scheduler may assign ahead of free slots (default: concurrency/2, at "
-    "least 1). A worker also claims plain jobs itself as slots free up, in the same store "
-    "round trip as its finished jobs' outcomes (Redis), so few slots do not wait for the "
-    "scheduler.",
+    "least 1: the next job is already here when a slot frees). A worker also claims plain "
+    "jobs itself as slots free up, under the scheduler's claim grant, in the same store "
+    "round trip as its finished jobs' outcomes (Redis, PostgreSQL, SQLite), so few slots "
+    "do not wait for a scheduler cycle.",
 )
-@click.option("--resources", default="", help="Capacity, e.g. cpu=4,mem=8G,gpu=1.")
-@click.option("--labels", default="", help="Labels, e.g. zone=eu,disk=ssd.")
 @click.option(
-    "--queues", "-q", default="default", show_default=True, help="Comma-separated queues."
+    "--resources",
+    default="",
+    help="Capacity, e.g. cpu=4,mem=8G,gpu=1 (default: none, so jobs asking for a resource "
+    "are never placed here: capacity is what you declare, never guessed).",
+)
+@click.option(
+    "--labels",
+    default="",
+    help="Labels, e.g. zone=eu,disk=ssd (default: none; jobs requiring a label go elsewhere).",
+)
+@click.option(
+    "--queues",
+    "-q",
+    default="default",
+    show_default=True,
+    help="Comma-separated queues (the default is the queue @app.task uses by default).",
 )
 @click.option("--name", default="", help="Node name (default: host name).")
 @click.option(
@@ -104,28 +118,33 @@ for _command in COMMANDS:
     type=click.Choice(sorted(POLICIES)),
     default="least_loaded",
     show_default=True,
-    help="Placement policy when leading.",
+    help="Placement policy when leading (least_loaded: a job goes to the node with the "
+    "lowest load, so a fleet shares work evenly).",
 )
 @click.option(
     "--heartbeat",
     type=click.FloatRange(min=0.05, max=3600),
     default=1.0,
     show_default=True,
-    help="Heartbeat interval, seconds.",
+    help="Heartbeat interval, seconds (1: a node may miss four beats within its 5 s lease "
+    "and the scheduler's 5 s failure timeout before its jobs are taken back).",
 )
 @click.option(
     "--lease-ttl",
     type=click.FloatRange(min=0.1, max=86400),
     default=5.0,
     show_default=True,
-    help="Job lease without heartbeat, seconds.",
+    help="Job lease without heartbeat, seconds (5: a killed worker's jobs run again within "
+    "seconds, while a slow beat or two does not cost a job).",
 )
 @click.option(
     "--grace",
     type=click.FloatRange(min=0, max=86400),
     default=10.0,
     show_default=True,
-    help="Shutdown grace period, seconds.",
+    help="Shutdown grace period, seconds: on SIGTERM running jobs get this long to finish "
+    "before they are handed back to pending (10: most short jobs finish; a second "
+    "signal stops at once).",
 )
 @click.option(
     "--cancel-grace",

@@ -205,6 +205,7 @@ _INGEST_GAUGES = {
     "duplicates": "Redelivered messages whose job existed already.",
     "invalid": "Messages dead-lettered because they failed validation.",
     "refused": "Messages dead-lettered because the store refused their job.",
+    "dead_letter_repeats": "Redelivered messages dead-lettered (again, if a copy was made).",
     "replies": "Outcomes an ingest process published (replies, result records).",
     "stored_per_s": "Jobs stored per second (over the last stats period).",
     "lag": "Messages waiting at the broker (queue depth or consumer lag).",

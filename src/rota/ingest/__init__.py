@@ -3,5 +3,5 @@
 ``wire`` (the message format and its validation), ``storing`` (batches into the store,
 exactly once by deterministic job ids), ``outcome`` (reply bodies), ``stats`` (what
 ``rota status`` shows per ingest process) need no broker client; ``amqp`` needs
-``rota[amqp]`` (aio-pika) and ``kafka`` needs ``rota[kafka]`` (aiokafka).
+``rota[amqp]`` (aiormq) and ``kafka`` needs ``rota[kafka]`` (aiokafka).
 """

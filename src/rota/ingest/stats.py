@@ -17,7 +17,15 @@ INGEST_STATS_NAME = "ingest"
 STALE_AFTER = 30.0  # seconds without an update: shown as stale
 FORGET_AFTER = 600.0  # seconds without an update: dropped from the document
 
-COUNTERS = ("received", "stored", "duplicates", "invalid", "replies", "refused")
+COUNTERS = (
+    "received",
+    "stored",
+    "duplicates",
+    "invalid",
+    "replies",
+    "refused",
+    "dead_letter_repeats",
+)
 
 
 @dataclass
@@ -32,6 +40,7 @@ class IngestStats:
     duplicates: int = 0  # redeliveries whose job existed already
     invalid: int = 0  # dead-lettered: failed validation
     refused: int = 0  # dead-lettered: refused by the store
+    dead_letter_repeats: int = 0  # dead-lettered again: redelivered (a copy may exist already)
     replies: int = 0  # outcomes published (AMQP replies, Kafka result records)
     lag: int | None = None  # messages waiting at the broker (queue depth / consumer lag)
     connected: bool = False

@@ -35,8 +35,9 @@ class SchedulerConfig:
     # can: Redis; see rota.scheduler.reservations). 0 turns it off.
     reserve_slots: int = 8
     # Let live nodes claim plain pending jobs themselves, from the head of the queue, while
-    # this leader's lease is current (stores that can: Redis; see
-    # rota.scheduler.reservations.grants). Off: every job waits for a placement cycle.
+    # this leader's lease is current (stores that can: Redis, PostgreSQL, SQLite; see
+    # rota.scheduler.reservations.grants; never under fair share or backfill). Off: every
+    # job waits for a placement cycle.
     claim_grants: bool = True
     # Fair share, backfill and preemption rules (rota.scheduler.policy). The defaults
     # change nothing until jobs ask for it (aging, gangs, preemptible) or shares are set.

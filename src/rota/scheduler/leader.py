@@ -253,7 +253,10 @@ class Scheduler:
         start of a leadership: a grant is current only under its own lease token)."""
         if not self.config.claim_grants or not fast.grants_claims(store):
             return
-        grant = grants(nodes)
+        alloc = self.config.allocation
+        # Fair share and backfill decide between plain jobs too (shares, caps, reserved
+        # room): under them every job waits for a placement cycle (an empty grant).
+        grant = {} if alloc.fair or alloc.backfill else grants(nodes)
         if self._granted != (lease.token, grant):
             fast.grant_claims(store, lease, grant)
             self._granted = (lease.token, grant)

@@ -20,7 +20,8 @@ free slots from the head of the pending jobs (``FastPaths.grant_claims``). A pla
 fits any live node serving its queue that has a free slot (placement filters on queue,
 labels, resources and room only), and the claiming node has one by construction, so the
 grant lists every live node with all its queues: placement filters hold exactly; only the
-policy's choice between several nodes with free room is left to which asks first.
+policy's choice between several nodes with free room is left to which asks first. Fair
+share and backfill choose between plain jobs too, so under them the leader grants nothing.
 """
 
 from __future__ import annotations

@@ -314,8 +314,16 @@ class Store(ABC):
         """Publish a small JSON document (the scheduler's statistics)."""
 
     @abstractmethod
+    def put_stats_once(self, name: str, data: dict[str, Any]) -> bool:
+        """Write the document ``name`` only if it is absent, atomically (several processes
+        may race for it). True when the stored document is ``data``: written by this call,
+        or by an earlier call with equal ``data`` (so a call retried after a lost reply, or
+        repeated by the same claimant, still wins). Callers put something unique to
+        themselves in ``data``; exactly one distinct ``data`` ever wins a name."""
+
+    @abstractmethod
     def get_stats(self, name: str) -> dict[str, Any] | None:
-        """Read a document written by :meth:`put_stats`."""
+        """Read a document written by :meth:`put_stats` or :meth:`put_stats_once`."""
 
     # ---- workflows, periodic jobs and flow control --------------------------------
     @abstractmethod

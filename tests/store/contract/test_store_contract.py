@@ -620,6 +620,39 @@ def test_stats_roundtrip(store: Store) -> None:
     assert store.get_stats("scheduler") == {"leader": "b"}
 
 
+def test_put_stats_once_has_exactly_one_winner(store: Store, connect: Callable[[], Store]) -> None:
+    # The first distinct document wins; a repeat of the winner's data still reports True
+    # (a retried call), anyone else's data reports False and changes nothing.
+    assert store.put_stats_once("reply:j1", {"by": "a", "n": [1, 2]})
+    assert store.put_stats_once("reply:j1", {"n": [1, 2], "by": "a"})
+    assert not store.put_stats_once("reply:j1", {"by": "b", "n": [1, 2]})
+    assert store.get_stats("reply:j1") == {"by": "a", "n": [1, 2]}
+    # put_stats_once never replaces a document written by put_stats.
+    store.put_stats("reply:j2", {"by": "plain"})
+    assert not store.put_stats_once("reply:j2", {"by": "c"})
+    assert store.get_stats("reply:j2") == {"by": "plain"}
+    # Racing processes (each its own connection): one winner per name.
+    stores = [connect() for _ in range(4)]
+    names = [f"race:{i}" for i in range(20)]
+    wins: dict[str, list[int]] = {name: [] for name in names}
+    start = threading.Barrier(len(stores))
+
+    def claim(index: int) -> None:
+        start.wait()
+        for name in names:
+            if stores[index].put_stats_once(name, {"by": index}):
+                wins[name].append(index)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name in names:
+        assert len(wins[name]) == 1, (name, wins[name])
+        assert store.get_stats(name) == {"by": wins[name][0]}
+
+
 def test_prune_deletes_only_old_final_jobs(store: Store) -> None:
     spec = node()
     store.register_node(spec)

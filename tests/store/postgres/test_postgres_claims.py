@@ -175,3 +175,50 @@ def test_skip_locked_claims_never_hand_a_job_out_twice(url: str, store: Any) -> 
     assert len(set(flat)) == n_jobs
     records = store.get_jobs(ids)
     assert all(r.state is JobState.RUNNING and r.attempts == 1 for r in records)
+
+
+# ---- complete_and_start and the scheduler's wake-up ----------------------------------
+
+
+def test_a_refilled_node_does_not_wake_the_scheduler(store: Any, admin: Any) -> None:
+    """``complete_and_start`` NOTIFYs the scheduler's channel only when what is pending
+    needs it: not when every outcome is a plain success and the first pending job left is
+    one the node claims itself; yes when that job needs placement, and on a plain
+    ``complete``."""
+    from rota.core.outcomes import Outcome, OutcomeKind
+    from rota.store import fast_paths as fast
+
+    admin.execute(f'LISTEN "{store.pending_channel}"')
+
+    def woken() -> bool:
+        admin.execute("SELECT 1")  # notifications arrive with the next result
+        return bool(list(admin.notifies(timeout=0.2, stop_after=1)))
+
+    lease = store.acquire_lease("scheduler", "s", 60)
+    spec = node_spec("n1", slots=1)
+    store.register_node(spec)
+    fast.grant_claims(store, lease, {spec.id: ("default",)})
+    store.submit([new_job(priority=2), new_job(priority=2), new_job(priority=2)])
+    (cur,) = store.start_jobs(spec.id, 1, 60)
+    needy = new_job(priority=1, resources={"cpu": 1.0})
+    store.submit([needy])
+    while woken():  # the submits' own notifications
+        pass
+
+    def finish(job: Any) -> Any:
+        done = Outcome(job.id, job.token, OutcomeKind.SUCCEEDED, result="1")
+        accepted, started = fast.complete_and_start(store, [done], spec.id, 1, 60)
+        assert accepted == [True]
+        return started[0] if started else None
+
+    cur = finish(cur)  # next: a plain job of the node's queue
+    assert cur is not None and not woken()
+    cur = finish(cur)  # claimed the last plain one; the job left needs placement
+    assert cur is not None and woken()
+    assert finish(cur) is None and woken()  # the head is not claimable: wake
+    (placed,) = store.pending_jobs(10)
+    assert placed.id == needy.id
+    assert store.assign(lease, [Assignment(needy.id, spec.id)]) == 1
+    (last,) = store.start_jobs(spec.id, 1, 60)
+    assert store.complete([Outcome(last.id, last.token, OutcomeKind.SUCCEEDED)]) == [True]
+    assert woken()  # a plain complete always wakes it

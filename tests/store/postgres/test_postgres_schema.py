@@ -92,7 +92,8 @@ def test_migrations_give_exactly_the_schema_file(store: Any) -> None:
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(reference))
             )
     assert [name for name, _ in expected["tables"]] == [
-        "job_attempts", "jobs", "leases", "nodes", "schedules", "settle_children", "settle_parents", "stats",
+        "claim_grants", "job_attempts", "jobs", "leases", "nodes", "schedules", "settle_children",
+        "settle_parents", "stats",
         "unique_keys",
     ]  # fmt: skip
     assert any(name == "jobs_pending_idx" for _, name, _ in expected["indexes"])
@@ -138,6 +139,7 @@ def test_auto_migrate_off_leaves_the_database_alone(url: str) -> None:
             "0002_rota_now_double",
             "0003_flows",
             "0004_attempts",
+            "0006_claim_grants",
         ]
         off.submit([new_job()])
         assert len(off.list_jobs()) == 1

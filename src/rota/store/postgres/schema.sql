@@ -166,3 +166,15 @@ CREATE TABLE job_attempts (
     claim      text,  -- the start_jobs call that opened it (its retry finds what it started)
     CONSTRAINT job_attempts_pkey PRIMARY KEY (job_id, token)
 );
+
+-- Claim grants (migration 0006): node id -> the queues whose plain pending jobs (no
+-- resources, labels, affinity, limits or parents) it may claim itself, from the head of
+-- the pending jobs in placement order; current only while the lease (lease_name, token) it
+-- was granted under is held and unexpired (grant_claims writes, start_jobs reads).
+CREATE TABLE claim_grants (
+    node_id    text   NOT NULL,
+    queues     text[] NOT NULL,
+    lease_name text   NOT NULL,
+    token      bigint NOT NULL,
+    CONSTRAINT claim_grants_pkey PRIMARY KEY (node_id)
+);

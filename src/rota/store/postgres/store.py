@@ -37,6 +37,8 @@
 
 This module is the store class, its methods grouped by the role that calls them;
 ``connection.py`` (URL, pool, statements, migrations), ``listen.py`` (LISTEN/NOTIFY),
+``claims.py`` (a worker's start_jobs and complete, and the fast paths: complete_and_start
+in one round trip, claim grants),
 ``submit.py`` (writing a batch of jobs), ``codec.py`` (rows -> records) and ``queries.py``
 (the SQL files) do the rest.
 
@@ -46,7 +48,6 @@ URL parameters besides libpq's: ``schema`` (default ``rota``; created if missing
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -72,9 +73,9 @@ from rota.core.model import (
     ReapReport,
     ScheduleRecord,
 )
-from rota.core.outcomes import Outcome
 from rota.core.states import FINAL_STATES, JobState
 from rota.store.contract import Store
+from rota.store.postgres.claims import PostgresClaims
 from rota.store.postgres.codec import floats_of, job_from_row, json_text
 from rota.store.postgres.connection import Conn
 from rota.store.postgres.listen import PostgresListener
@@ -86,7 +87,7 @@ NODE_STATES = {s.value: s for s in NodeState}
 FIRST_PAGE = (-(2**62), 0)  # a cursor before every pending job: -priority > -2**62
 
 
-class PostgresStore(PostgresListener, Store):
+class PostgresStore(PostgresListener, PostgresClaims, Store):
     """Jobs, nodes and leases in PostgreSQL (see the module docstring)."""
 
     def __init__(self, url: str, *, pool_size: int = 2, timeout: float = 15.0) -> None:
@@ -323,68 +324,6 @@ class PostgresStore(PostgresListener, Store):
             )
         return out
 
-    def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
-        if limit <= 0:
-            return []
-        params = {
-            "node_id": node_id,
-            "limit": int(limit),
-            "ttl": float(lease_ttl),
-            "keep": self.attempt_history,
-            "claim": os.urandom(8).hex(),
-        }
-        tries = 0
-
-        def op(conn: Conn) -> list[Any]:
-            # A retry after a dropped connection (the first try may have committed and
-            # lost its reply) returns what that try started, if it did, instead of
-            # starting more jobs while those would wait for their lease to run out.
-            nonlocal tries
-            tries += 1
-            if tries > 1:
-                found = conn.execute(QUERIES["claimed_jobs"], params).fetchall()
-                if found:
-                    return found
-            return conn.execute(QUERIES["start_jobs"], params).fetchall()
-
-        jobs = [job_from_row(row) for row in self._run(op, idempotent=True)]
-        jobs.sort(key=lambda j: (-j.priority, j.seq))
-        return jobs
-
-    def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        if not outcomes:
-            return []
-        params = {
-            "ids": [o.job_id for o in outcomes],
-            "tokens": [o.token for o in outcomes],
-            "kinds": [o.kind.value for o in outcomes],
-            "results": [o.result for o in outcomes],
-            "errors": [o.error for o in outcomes],
-            "tracebacks": [o.traceback for o in outcomes],
-            "delays": [float(max(0.0, o.retry_delay)) for o in outcomes],
-            "cut_shorts": [o.cut_short for o in outcomes],
-            "pending_channel": self.pending_channel,
-            "done_channel": self.done_channel,
-        }
-        # idempotent: a retried report of an attempt that ended with it is accepted again
-        rows = self._all("complete", params, idempotent=True)
-        accepted = {row[0] for row in rows if row[0] is not None}
-        first: dict[str, tuple[int, str]] = {}  # job id -> the first (token, kind) of the batch
-        out = []
-        for o in outcomes:  # a repeated report is the same report; a conflicting one is not
-            key = first.setdefault(o.job_id, (o.token, o.kind.value))
-            out.append(o.job_id in accepted and key == (o.token, o.kind.value))
-        refused = [i for i, ok in enumerate(out) if not ok]
-        if refused:  # recorded meanwhile by a concurrent copy of the same report?
-            again = {
-                "ids": [outcomes[i].job_id for i in refused],
-                "tokens": [outcomes[i].token for i in refused],
-                "kinds": [outcomes[i].kind.value for i in refused],
-            }
-            for (ord_,) in self._all("attempts_ended_as", again, idempotent=True):
-                out[refused[int(ord_) - 1]] = True
-        return out
-
     def release_jobs(self, node_id: str, jobs: Sequence[tuple[str, int]]) -> int:
         if not jobs:
             return 0
@@ -512,6 +451,10 @@ class PostgresStore(PostgresListener, Store):
     def put_stats(self, name: str, data: dict[str, Any]) -> None:
         params = {"name": name, "data": orjson.dumps(data).decode()}
         self._run(lambda conn: conn.execute(QUERIES["put_stats"], params), idempotent=True)
+
+    def put_stats_once(self, name: str, data: dict[str, Any]) -> bool:
+        params = {"name": name, "data": orjson.dumps(data).decode()}
+        return bool(self._one("put_stats_once", params, idempotent=True)[0])
 
     def get_stats(self, name: str) -> dict[str, Any] | None:
         row = self._one("get_stats", {"name": name}, idempotent=True)

@@ -448,6 +448,13 @@ class RedisStore(RedisConnection, Store):
         text = orjson.dumps(data)
         self._call(lambda: self.redis.set(self.key("stats", name), text))
 
+    def put_stats_once(self, name: str, data: dict[str, Any]) -> bool:
+        key, text = self.key("stats", name), orjson.dumps(data)
+        if self._call(lambda: self.redis.set(key, text, nx=True)):
+            return True
+        held = self._call(lambda: self.redis.get(key))  # a retried call finds its own data
+        return held is not None and bool(orjson.loads(held) == data)
+
     def get_stats(self, name: str) -> dict[str, Any] | None:
         text = self._call(lambda: self.redis.get(self.key("stats", name)))
         if text is None:

@@ -7,7 +7,7 @@ converts rows and records."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -251,7 +251,10 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
         return spec
 
     def start_jobs(self, node_id: str, limit: int, lease_ttl: float) -> list[JobRecord]:
-        if limit <= 0 or not self.db.execute(QUERIES["has_assigned"], (node_id,)).fetchone()[0]:
+        if limit <= 0 or not (
+            self.db.execute(QUERIES["has_assigned"], (node_id,)).fetchone()[0]
+            or self._claimable(self.db.cursor(), node_id, 1)
+        ):
             return []  # nothing to start: no write transaction
         with self._write() as cur:
             rows = self._start(cur, self._now(cur), node_id, limit, lease_ttl)
@@ -283,6 +286,10 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
             return []
         params = {"node_id": node_id, "limit": limit, "now": now, "expires": now + lease_ttl}
         rows = cur.execute(QUERIES["start_jobs"], params).fetchall()
+        if len(rows) < limit and row[0] == NodeState.LIVE:  # then claims, under a grant
+            seqs = self._claimable(cur, node_id, limit - len(rows), now)
+            if seqs:
+                rows += cur.execute(QUERIES["claim_jobs"], {**params, "seqs": json_text(seqs)})
         if rows:  # open each attempt (columns: id 0, attempts 6, node_id 16, token 17)
             keep = self.attempt_history
             opened = [
@@ -298,6 +305,25 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
             if old:
                 cur.executemany(QUERIES["trim_attempts"], old)
         return rows
+
+    def _claimable(
+        self, cur: sqlite3.Cursor, node_id: str, want: int, now: float | None = None
+    ) -> list[int]:
+        """The seqs of up to ``want`` pending jobs the node may claim under a current grant:
+        the head of the pending jobs in placement order, up to the first that is not plain
+        or not of a granted queue (so no claim overtakes a job that needs placement)."""
+        when = self._now(cur) if now is None else now
+        grant = cur.execute(QUERIES["granted_queues"], {"node_id": node_id, "now": when})
+        row = grant.fetchone()
+        if row is None:
+            return []
+        queues = set(orjson.loads(row[0]))
+        seqs = []
+        for seq, queue, plain in cur.execute(QUERIES["pending_head"], {"limit": want}):
+            if not plain or queue not in queues:
+                break
+            seqs.append(seq)
+        return seqs
 
     def _complete(self, cur: sqlite3.Cursor, now: float, outcomes: Sequence[Outcome]) -> list[bool]:
         accepted = []
@@ -456,6 +482,23 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
             cur.execute(QUERIES["assign_jobs"], {"batch": json_text(rows)})
             return max(cur.rowcount, 0)
 
+    grants_claims = True
+
+    def grant_claims(self, lease: Lease, grants: Mapping[str, Sequence[str]]) -> None:
+        with self._write() as cur:
+            self._check_lease(cur, lease, self._now(cur))
+            cur.execute(QUERIES["clear_grants"])
+            rows = [
+                {
+                    "node_id": node_id,
+                    "queues": json_text(list(queues)),
+                    "lease_name": lease.name,
+                    "token": lease.token,
+                }
+                for node_id, queues in grants.items()
+            ]
+            cur.executemany(QUERIES["grant_claim"], rows)
+
     def wait_for_pending(self, timeout: float) -> None:
         self._wait_for_change(timeout, lambda: True)
 
@@ -463,6 +506,15 @@ class SQLiteStore(SQLiteConnection, PlainFastPaths, Store):
         with self._write() as cur:
             now = self._now(cur)
             cur.execute(QUERIES["put_stats"], {"name": name, "data": json_text(data), "now": now})
+
+    def put_stats_once(self, name: str, data: dict[str, Any]) -> bool:
+        with self._write() as cur:
+            now = self._now(cur)
+            params = {"name": name, "data": json_text(data), "now": now}
+            if cur.execute(QUERIES["put_stats_once"], params).rowcount == 1:
+                return True
+            row = cur.execute(QUERIES["get_stats"], (name,)).fetchone()
+        return row is not None and orjson.loads(row[0]) == data
 
     def get_stats(self, name: str) -> dict[str, Any] | None:
         row = self.db.execute(QUERIES["get_stats"], (name,)).fetchone()

@@ -172,6 +172,16 @@ SELECT (SELECT count(*) FROM fence), (SELECT coalesce(sum(placed), 0) FROM woken
 INSERT INTO stats (name, data, updated_at) VALUES (:name, :data::jsonb, rota_now())
 ON CONFLICT (name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at
 
+-- name: put_stats_once
+-- True when this statement inserted the row, or the row holds equal data already.
+WITH ins AS (
+    INSERT INTO stats (name, data, updated_at) VALUES (:name, :data::jsonb, rota_now())
+    ON CONFLICT (name) DO NOTHING
+    RETURNING 1
+)
+SELECT EXISTS (SELECT FROM ins)
+    OR EXISTS (SELECT FROM stats WHERE name = :name AND data = :data::jsonb)
+
 -- name: any_pending
 SELECT EXISTS (SELECT FROM jobs WHERE state = 'pending')
 
@@ -208,3 +218,26 @@ WHERE n.state IN ('dead', 'stopped') AND n.gone_at < rota_now() - :older_than
     AND NOT EXISTS (
         SELECT FROM jobs j WHERE j.node_id = n.id AND j.state IN ('assigned', 'running')
     )
+
+-- name: grant_claims
+-- Fenced: replace the claim grants with one row per node (:queues[i] is node :node_ids[i]'s
+-- queues as a JSON array), under this lease's name and token (see claim_grants).
+WITH fence AS (
+    SELECT token FROM leases
+    WHERE name = :lease_name AND holder = :holder AND token = :token
+        AND expires_at > rota_now()
+    FOR SHARE
+), wanted AS (
+    SELECT w.node_id, ARRAY(SELECT jsonb_array_elements_text(w.queues::jsonb)) AS queues
+    FROM unnest(:node_ids::text[], :queues::text[]) AS w (node_id, queues)
+    WHERE EXISTS (SELECT FROM fence)
+), dropped AS (
+    DELETE FROM claim_grants g
+    WHERE EXISTS (SELECT FROM fence) AND g.node_id <> ALL (:node_ids::text[])
+), written AS (
+    INSERT INTO claim_grants (node_id, queues, lease_name, token)
+    SELECT node_id, queues, :lease_name, :token FROM wanted
+    ON CONFLICT (node_id) DO UPDATE SET queues = excluded.queues,
+        lease_name = excluded.lease_name, token = excluded.token
+)
+SELECT count(*) FROM fence

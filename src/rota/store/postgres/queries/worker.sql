@@ -77,64 +77,35 @@ WITH changed AS (
 )
 SELECT pg_notify(:pending_channel, '') FROM changed
 
--- name: start_jobs
--- Claim a batch of the node's assigned jobs (only while the node is live or draining);
--- SKIP LOCKED so concurrent callers for the same node never start one job twice. Each start
+-- name: complete_and_start
+-- A worker's report and claim, in one statement (one round trip, one transaction): the
+-- store's complete (empty :ids: none), then its start_jobs (:limit 0: none). Each row is
+-- (the ids of the accepted outcomes, then a started job's columns, NULL if none started).
+--
+-- complete: accept each outcome only if its job is running with the same token; a failure
+-- goes to retrying (due after its delay) while attempts are left, else dead. Jobs with
+-- children that ended are queued for resolve_dependencies (has_children as of the row
+-- lock: a child submitted meanwhile marked it first, or saw it final). The attempt of each
+-- accepted outcome is closed (ended); an outcome whose attempt had already ended with the
+-- same kind (a report retried after its reply was lost) is accepted again without a change
+-- (again).
+--
+-- start: claim a batch of the node's assigned jobs (only while the node is live or
+-- draining); SKIP LOCKED so concurrent callers for the same node never start one job twice.
+-- Then, while the node is live and holds a current claim grant (claim_grants: its row's
+-- lease still has that token, unexpired), fill the rest of :limit from the head of the
+-- pending jobs in placement order (priority, then FIFO: jobs_pending_idx), stopping at the
+-- first job that is not plain (resources, labels, affinity, concurrency or rate limit,
+-- parents) or not of a granted queue, so a claim never overtakes a job that needs
+-- placement (pending -> running in one step, a new token as assign gives). Each start
 -- opens an attempt in job_attempts and drops the job's attempts older than the last :keep
--- (tokens grow by one per placement).
-WITH picked AS (
-    SELECT id FROM jobs
-    WHERE node_id = :node_id AND state = 'assigned'
-        AND EXISTS (
-            SELECT FROM nodes WHERE id = :node_id AND state IN ('live', 'draining')
-        )
-    ORDER BY priority DESC, seq
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-), started AS (
-    UPDATE jobs j
-    SET state = 'running', attempts = j.attempts + 1, started_at = rota_now(),
-        lease_expires_at = rota_now() + :ttl
-    FROM picked
-    WHERE j.id = picked.id
-    RETURNING j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts,
-        j.max_attempts, j.timeout, j.resources, j.labels, j.affinity, j.backoff_base,
-        j.backoff_max, j.created_at, j.scheduled_at, j.node_id, j.token, j.started_at,
-        j.finished_at, j.lease_expires_at, j.result, j.error, j.traceback, j.cancel_requested,
-        j.seq, j.depends_on, j.pass_results, j.workflow_id, j.unique_key, j.concurrency_key,
-        j.concurrency_limit, j.rate_limit
-), opened AS (
-    INSERT INTO job_attempts AS a (job_id, token, attempt, node_id, started_at, claim)
-    SELECT id, token, attempts, node_id, started_at, :claim FROM started
-    ON CONFLICT (job_id, token) DO UPDATE SET attempt = excluded.attempt,
-        node_id = excluded.node_id, started_at = excluded.started_at, ended_at = NULL,
-        outcome = NULL, cut_short = NULL, error = NULL, traceback = NULL,
-        claim = excluded.claim
-), trimmed AS (
-    DELETE FROM job_attempts a USING started s
-    WHERE a.job_id = s.id AND a.token <= s.token - :keep
-)
-SELECT * FROM started
-
--- name: claimed_jobs
--- The jobs a start_jobs call (:claim) started and that still run: what a retry of that call
--- returns when the first try committed but its reply was lost.
-SELECT j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts, j.max_attempts,
-    j.timeout, j.resources, j.labels, j.affinity, j.backoff_base, j.backoff_max, j.created_at,
-    j.scheduled_at, j.node_id, j.token, j.started_at, j.finished_at, j.lease_expires_at,
-    j.result, j.error, j.traceback, j.cancel_requested, j.seq, j.depends_on, j.pass_results,
-    j.workflow_id, j.unique_key, j.concurrency_key, j.concurrency_limit, j.rate_limit
-FROM job_attempts a
-JOIN jobs j ON j.id = a.job_id AND j.token = a.token AND j.state = 'running'
-WHERE a.node_id = :node_id AND a.claim = :claim AND a.ended_at IS NULL
-
--- name: complete
--- Accept each outcome only if its job is running with the same token; a failure goes to
--- retrying (due after its delay) while attempts are left, else dead. Jobs with children
--- that ended are queued for resolve_dependencies (has_children as of the row lock: a child
--- submitted meanwhile marked it first, or saw it final). The attempt of each accepted
--- outcome is closed (ended); an outcome whose attempt had already ended with the same kind
--- (a report retried after its reply was lost) is accepted again without a change (again).
+-- (tokens grow by one per placement). Completed rows are running, started ones assigned or
+-- pending: the two halves never touch the same job.
+--
+-- Wake-ups: the done channel when an outcome was accepted; the scheduler (pending channel)
+-- too unless :quiet, where only an outcome that is not a plain success wakes it, or a first
+-- pending job left behind that this node may not claim itself (complete_and_start: the
+-- node claims what comes next, its room refilled; the scheduler's idle cycle sees the rest).
 WITH outcome AS (
     SELECT *
     FROM unnest(:ids::text[], :tokens::bigint[], :kinds::text[], :results::text[],
@@ -167,7 +138,7 @@ WITH outcome AS (
         finished_at = CASE WHEN d.state = 'retrying' THEN NULL ELSE rota_now() END
     FROM decided d
     WHERE j.id = d.id
-    RETURNING j.id, j.state, j.has_children
+    RETURNING j.id, j.state, j.has_children, j.concurrency_key
 ), ended AS (
     UPDATE job_attempts a
     SET ended_at = rota_now(), outcome = o.kind, cut_short = o.cut_short, error = o.error,
@@ -180,15 +151,106 @@ WITH outcome AS (
 ), settled AS (
     INSERT INTO settle_parents (parent_id)
     SELECT id FROM done WHERE has_children IS TRUE AND state <> 'retrying'
+), live AS (
+    SELECT state FROM nodes WHERE id = :node_id AND state IN ('live', 'draining')
+), picked AS (
+    SELECT id FROM jobs
+    WHERE node_id = :node_id AND state = 'assigned' AND EXISTS (SELECT FROM live)
+    ORDER BY priority DESC, seq
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), granted AS (
+    SELECT g.queues FROM claim_grants g
+    JOIN leases l ON l.name = g.lease_name AND l.token = g.token AND l.expires_at > rota_now()
+    WHERE g.node_id = :node_id AND EXISTS (SELECT FROM live WHERE state = 'live')
+), head AS (
+    SELECT j.id, j.priority, j.seq,
+        j.resources = '{}'::jsonb AND j.labels = '{}'::jsonb AND j.affinity = '{}'::jsonb
+            AND j.concurrency_key IS NULL AND coalesce(j.concurrency_limit, 0) = 0
+            AND j.rate_limit IS NULL AND j.depends_on IS NULL
+            AND j.queue = ANY (CAST((SELECT queues FROM granted) AS text[])) AS plain
+    FROM jobs j
+    WHERE j.state = 'pending' AND EXISTS (SELECT FROM granted)
+    ORDER BY (-(j.priority::bigint)), j.seq
+    LIMIT greatest(:limit - (SELECT count(*) FROM picked), 0)
+    FOR UPDATE OF j SKIP LOCKED
+), claimable AS (
+    SELECT id FROM (
+        SELECT id, bool_and(plain) OVER (ORDER BY (-(priority::bigint)), seq) AS ok FROM head
+    ) h
+    WHERE ok
+), started AS (
+    UPDATE jobs j
+    SET state = 'running', attempts = j.attempts + 1, started_at = rota_now(),
+        lease_expires_at = rota_now() + :ttl
+    FROM picked
+    WHERE j.id = picked.id
+    RETURNING j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts,
+        j.max_attempts, j.timeout, j.resources, j.labels, j.affinity, j.backoff_base,
+        j.backoff_max, j.created_at, j.scheduled_at, j.node_id, j.token, j.started_at,
+        j.finished_at, j.lease_expires_at, j.result, j.error, j.traceback, j.cancel_requested,
+        j.seq, j.depends_on, j.pass_results, j.workflow_id, j.unique_key, j.concurrency_key,
+        j.concurrency_limit, j.rate_limit
+), claimed AS (
+    UPDATE jobs j
+    SET state = 'running', node_id = :node_id, token = j.token + 1, attempts = j.attempts + 1,
+        started_at = rota_now(), lease_expires_at = rota_now() + :ttl
+    FROM claimable
+    WHERE j.id = claimable.id
+    RETURNING j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts,
+        j.max_attempts, j.timeout, j.resources, j.labels, j.affinity, j.backoff_base,
+        j.backoff_max, j.created_at, j.scheduled_at, j.node_id, j.token, j.started_at,
+        j.finished_at, j.lease_expires_at, j.result, j.error, j.traceback, j.cancel_requested,
+        j.seq, j.depends_on, j.pass_results, j.workflow_id, j.unique_key, j.concurrency_key,
+        j.concurrency_limit, j.rate_limit
+), all_started AS (
+    SELECT * FROM started UNION ALL SELECT * FROM claimed
+), opened AS (
+    INSERT INTO job_attempts AS a (job_id, token, attempt, node_id, started_at, claim)
+    SELECT id, token, attempts, node_id, started_at, :claim FROM all_started
+    ON CONFLICT (job_id, token) DO UPDATE SET attempt = excluded.attempt,
+        node_id = excluded.node_id, started_at = excluded.started_at, ended_at = NULL,
+        outcome = NULL, cut_short = NULL, error = NULL, traceback = NULL,
+        claim = excluded.claim
+), trimmed AS (
+    DELETE FROM job_attempts a USING all_started s
+    WHERE a.job_id = s.id AND a.token <= s.token - :keep
 ), woken AS (
-    SELECT pg_notify(:pending_channel, ''), pg_notify(:done_channel, '')
+    SELECT pg_notify(:done_channel, ''),
+        CASE WHEN NOT :quiet
+            OR EXISTS (
+                SELECT FROM done
+                WHERE state <> 'succeeded' OR has_children IS TRUE
+                    OR concurrency_key IS NOT NULL
+            )
+            OR NOT coalesce((
+                SELECT coalesce(j.resources = '{}'::jsonb AND j.labels = '{}'::jsonb AND j.affinity = '{}'::jsonb
+            AND j.concurrency_key IS NULL AND coalesce(j.concurrency_limit, 0) = 0
+            AND j.rate_limit IS NULL AND j.depends_on IS NULL
+            AND j.queue = ANY (CAST((SELECT queues FROM granted) AS text[])), false)
+                FROM jobs j
+                WHERE j.state = 'pending' AND j.id NOT IN (SELECT id FROM claimable)
+                ORDER BY (-(j.priority::bigint)), j.seq
+                LIMIT 1
+            ), true)
+        THEN pg_notify(:pending_channel, '') END
     WHERE EXISTS (SELECT FROM done)
 )
-SELECT id FROM done
-UNION ALL
-SELECT id FROM again
-UNION ALL
-SELECT NULL FROM woken
+SELECT ARRAY(SELECT id FROM done UNION ALL SELECT id FROM again) AS accepted, s.*
+FROM (SELECT count(*) FROM woken) w
+LEFT JOIN all_started s ON true
+
+-- name: claimed_jobs
+-- The jobs a start_jobs call (:claim) started and that still run: what a retry of that call
+-- returns when the first try committed but its reply was lost.
+SELECT j.id, j.task, j.queue, j.payload, j.priority, j.state, j.attempts, j.max_attempts,
+    j.timeout, j.resources, j.labels, j.affinity, j.backoff_base, j.backoff_max, j.created_at,
+    j.scheduled_at, j.node_id, j.token, j.started_at, j.finished_at, j.lease_expires_at,
+    j.result, j.error, j.traceback, j.cancel_requested, j.seq, j.depends_on, j.pass_results,
+    j.workflow_id, j.unique_key, j.concurrency_key, j.concurrency_limit, j.rate_limit
+FROM job_attempts a
+JOIN jobs j ON j.id = a.job_id AND j.token = a.token AND j.state = 'running'
+WHERE a.node_id = :node_id AND a.claim = :claim AND a.ended_at IS NULL
 
 -- name: release_jobs
 -- Hand the node's jobs back to pending; a running job's attempt is not counted (its

@@ -108,6 +108,9 @@ WHERE jobs.id = a.id AND jobs.state = 'pending';
 -- name: put_stats
 INSERT OR REPLACE INTO stats (name, data, updated_at) VALUES (:name, :data, :now);
 
+-- name: put_stats_once
+INSERT OR IGNORE INTO stats (name, data, updated_at) VALUES (:name, :data, :now);
+
 -- name: get_stats
 SELECT data FROM stats WHERE name = ?;
 
@@ -136,3 +139,10 @@ WHERE finished_at IS NOT NULL AND finished_at < :cutoff
 
 -- name: prune_nodes
 DELETE FROM nodes WHERE state IN ('dead', 'stopped') AND gone_at < :cutoff;
+
+-- name: clear_grants
+DELETE FROM claim_grants;
+
+-- name: grant_claim
+INSERT INTO claim_grants (node_id, queues, lease_name, token)
+VALUES (:node_id, :queues, :lease_name, :token);

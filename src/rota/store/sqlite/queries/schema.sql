@@ -131,6 +131,14 @@ CREATE TABLE IF NOT EXISTS schedules (
     spec TEXT NOT NULL,
     last_tick REAL
 );
+-- Claim grants (grant_claims): node id -> the queues (JSON array) whose plain pending jobs
+-- it may claim itself; current while the lease (lease_name, token) is held, unexpired.
+CREATE TABLE IF NOT EXISTS claim_grants (
+    node_id TEXT PRIMARY KEY,
+    queues TEXT NOT NULL,
+    lease_name TEXT NOT NULL,
+    token INTEGER NOT NULL
+);
 
 -- name: jobs_columns
 -- Columns added after the first release: each is added when a store opens a database

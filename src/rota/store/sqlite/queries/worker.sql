@@ -51,6 +51,34 @@ RETURNING id, task, queue, payload, priority, state, attempts, max_attempts, tim
           cancel_requested, seq, depends_on, pass_results, workflow_id, unique_key,
           concurrency_key, concurrency_limit, rate_limit;
 
+-- name: granted_queues
+-- The node's queues (JSON array) under a current claim grant: its row's lease still has
+-- that token and has not expired. No row: no grant, placement decides.
+SELECT g.queues FROM claim_grants g
+JOIN leases l ON l.name = g.lease_name AND l.token = g.token
+WHERE g.node_id = :node_id AND l.expires_at > :now;
+
+-- name: pending_head
+-- The head of the pending jobs in placement order: seq, queue, and whether it is plain
+-- (no resources, labels, affinity, concurrency or rate limit, parents).
+SELECT seq, queue,
+       resources = '{}' AND labels = '{}' AND affinity = '{}' AND concurrency_key IS NULL
+       AND concurrency_limit = 0 AND rate_limit IS NULL AND depends_on IS NULL
+FROM jobs INDEXED BY jobs_pending
+WHERE state = 'pending'
+ORDER BY priority DESC, seq LIMIT :limit;
+
+-- name: claim_jobs
+-- Pending -> running on the claiming node (:seqs, a JSON array), a new token each.
+UPDATE jobs SET state = 'running', node_id = :node_id, token = token + 1,
+                attempts = attempts + 1, started_at = :now, lease_expires_at = :expires
+WHERE seq IN (SELECT value FROM json_each(:seqs)) AND state = 'pending'
+RETURNING id, task, queue, payload, priority, state, attempts, max_attempts, timeout, resources,
+          labels, affinity, backoff_base, backoff_max, created_at, scheduled_at, node_id, token,
+          started_at, finished_at, lease_expires_at, result, error, traceback,
+          cancel_requested, seq, depends_on, pass_results, workflow_id, unique_key,
+          concurrency_key, concurrency_limit, rate_limit;
+
 -- name: has_assigned
 SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_active
                WHERE node_id = ? AND state IN ('assigned', 'running') AND state = 'assigned');
