@@ -1,5 +1,5 @@
--- Worker nodes: register, heartbeat, node state, list nodes, claim (start_jobs), complete,
--- release, and the check behind wait_for_assignments.
+-- Worker nodes: register, heartbeat, node state, claim (start_jobs), complete (list_nodes is
+-- in nodes.sql), release, and the check behind wait_for_assignments.
 
 -- ---- worker nodes ------------------------------------------------------------------------
 
