@@ -3,9 +3,10 @@
 Nodes are asyncio tasks in ``--procs`` processes (``python -m bench.fleet sim ...``), and
 use the real store API: ``register_node``, ``heartbeat`` (every second), and the claim path
 a worker uses (``async_claims().wait_and_start`` / ``complete_and_start`` on Redis;
-``start_jobs`` / ``complete`` through threads elsewhere). Jobs are not run: a ``sim.noop``
-job is finished as soon as it is claimed, a ``sim.hold`` job is held until the node dies or
-the run ends. The real scheduler (``rota.scheduler.leader.Scheduler``) places them, in a
+``start_jobs`` / ``complete`` through threads elsewhere, woken on PostgreSQL by each
+node's channel's NOTIFY through one LISTEN connection per process; ``--no-listen``: by
+polling). Jobs are not run: a ``sim.noop`` job is finished as soon as it is claimed, a
+``sim.hold`` job is held until the node dies or the run ends. The real scheduler (``rota.scheduler.leader.Scheduler``) places them, in a
 process of its own (``python -m bench.fleet scheduler ...``) that times each of its cycles.
 
 For each fleet size (``--sizes 10,100,1000``):
@@ -77,6 +78,8 @@ class SimProcess:
         self.hb_calls = 0
         self.hb_errors = 0
         self.hb_seconds = 0.0
+        # PostgreSQL: a node's claim loop waits on its event, set by wake_on_notify.
+        self.wake: dict[str, asyncio.Event] = {}
 
     def store(self) -> Store:
         st = getattr(self.local, "store", None)
@@ -105,6 +108,24 @@ class SimProcess:
             self.hb_calls += 1
             self.hb_seconds += time.perf_counter() - t
 
+    def wake_on_notify(self, loop: asyncio.AbstractEventLoop) -> None:
+        """PostgreSQL: one connection LISTENs on the channels of this process's nodes (the
+        store's ``assign`` NOTIFYs a node's channel, which a worker LISTENs on in
+        ``wait_for_assignments``), and a notification wakes that node's claim loop at once:
+        no poll interval between a placement and its claim. Runs on a thread of its own."""
+        import psycopg
+        from psycopg import sql
+
+        store = open_store(self.url)
+        channels = {store.node_channel(self.ids[n]): n for n in self.names}  # type: ignore[attr-defined]
+        conn = psycopg.connect(store.conninfo, autocommit=True)  # type: ignore[attr-defined]
+        for channel in channels:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        for note in conn.notifies():
+            name = channels.get(note.channel)
+            if name is not None:
+                loop.call_soon_threadsafe(self.wake[name].set)
+
     async def claim_loop(self, name: str, claims: Any) -> None:
         node, held = self.ids[name], self.held[name]
         outcomes: list[Outcome] = []
@@ -125,10 +146,18 @@ class SimProcess:
                     continue
                 elif claims is not None:
                     jobs = await claims.wait_and_start(node, free, LEASE_TTL, 2.0)
+                elif name in self.wake:
+                    # Woken by its channel's NOTIFY (wake_on_notify), cleared before the
+                    # claim so that one sent meanwhile is not missed; 2 s as a safety net.
+                    wake = self.wake[name]
+                    wake.clear()
+                    jobs = await self.call("start_jobs", node, free, LEASE_TTL)
+                    if not jobs:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(wake.wait(), 2.0)
                 else:
-                    # No per-node LISTEN here (1,000 of them would hold 1,000 connections
-                    # and threads): poll, 50 ms after a claim that got work, backing off
-                    # to 0.5 s while there is none.
+                    # Polling (--no-listen): 50 ms after a claim that got work, backing
+                    # off to 0.5 s while there is none.
                     jobs = await self.call("start_jobs", node, free, LEASE_TTL)
                     poll = 0.05 if jobs else min(0.5, poll * 2)
                     if not jobs:
@@ -160,6 +189,10 @@ class SimProcess:
             orders = (control / "orders").read_text() if (control / "orders").exists() else ""
             if "claim" in orders and not claiming:
                 claiming = True
+                if self.url.startswith("postgres") and "nolisten" not in orders:
+                    self.wake = {name: asyncio.Event() for name in self.names}
+                    loop = asyncio.get_running_loop()
+                    threading.Thread(target=self.wake_on_notify, args=(loop,), daemon=True).start()
                 for name in self.names:
                     # One claim client per node, as each worker has its own connection
                     # (None: claims through the threads, as a worker's I/O thread does).
@@ -357,7 +390,15 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) -> dict[str, Any]:
+def run_size(
+    kind: str,
+    nodes: int,
+    jobs: int,
+    procs: int,
+    hb_seconds: float,
+    hb_only: bool = False,
+    listen: bool = True,
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"rota-fleet-{kind}-{nodes}-"))
     target = Target(kind, tmp)
     children: list[subprocess.Popen[bytes]] = []
@@ -367,11 +408,12 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
         # 0. the scheduler alone, paging as before (pages of at most 1,000) and with pages
         # as large as the room (max_page), twice each in turns; the best of each.
         alone: dict[int, list[float]] = {1000: [], 10000: []}
-        for turn in range(2):
+        for turn in range(0 if hb_only else 2):
             for max_page in alone:
                 url = target.url_for(f"alone{max_page}x{turn}")
                 alone[max_page].append(placement_alone(url, nodes, jobs, max_page))
-        row["alone_1000"], row["alone_s"] = max(alone[1000]), max(alone[10000])
+        if not hb_only:
+            row["alone_1000"], row["alone_s"] = max(alone[1000]), max(alone[10000])
         store = open_store(target.url)
         store.migrate()
         per = [[f"n{i:04d}" for i in range(nodes) if i % procs == p] for p in range(procs)]
@@ -387,9 +429,16 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
         cpu1, ops1, t1 = cpu_seconds(pids), target.ops(), time.monotonic()
         row["hb_cpu_pct"] = 100 * (cpu1 - cpu0) / (t1 - t0)
         row["hb_ops_s"] = (ops1 - ops0) / (t1 - t0)
+        if hb_only:
+            (tmp / "orders").write_text("stop")
+            for child in children:
+                child.wait(30)
+            store.close()
+            return row
         # 2. placement. The claim loops start first and wait (as a fleet's workers do
         # before work comes), so their connections and the Redis library are loaded.
-        (tmp / "orders").write_text("claim")
+        claim = "claim" if listen else "claim nolisten"  # PostgreSQL: NOTIFY or polling
+        (tmp / "orders").write_text(claim)
         wait("claim loops", lambda: len(list(tmp.glob("claiming-*"))) == procs, 120, 0.2)
         submit(store, "sim.noop", jobs)
         out = tmp / "sched.json"
@@ -413,7 +462,7 @@ def run_size(kind: str, nodes: int, jobs: int, procs: int, hb_seconds: float) ->
         time.sleep(1.5)
         dead_before = {n.id for n in store.list_nodes() if n.state is NodeState.DEAD}
         victims_per_proc = max(1, nodes // 20 // procs)
-        (tmp / "orders").write_text(f"claim kill={victims_per_proc}")
+        (tmp / "orders").write_text(f"{claim} kill={victims_per_proc}")
         killed = wait("the kills", lambda: [
             json.loads(line) for f in tmp.glob("killed-*") for line in f.read_text().splitlines()
         ] if sum(len(f.read_text().splitlines()) for f in tmp.glob("killed-*"))
@@ -494,11 +543,18 @@ def main() -> None:
     parser.add_argument("--postgres-jobs", type=int, help="jobs per size on PostgreSQL (--jobs)")
     parser.add_argument("--procs", type=int, default=5)
     parser.add_argument("--hb-seconds", type=float, default=10.0)
+    parser.add_argument("--heartbeats-only", action="store_true",
+                        help="measure step 1 (heartbeats alone) only")  # fmt: skip
+    parser.add_argument("--no-listen", action="store_true",
+                        help="PostgreSQL: simulated nodes poll for work instead of being "
+                        "woken by their channel's NOTIFY")  # fmt: skip
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--keep-rows", type=Path, metavar="JSON",
                         help="rows of earlier runs: rows of this run replace theirs (same "
                         "store and size), and the merged rows are saved there")  # fmt: skip
     args = parser.parse_args()
+    if args.heartbeats_only and args.write:
+        parser.error("--heartbeats-only makes no full row for bench/README.md: drop --write")
     rows: list[dict[str, Any]] = []
     began = time.monotonic()
     for kind in args.stores.split(","):
@@ -508,7 +564,7 @@ def main() -> None:
                 jobs = (
                     args.postgres_jobs if kind == "postgres" and args.postgres_jobs else args.jobs
                 )
-                row = run_size(kind, size, jobs, args.procs, args.hb_seconds)
+                row = run_size(kind, size, jobs, args.procs, args.hb_seconds, args.heartbeats_only)
             except Exception as exc:  # a failed size is a row too
                 row = {"store": kind, "nodes": size, "error": f"{type(exc).__name__}: {exc}"}
             row["run"] = time.strftime("%Y-%m-%d %H:%M")

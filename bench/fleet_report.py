@@ -29,7 +29,8 @@ def render(rows: list[dict[str, Any]], head: str) -> str:
         if "error" in row:
             out.append(f"| {row['store']} | {row['nodes']:,} | FAILED: {row['error']} |")
             continue
-        out.append("| " + " | ".join(f.format(row[k]) for k, _, f in cols) + " |")
+        cells = (f.format(row[k]) if k in row else "-" for k, _, f in cols)  # "-": not run
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
+import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from unittest.mock import patch
 
 import pytest
@@ -585,3 +588,74 @@ def test_many_jobs_on_few_big_nodes(policy: Policy) -> None:
     check(jobs, nodes, policy)
     with patch.object(placement, "_STALE_SLACK", 0):
         check(jobs, nodes, policy)
+
+
+# ---- nodes about to be declared dead get nothing new ----------------------------------------
+def test_placeable_skips_nodes_whose_heartbeat_lags_past_two_thirds_of_the_timeout() -> None:
+    now, timeout = 100.0, 3.0  # horizon: 98.0
+    nodes = [
+        dataclasses.replace(node("a"), heartbeat_at=100.0),
+        dataclasses.replace(node("b"), heartbeat_at=98.0),  # exactly 2/3 late: kept
+        dataclasses.replace(node("c"), heartbeat_at=97.9),  # later than 2/3: skipped
+        dataclasses.replace(node("d", state=NodeState.DRAINING), heartbeat_at=100.0),
+    ]
+    kept = placement.placeable(nodes, now, timeout)
+    assert [n.id for n in kept] == ["a", "b"]
+    result = place([job(f"j{i}") for i in range(12)], kept)
+    assert {a.node_id for a in result.assignments} == {"a", "b"}
+    assert len(result.assignments) == 8 and result.waiting == 4
+
+
+def test_placeable_counts_the_lag_from_the_freshest_heartbeat_when_all_are_late() -> None:
+    # A slow store: every beat is 2.5 s old; only the node 2 s behind the others is left out.
+    nodes = [
+        dataclasses.replace(node("a"), heartbeat_at=97.5),
+        dataclasses.replace(node("b"), heartbeat_at=96.0),
+        dataclasses.replace(node("c"), heartbeat_at=95.4),
+    ]
+    assert [n.id for n in placement.placeable(nodes, 100.0, 3.0)] == ["a", "b"]
+    assert placement.placeable([], 100.0, 3.0) == []
+
+
+def test_the_leader_places_nothing_on_a_node_whose_heartbeat_lags(tmp_path: Path) -> None:
+    from rota.core.model import NewJob
+    from rota.scheduler.config import SchedulerConfig
+    from rota.scheduler.leader import Scheduler
+    from rota.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'rota.db'}"
+    store = open_store(url)
+    try:
+        for name in ("quiet", "beating"):
+            store.register_node(NodeSpec(id=name, name=name, slots=4, prefetch=0))
+        time.sleep(0.5)  # past 2/3 of the 0.6 s failure timeout, not past the timeout
+        store.heartbeat("beating", [], 10.0)
+        ids = store.submit([NewJob(f"j{i}", "t", "default", "{}") for i in range(3)])
+        sched = Scheduler(url, SchedulerConfig(failure_timeout=0.6, reap_every=60.0))
+        sched.cycle(store)
+        placed = {r.node_id for r in store.get_jobs(ids)}
+        assert placed == {"beating"}
+        assert {n.id for n in store.list_nodes([NodeState.LIVE])} == {"quiet", "beating"}
+    finally:
+        store.close()
+
+
+def test_the_leader_reaps_a_node_as_soon_as_it_is_past_the_failure_timeout(
+    tmp_path: Path,
+) -> None:
+    from rota.scheduler.config import SchedulerConfig
+    from rota.scheduler.leader import Scheduler
+    from rota.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'rota.db'}"
+    store = open_store(url)
+    try:
+        store.register_node(NodeSpec(id="silent", name="silent", slots=4, prefetch=0))
+        sched = Scheduler(url, SchedulerConfig(failure_timeout=0.3, reap_every=60.0))
+        sched.cycle(store)  # the first cycle reaps (nothing yet): the next is 60 s away
+        assert {n.id for n in store.list_nodes([NodeState.LIVE])} == {"silent"}
+        time.sleep(0.4)
+        sched.cycle(store)  # the snapshot shows it past the timeout: reaped now
+        assert {n.id for n in store.list_nodes([NodeState.DEAD])} == {"silent"}
+    finally:
+        store.close()

@@ -29,7 +29,7 @@ from rota.scheduler.config import STATS_NAME, SchedulerConfig
 from rota.scheduler.fairshare import SHARES_NAME, Share, shares_from_doc
 from rota.scheduler.limits import RateGate, admit, fair_order, record_placed
 from rota.scheduler.periodic import PeriodicRunner
-from rota.scheduler.placement import Placement, get_policy, place
+from rota.scheduler.placement import Placement, get_policy, place, placeable
 from rota.scheduler.policy import AllocationConfig, AllocationState, allocate, tenant_of
 from rota.scheduler.preemption import Preemption
 from rota.scheduler.reservations import grants, reserve
@@ -45,6 +45,8 @@ PROBE_EVERY = 10.0  # seconds between census cycles that read the whole allocati
 # Seconds the leader keeps looking for preemptions (once a stats cycle, reading the
 # running jobs) after it last saw a preemptible job, pending or running.
 PREEMPTIBLE_MEMORY = 600.0
+CLOCK_EVERY = 10.0  # the store's clock is read again after this long (placeable nodes)
+REAP_DUE_EVERY = 0.02  # shortest time between reaps while a node is past the timeout
 
 
 @dataclass(slots=True)
@@ -105,6 +107,7 @@ class Scheduler:
         self._pruned = 0.0
         self._published = 0.0
         self._census = 0.0
+        self._clock: tuple[float, float] | None = None  # (read at, store clock - monotonic)
         self._resolved = 0.0
         self._rate_held = False
         self._placed_all = False
@@ -120,8 +123,7 @@ class Scheduler:
         # The allocation policies live now (config + the shares published in the store;
         # backfill and gangs are not carried out by the leader yet).
         self.alloc_config = self._live_allocation({})
-        self._alloc_read = 0.0  # when the shares and the store's clock were last read
-        self._clock_offset = 0.0  # store clock - local clock
+        self._alloc_read = 0.0  # when the shares were last read
         self._aging_at = -AGING_MEMORY  # monotonic time a pending job with aging was seen
         self._preemptible_at = -PREEMPTIBLE_MEMORY  # ... a preemptible job was seen
         self._probed = -PROBE_EVERY  # last census that read the whole window
@@ -201,6 +203,10 @@ class Scheduler:
                 snapshot = fast.placement_snapshot(store, lease, 10000, most, cfg.min_page, census)
             nodes = snapshot.nodes
             self._grant(store, lease, nodes)
+            # No new job (nor reserved slot) for a node about to be declared dead.
+            store_now = self._store_now(store)
+            nodes_due = any(n.heartbeat_at + cfg.failure_timeout <= store_now for n in nodes)
+            nodes = placeable(nodes, store_now, cfg.failure_timeout)
             placed = self.place_pending(
                 store, lease, nodes, snapshot.pending, snapshot.page_size, census
             )
@@ -211,7 +217,10 @@ class Scheduler:
                 self._resolved = 0.0 if moved else mono
                 did += moved
             did += self.periodic.run_due(store, lease, cfg)
-            if mono - self._reaped >= cfg.reap_every:
+            # Every reap_every, and as soon as a live node of the snapshot is past the
+            # failure timeout (not up to reap_every later): its jobs go elsewhere sooner.
+            since = mono - self._reaped
+            if since >= cfg.reap_every or (nodes_due and since >= REAP_DUE_EVERY):
                 gone = self.leadership.gone(store)  # coordinator sessions that ended
                 if gone:
                     log.warning("nodes dead (coordinator session ended): %s", ", ".join(gone))
@@ -272,6 +281,14 @@ class Scheduler:
             self._woken = None if taken is None else (lease.token, taken)
 
     # ---- placement ----------------------------------------------------------------------
+    def _store_now(self, store: Store) -> float:
+        """The store's clock (heartbeats are stamped by it), from its offset to this
+        process's monotonic clock, read again every ``CLOCK_EVERY`` s (one round trip)."""
+        mono = time.monotonic()
+        if self._clock is None or mono - self._clock[0] >= CLOCK_EVERY:
+            self._clock = (mono, store.now() - time.monotonic())
+        return time.monotonic() + self._clock[1]
+
     def _grant(self, store: Store, lease: Lease, nodes: list[NodeRecord]) -> None:
         """Publish the claim grant when the live nodes or their queues change (and at the
         start of a leadership: a grant is current only under its own lease token)."""
@@ -435,7 +452,7 @@ class Scheduler:
             nodes,
             self.policy,
             running=running,
-            now=time.time() + self._clock_offset,
+            now=self._store_now(store),
             config=config,
             state=self.allocation,
         )
@@ -464,7 +481,7 @@ class Scheduler:
             for victim in p.victims
         ]
         done = store.preempt(lease, victims)
-        now = time.time() + self._clock_offset
+        now = self._store_now(store)
         started = {r.id: r.started_at for r in running}
         lost = sum(max(0.0, now - started.get(v, now)) for v, _ in victims)
         self.totals["preemptions"] += done
@@ -488,11 +505,8 @@ class Scheduler:
         return dataclasses.replace(base, shares={**base.shares, **shares}, backfill=False)
 
     def _refresh_allocation(self, store: Store) -> None:
-        """Re-read the published shares and the store's clock offset (once a stats cycle)."""
+        """Re-read the published shares (once a stats cycle)."""
         self.alloc_config = self._live_allocation(shares_from_doc(store.get_stats(SHARES_NAME)))
-        before = time.time()
-        now = store.now()
-        self._clock_offset = now - (before + time.time()) / 2
 
     def _allocating(self) -> bool:
         """Whether fair share or aging is in use: the leader then orders every pending job

@@ -89,6 +89,24 @@ def get_policy(name: str) -> Policy:
         raise ValueError(f"unknown placement policy {name!r} (known: {known})") from None
 
 
+PLACEABLE_LAG = 2 / 3
+"""A node whose last heartbeat is older than this fraction of the failure timeout gets no
+new job (see :func:`placeable`)."""
+
+
+def placeable(nodes: Sequence[NodeRecord], now: float, failure_timeout: float) -> list[NodeRecord]:
+    """The live nodes that heartbeat within ``PLACEABLE_LAG`` of ``failure_timeout`` (by
+    the store's clock, ``now``): a node silent longer is likely about to be declared dead,
+    and a job placed on it would wait for the reap to be placed again. Such a node keeps
+    what it holds; it takes new jobs again with its next heartbeat. The lag counts from
+    the freshest heartbeat when even that one is older than ``now``: when the whole fleet
+    is late (a slow store), no node is singled out and placement goes on."""
+    live = [n for n in nodes if n.state == NodeState.LIVE]
+    newest = max((n.heartbeat_at for n in live), default=now)
+    horizon = min(now, newest) - failure_timeout * PLACEABLE_LAG
+    return [n for n in live if n.heartbeat_at >= horizon]
+
+
 def place(
     jobs: Sequence[PendingJob],
     nodes: Sequence[NodeRecord],

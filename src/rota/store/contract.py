@@ -208,7 +208,10 @@ class Store(ABC):
         self, node_id: str, running: Sequence[tuple[str, int]], lease_ttl: float
     ) -> HeartbeatReply:
         """Mark the node alive and extend the leases of its running jobs ``(id, token)``
-        to ``now + lease_ttl``. A node declared dead gets ``alive=False``."""
+        to ``now + lease_ttl``. A node declared dead gets ``alive=False``. The reply's
+        ``lost`` lists those of ``running`` it no longer holds, ``cancel`` its running jobs
+        an operator asked to cancel (a store may leave ``cancel`` empty when ``running``
+        is: a node that runs nothing has nothing to stop)."""
 
     @abstractmethod
     def set_node_state(self, node_id: str, state: NodeState) -> None:

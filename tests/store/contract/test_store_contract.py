@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -360,6 +361,34 @@ def test_heartbeat_extends_leases_and_reports_lost_and_cancel(store: Store) -> N
     assert reply.cancel == (r1.id,)
     rec = store.get_job(r1.id)
     assert rec is not None and rec.cancel_requested
+
+
+def test_heartbeat_of_a_node_reporting_no_running_job(store: Store) -> None:
+    # PostgreSQL's idle path (heartbeat_idle): the node's row only; alive, heartbeat_at
+    # moves on; a node declared dead or unknown is not alive.
+    spec = node()
+    store.register_node(spec)
+    before = {n.spec.id: n.heartbeat_at for n in store.list_nodes()}[spec.id]
+    time.sleep(0.05)
+    reply = store.heartbeat(spec.id, [], TTL)
+    assert reply.alive and reply.lost == () and reply.cancel == ()
+    after = {n.spec.id: n.heartbeat_at for n in store.list_nodes()}[spec.id]
+    assert after > before
+    assert not store.heartbeat("no-such-node", [], TTL).alive
+    store.set_node_state(spec.id, NodeState.DEAD)
+    assert not store.heartbeat(spec.id, [], TTL).alive
+    assert {n.spec.id: n.heartbeat_at for n in store.list_nodes()}[spec.id] == after
+
+
+def test_list_nodes_shows_a_spec_registered_again(store: Store) -> None:
+    # Stores that keep specs between calls (PostgreSQL, Redis) read a changed one again.
+    spec = node()
+    store.register_node(spec)
+    assert {n.spec.id: n.spec for n in store.list_nodes()}[spec.id] == spec
+    time.sleep(0.01)
+    again = dataclasses.replace(spec, slots=spec.slots + 3, labels={"zone": "b"})
+    store.register_node(again)
+    assert {n.spec.id: n.spec for n in store.list_nodes()}[spec.id] == again
 
 
 def test_reap_dead_node_requeues_assigned_and_retries_running(store: Store) -> None:

@@ -1,5 +1,5 @@
--- Worker nodes: register, heartbeat, node state, list nodes, claim (start_jobs), complete,
--- release, and the check behind wait_for_assignments.
+-- Worker nodes: register, heartbeat, node state, claim (start_jobs), complete (list_nodes is
+-- in nodes.sql), release, and the check behind wait_for_assignments.
 
 -- ---- worker nodes ------------------------------------------------------------------------
 
@@ -21,7 +21,14 @@ SELECT pg_notify(:pending_channel, '')
 -- name: heartbeat
 -- Alive unless declared dead (or unknown); extend the leases the node still holds; report
 -- the running jobs it lost and its running jobs an operator asked to cancel.
-WITH node AS (
+-- Committed without waiting for the WAL flush (``quiet``: SET LOCAL synchronous_commit =
+-- off, as set_config in the statement's own transaction, so still one round trip). A
+-- heartbeat lost to a server crash is harmless: it only moves heartbeat_at and the leases'
+-- expiry forward, and the node's next beat (a second later) does that again; a later
+-- synchronous commit flushes it with its own. What a beat reads back is never lost.
+WITH quiet AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), node AS (
     UPDATE nodes SET heartbeat_at = rota_now()
     WHERE id = :node_id AND state <> 'dead'
     RETURNING id
@@ -47,6 +54,18 @@ SELECT
             AND EXISTS (SELECT FROM node)
         ORDER BY seq
     )
+FROM quiet
+
+-- name: heartbeat_idle
+-- The heartbeat of a node that reports no running job: nothing to extend, lose or cancel
+-- (it runs nothing to stop), so one UPDATE of the node's row (heartbeat_at is in no index:
+-- a HOT update), committed asynchronously as heartbeat. A row back: alive.
+WITH quiet AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+)
+UPDATE nodes SET heartbeat_at = rota_now()
+WHERE id = :node_id AND state <> 'dead' AND EXISTS (SELECT FROM quiet)
+RETURNING true
 
 -- name: set_node_state
 WITH changed AS (
@@ -57,32 +76,6 @@ WITH changed AS (
     RETURNING 1
 )
 SELECT pg_notify(:pending_channel, '') FROM changed
-
--- name: list_nodes
-SELECT n.id, n.name, n.slots, n.prefetch, n.resources, n.labels, n.queues, n.host, n.pid,
-    n.state, n.registered_at, n.heartbeat_at,
-    coalesce(load.assigned, 0) AS assigned, coalesce(load.running, 0) AS running,
-    coalesce(used.used, '{}'::jsonb) AS used
-FROM nodes n
-LEFT JOIN (
-    SELECT node_id, count(*) FILTER (WHERE state = 'assigned') AS assigned,
-        count(*) FILTER (WHERE state = 'running') AS running
-    FROM jobs
-    WHERE state IN ('assigned', 'running')
-    GROUP BY node_id
-) load ON load.node_id = n.id
-LEFT JOIN (
-    SELECT node_id, jsonb_object_agg(name, total) AS used
-    FROM (
-        SELECT j.node_id, r.key AS name, sum(r.value::double precision) AS total
-        FROM jobs j, jsonb_each(j.resources) r
-        WHERE j.state IN ('assigned', 'running')
-        GROUP BY j.node_id, r.key
-    ) per_resource
-    GROUP BY node_id
-) used ON used.node_id = n.id
-WHERE :states::text[] IS NULL OR n.state = ANY(:states::text[])
-ORDER BY n.registered_at, n.id
 
 -- name: complete_and_start
 -- A worker's report and claim, in one statement (one round trip, one transaction): the
